@@ -1,0 +1,211 @@
+//! `deepemotion`: the command-line front end. It only parses arguments and wires the engine to
+//! an output writer; everything else lives in the `shared` library.
+
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use shared::pipeline::{AnalysisOptions, AnalysisSink, SinkError};
+use shared::report::{CsvReport, JsonReport, summary_text};
+use shared::{Analyzer, EngineConfig, FrameResult, ModelInfo, Summary, VideoInfo};
+
+#[derive(Parser)]
+#[command(
+    name = "deepemotion",
+    version,
+    about = "What emotions do the faces in a video show, frame by frame"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Emotion model preset from models/manifest.json (faceapi, mini-xception, ferplus).
+    #[arg(long, global = true, env = "DEEPEMOTION_CLASSIFIER")]
+    model: Option<String>,
+    /// A JSON spec for your own emotion model (see README); overrides --model.
+    #[arg(long, global = true, env = "DEEPEMOTION_CLASSIFIER_SPEC")]
+    model_spec: Option<PathBuf>,
+    /// Face detector preset (yunet, yunet-dynamic).
+    #[arg(long, global = true, env = "DEEPEMOTION_DETECTOR")]
+    detector: Option<String>,
+    /// Directory with the model files.
+    #[arg(long, global = true, env = "DEEPEMOTION_MODELS_DIR")]
+    models_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Analyse a video (or a jpg/png image as one frame).
+    Analyze {
+        input: PathBuf,
+        /// Frames per second to analyse; 0 = every frame.
+        #[arg(long, default_value_t = 5.0)]
+        fps: f64,
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        format: Format,
+        /// Write here instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Run the face detector at most every N ms of video, tracking faces in between (0 = every analysed frame).
+        #[arg(long)]
+        detect_interval_ms: Option<u64>,
+    },
+    /// Classify images that are already face crops (no detection); one JSON line per image.
+    Classify {
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Json,
+    Csv,
+    Summary,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("deepemotion: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut config = EngineConfig::from_env()?;
+    if let Some(m) = cli.model {
+        config.classifier = m;
+    }
+    config.classifier_spec = cli.model_spec.or(config.classifier_spec);
+    if let Some(d) = cli.detector {
+        config.detector = d;
+    }
+    config.models_dir = cli.models_dir.or(config.models_dir);
+
+    match cli.command {
+        Command::Analyze {
+            input,
+            fps,
+            format,
+            output,
+            detect_interval_ms,
+        } => {
+            if !(fps >= 0.0 && fps.is_finite()) {
+                anyhow::bail!("--fps must be 0 (every frame) or a positive number");
+            }
+            if let Some(ms) = detect_interval_ms {
+                config.detect_interval_ms = ms;
+            }
+            let analyzer = Analyzer::new(config)?;
+            let out: Box<dyn Write> = match &output {
+                Some(path) => Box::new(BufWriter::new(File::create(path)?)),
+                None => Box::new(BufWriter::new(std::io::stdout().lock())),
+            };
+            let mut writer: Box<dyn AnalysisSink> = match format {
+                Format::Json => Box::new(JsonReport::new(out)?),
+                Format::Csv => Box::new(CsvReport::new(out)),
+                Format::Summary => Box::new(SummaryWriter { out, head: None }),
+            };
+            let mut sink = WithProgress {
+                inner: writer.as_mut(),
+                bar: None,
+                frames: 0,
+            };
+            let result = analyzer.analyze(&input, &AnalysisOptions { sample_fps: fps }, &mut sink);
+            if let Some(bar) = sink.bar.take() {
+                bar.finish_and_clear();
+            }
+            result?;
+        }
+        Command::Classify { images } => {
+            let analyzer = Analyzer::new(config)?;
+            let mut out = BufWriter::new(std::io::stdout().lock());
+            for path in images {
+                let scores = analyzer.classify_image(&path)?;
+                let line = serde_json::json!({"path": path, "dominant": scores.dominant(), "emotions": scores});
+                writeln!(out, "{line}")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes the human-readable summary at the end.
+struct SummaryWriter {
+    out: Box<dyn Write>,
+    head: Option<(ModelInfo, f64)>,
+}
+
+impl AnalysisSink for SummaryWriter {
+    fn begin(
+        &mut self,
+        _video: &VideoInfo,
+        model: &ModelInfo,
+        sample_fps: f64,
+    ) -> Result<(), SinkError> {
+        self.head = Some((model.clone(), sample_fps));
+        Ok(())
+    }
+    fn frame(&mut self, _frame: &FrameResult) -> Result<(), SinkError> {
+        Ok(())
+    }
+    fn finish(&mut self, video: &VideoInfo, summary: &Summary) -> Result<(), SinkError> {
+        let (model, fps) = self.head.take().ok_or("finish before begin")?;
+        self.out
+            .write_all(summary_text(video, &model, fps, summary).as_bytes())?;
+        self.out.flush()?;
+        Ok(())
+    }
+}
+
+/// A progress bar on stderr (frames, fps, ETA), only when stderr is a terminal.
+struct WithProgress<'a> {
+    inner: &'a mut dyn AnalysisSink,
+    bar: Option<ProgressBar>,
+    frames: u64,
+}
+
+impl AnalysisSink for WithProgress<'_> {
+    fn begin(
+        &mut self,
+        video: &VideoInfo,
+        model: &ModelInfo,
+        sample_fps: f64,
+    ) -> Result<(), SinkError> {
+        if std::io::stderr().is_terminal() && video.duration_ms > 0 {
+            let bar = ProgressBar::new(video.duration_ms);
+            bar.set_style(
+                ProgressStyle::with_template("{bar:30} {percent:>3}% {msg} ETA {eta}")
+                    .expect("valid template"),
+            );
+            self.bar = Some(bar);
+        }
+        self.inner.begin(video, model, sample_fps)
+    }
+
+    fn frame(&mut self, frame: &FrameResult) -> Result<(), SinkError> {
+        self.frames += 1;
+        if let Some(bar) = &self.bar {
+            bar.set_position(frame.t_ms);
+            let fps = self.frames as f64 / bar.elapsed().as_secs_f64().max(1e-3);
+            bar.set_message(format!("{} frames, {fps:.0} frames/s", self.frames));
+        }
+        self.inner.frame(frame)
+    }
+
+    fn finish(&mut self, video: &VideoInfo, summary: &Summary) -> Result<(), SinkError> {
+        self.inner.finish(video, summary)
+    }
+}

@@ -1,0 +1,11 @@
+//! Domain types and rules. No I/O here: everything in this module is plain data and maths.
+
+mod analysis;
+mod emotion;
+mod summary;
+mod tracker;
+
+pub use analysis::*;
+pub use emotion::*;
+pub use summary::*;
+pub use tracker::*;

@@ -1,0 +1,10 @@
+//! DeepEmotion's library crate: the domain types, the analysis pipeline (frames → faces → emotions)
+//! and, in later layers, the ports, adapters and HTTP router that the Lambda functions and the
+//! local server share.
+
+pub mod domain;
+pub mod pipeline;
+pub mod report;
+
+pub use domain::*;
+pub use pipeline::{AnalysisError, AnalysisSink, Analyzer, EngineConfig};

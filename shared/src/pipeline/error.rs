@@ -1,0 +1,102 @@
+use std::path::PathBuf;
+
+/// Everything that can stop an analysis, each with a message a user can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum AnalysisError {
+    #[error("input file not found: {0}")]
+    InputNotFound(PathBuf),
+
+    #[error("{path} is empty (0 bytes)")]
+    EmptyFile { path: PathBuf },
+
+    #[error("{path} is not a video or image file ffmpeg can read ({detail})")]
+    NotMediaFile { path: PathBuf, detail: String },
+
+    #[error("{path} is truncated or incomplete ({detail}); upload the whole file again")]
+    Truncated { path: PathBuf, detail: String },
+
+    #[error("{path} has no video stream")]
+    NoVideoStream { path: PathBuf },
+
+    #[error("{path}: unsupported video codec {codec:?} (this ffmpeg has no decoder for it)")]
+    UnsupportedCodec { path: PathBuf, codec: String },
+
+    #[error("{path} is corrupt: decoding failed after {frames_decoded} frames ({detail})")]
+    CorruptStream {
+        path: PathBuf,
+        frames_decoded: u64,
+        detail: String,
+    },
+
+    #[error(
+        "ffmpeg not found ({0}); install it (apt-get install ffmpeg) or set DEEPEMOTION_FFMPEG"
+    )]
+    FfmpegMissing(String),
+
+    #[error("ffmpeg failed: {0}")]
+    Ffmpeg(String),
+
+    #[error("could not read image {path}: {detail}")]
+    Image { path: PathBuf, detail: String },
+
+    #[error(
+        "model {name:?} not found at {path}; run scripts/setup.sh or set DEEPEMOTION_MODELS_DIR"
+    )]
+    ModelMissing { name: String, path: PathBuf },
+
+    #[error(
+        "model {name:?} at {path} has sha256 {actual}, expected one of {expected:?}; delete it and run scripts/setup.sh"
+    )]
+    ModelChecksum {
+        name: String,
+        path: PathBuf,
+        expected: Vec<String>,
+        actual: String,
+    },
+
+    #[error("unknown model {name:?}; known: {known}")]
+    UnknownModel { name: String, known: String },
+
+    #[error("invalid model spec: {0}")]
+    ModelSpec(String),
+
+    #[error(
+        "ONNX Runtime library not found (searched: {searched}); run scripts/setup.sh or set ORT_DYLIB_PATH"
+    )]
+    OrtLibraryMissing { searched: String },
+
+    #[error("ONNX Runtime error: {0}")]
+    Onnx(String),
+
+    #[error("result sink failed: {0}")]
+    Sink(String),
+
+    #[error("analysis cancelled")]
+    Cancelled,
+
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl<T> From<ort::Error<T>> for AnalysisError {
+    fn from(e: ort::Error<T>) -> Self {
+        AnalysisError::Onnx(e.to_string())
+    }
+}
+
+impl AnalysisError {
+    /// True when the input itself is at fault (a client error), as opposed to this service.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            AnalysisError::InputNotFound(_)
+                | AnalysisError::EmptyFile { .. }
+                | AnalysisError::NotMediaFile { .. }
+                | AnalysisError::Truncated { .. }
+                | AnalysisError::NoVideoStream { .. }
+                | AnalysisError::UnsupportedCodec { .. }
+                | AnalysisError::CorruptStream { .. }
+                | AnalysisError::Image { .. }
+        )
+    }
+}

@@ -1,0 +1,490 @@
+//! The analysis pipeline: decode → detect → track → classify → summarise, streaming.
+//!
+//! Three stages run on their own threads with small bounded queues between them (ffmpeg decodes
+//! in its own process on top of that), so memory stays flat however long the video is and both
+//! cores stay busy. Results go to an [`AnalysisSink`] frame by frame as they are produced.
+
+mod classifier;
+mod decode;
+mod detector;
+mod error;
+pub mod image;
+pub mod models;
+pub mod runtime;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::mpsc::sync_channel;
+use std::time::{Duration, Instant};
+
+pub use classifier::EmotionClassifier;
+pub use decode::{DecodeOptions, DecodedFrame, VideoDecoder};
+pub use detector::FaceDetector;
+pub use error::AnalysisError;
+use image::RgbFrame;
+use models::{ModelCatalog, ModelEntry, ModelKind, find_model_dir};
+
+use crate::{
+    DetectedFace, EmotionScores, FaceResult, FrameResult, ModelInfo, Summary, SummaryBuilder,
+    Tracker, TrackerConfig, VideoInfo,
+};
+
+/// Engine settings, read once at start-up.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// ffmpeg binary (`DEEPEMOTION_FFMPEG`); default: next to the executable, else on `PATH`.
+    pub ffmpeg: Option<PathBuf>,
+    /// Directory holding the model files (`DEEPEMOTION_MODELS_DIR`).
+    pub models_dir: Option<PathBuf>,
+    /// ONNX Runtime library (`ORT_DYLIB_PATH` is also honoured).
+    pub ort_library: Option<PathBuf>,
+    /// Detector preset from models/manifest.json (`DEEPEMOTION_DETECTOR`, default `yunet`).
+    pub detector: String,
+    /// Classifier preset (`DEEPEMOTION_CLASSIFIER`, default `faceapi`).
+    pub classifier: String,
+    /// A user-supplied classifier spec file; overrides `classifier` (`DEEPEMOTION_CLASSIFIER_SPEC`).
+    pub classifier_spec: Option<PathBuf>,
+    /// Run the detector at most this often (in video time) and carry tracked boxes in between
+    /// (`DEEPEMOTION_DETECT_INTERVAL_MS`); 0 detects on every analysed frame.
+    pub detect_interval_ms: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            ffmpeg: None,
+            models_dir: None,
+            ort_library: None,
+            detector: "yunet".into(),
+            classifier: "faceapi".into(),
+            classifier_spec: None,
+            detect_interval_ms: 0,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Reads `DEEPEMOTION_*` variables over the defaults; fails naming the variable at fault.
+    pub fn from_env() -> Result<Self, AnalysisError> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let mut config = Self::default();
+        config.ffmpeg = var("DEEPEMOTION_FFMPEG").map(PathBuf::from);
+        config.models_dir = var("DEEPEMOTION_MODELS_DIR").map(PathBuf::from);
+        config.ort_library = var("ORT_DYLIB_PATH").map(PathBuf::from);
+        if let Some(v) = var("DEEPEMOTION_DETECTOR") {
+            config.detector = v;
+        }
+        if let Some(v) = var("DEEPEMOTION_CLASSIFIER") {
+            config.classifier = v;
+        }
+        config.classifier_spec = var("DEEPEMOTION_CLASSIFIER_SPEC").map(PathBuf::from);
+        if let Some(v) = var("DEEPEMOTION_DETECT_INTERVAL_MS") {
+            config.detect_interval_ms = v.parse().map_err(|_| {
+                AnalysisError::ModelSpec(format!(
+                    "DEEPEMOTION_DETECT_INTERVAL_MS={v:?} is not a number of milliseconds"
+                ))
+            })?;
+        }
+        Ok(config)
+    }
+}
+
+/// Per-analysis options.
+#[derive(Debug, Clone, Copy)]
+pub struct AnalysisOptions {
+    /// Frames per second to analyse; 0 analyses every frame.
+    pub sample_fps: f64,
+}
+
+impl Default for AnalysisOptions {
+    fn default() -> Self {
+        Self { sample_fps: 5.0 }
+    }
+}
+
+pub type SinkError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Where results go as they are produced (a file writer, a database batcher, a progress bar...).
+pub trait AnalysisSink {
+    /// Called once, before the first frame.
+    fn begin(
+        &mut self,
+        _video: &VideoInfo,
+        _model: &ModelInfo,
+        _sample_fps: f64,
+    ) -> Result<(), SinkError> {
+        Ok(())
+    }
+    /// Called for every analysed frame, in order.
+    fn frame(&mut self, frame: &FrameResult) -> Result<(), SinkError>;
+    /// Called once after the last frame of a successful analysis; `video.frame_count` is final.
+    fn finish(&mut self, _video: &VideoInfo, _summary: &Summary) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// Wall time spent in each stage (stages overlap, so these add up to more than the total).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StageTimings {
+    pub decode: Duration,
+    pub detect: Duration,
+    pub classify: Duration,
+    pub detector_runs: u64,
+    pub faces_classified: u64,
+}
+
+/// What an analysis returns besides what it sent to the sink.
+#[derive(Debug, Clone)]
+pub struct AnalysisOutcome {
+    pub video: VideoInfo,
+    pub summary: Summary,
+    pub timings: StageTimings,
+}
+
+/// The engine: ONNX sessions built once, reused for every input.
+pub struct Analyzer {
+    config: EngineConfig,
+    detector: Mutex<FaceDetector>,
+    classifier: Mutex<EmotionClassifier>,
+    model_info: ModelInfo,
+    has_contempt: bool,
+}
+
+fn load_model(
+    config: &EngineConfig,
+    entry: &ModelEntry,
+    dir: Option<&Path>,
+) -> Result<Vec<u8>, AnalysisError> {
+    let dir = match dir {
+        Some(d) => d.to_path_buf(),
+        None => find_model_dir(config.models_dir.as_deref(), &entry.file),
+    };
+    entry.load(&dir)
+}
+
+impl Analyzer {
+    pub fn new(config: EngineConfig) -> Result<Self, AnalysisError> {
+        let catalog = ModelCatalog::builtin();
+        let env = runtime::environment(config.ort_library.as_deref())?;
+
+        let det_entry = catalog.get(&config.detector, ModelKind::Detector)?;
+        let det_spec = det_entry.detector.clone().ok_or_else(|| {
+            AnalysisError::ModelSpec(format!("{} has no detector spec", det_entry.name))
+        })?;
+        let detector = FaceDetector::new(
+            runtime::session(&env, &load_model(&config, det_entry, None)?)?,
+            det_spec,
+        )?;
+
+        let (cls_entry, cls_dir) = match &config.classifier_spec {
+            Some(path) => {
+                let (entry, dir) = ModelEntry::from_spec_file(path)?;
+                (entry, Some(dir))
+            }
+            None => (
+                catalog
+                    .get(&config.classifier, ModelKind::Classifier)?
+                    .clone(),
+                None,
+            ),
+        };
+        let cls_spec = cls_entry.classifier.clone().ok_or_else(|| {
+            AnalysisError::ModelSpec(format!("{} has no classifier spec", cls_entry.name))
+        })?;
+        let bytes = load_model(&config, &cls_entry, cls_dir.as_deref())?;
+        let classifier = EmotionClassifier::new(runtime::session(&env, &bytes)?, cls_spec)?;
+
+        let spec = classifier.spec();
+        let has_contempt = spec.has_contempt();
+        let labels = crate::EmotionLabel::ALL
+            .into_iter()
+            .filter(|l| *l != crate::EmotionLabel::Contempt || has_contempt)
+            .collect();
+        let model_info = ModelInfo {
+            detector: det_entry.name.clone(),
+            classifier: cls_entry.name.clone(),
+            labels,
+        };
+        tracing::info!(detector = %model_info.detector, classifier = %model_info.classifier, "analysis engine ready");
+        Ok(Self {
+            config,
+            detector: Mutex::new(detector),
+            classifier: Mutex::new(classifier),
+            model_info,
+            has_contempt,
+        })
+    }
+
+    pub fn model_info(&self) -> &ModelInfo {
+        &self.model_info
+    }
+
+    /// Classifies an image that is already a face crop (no detection), e.g. a FER2013 sample.
+    pub fn classify_image(&self, path: &Path) -> Result<EmotionScores, AnalysisError> {
+        let image = load_image(path)?;
+        let side = image.width.max(image.height);
+        let crop = image::SquareCrop::around(
+            &crate::FaceBox {
+                x: 0.0,
+                y: 0.0,
+                w: image.width as f32,
+                h: image.height as f32,
+            },
+            1.0,
+        );
+        let mut classifier = self.classifier.lock().expect("classifier lock");
+        let scores = classifier.classify_crops(&[(crop.extract(&image), side)])?;
+        Ok(scores[0])
+    }
+
+    /// Analyses a video (or a jpg/png image as a one-frame video), streaming results to `sink`.
+    ///
+    /// On a decode error mid-stream, every frame decoded before it has already been delivered to
+    /// the sink; the error is returned and `finish` is not called.
+    pub fn analyze(
+        &self,
+        input: &Path,
+        options: &AnalysisOptions,
+        sink: &mut dyn AnalysisSink,
+    ) -> Result<AnalysisOutcome, AnalysisError> {
+        if !input.exists() {
+            return Err(AnalysisError::InputNotFound(input.to_path_buf()));
+        }
+        if is_image(input) {
+            return self.analyze_image(input, sink);
+        }
+        let mut detector = self.detector.lock().expect("detector lock");
+        let mut classifier = self.classifier.lock().expect("classifier lock");
+        let decode_options = DecodeOptions {
+            ffmpeg: self.config.ffmpeg.clone(),
+            sample_fps: options.sample_fps,
+        };
+        let mut decoder = VideoDecoder::open(input, &decode_options)?;
+        sink.begin(decoder.info(), &self.model_info, options.sample_fps)
+            .map_err(|e| AnalysisError::Sink(e.to_string()))?;
+        tracing::info!(input = %input.display(), codec = %decoder.info().codec, width = decoder.info().width,
+            height = decoder.info().height, sample_fps = options.sample_fps, "analysis started");
+
+        let interval = self.config.detect_interval_ms;
+        let mut tracker = Tracker::new(TrackerConfig::default());
+        let mut summary = SummaryBuilder::new(self.has_contempt);
+        let mut timings = StageTimings::default();
+
+        let (video, result) = std::thread::scope(|scope| {
+            let (frame_tx, frame_rx) = sync_channel::<DecodedFrame>(4);
+            let (det_tx, det_rx) = sync_channel::<(DecodedFrame, Option<Vec<DetectedFace>>)>(4);
+
+            let decoding = scope.spawn(move || -> (Duration, Result<VideoInfo, AnalysisError>) {
+                let mut spent = Duration::ZERO;
+                loop {
+                    let started = Instant::now();
+                    let next = decoder.next_frame();
+                    spent += started.elapsed();
+                    match next {
+                        Ok(Some(frame)) => {
+                            if frame_tx.send(frame).is_err() {
+                                return (spent, Err(AnalysisError::Cancelled));
+                            }
+                        }
+                        Ok(None) => return (spent, Ok(decoder.info().clone())),
+                        Err(e) => return (spent, Err(e)),
+                    }
+                }
+            });
+
+            let detector = &mut *detector;
+            let detecting = scope.spawn(move || -> (Duration, u64, Result<(), AnalysisError>) {
+                let (mut spent, mut runs) = (Duration::ZERO, 0);
+                let mut last_detection: Option<u64> = None;
+                for frame in frame_rx {
+                    let due = match last_detection {
+                        None => true,
+                        Some(last) => frame.t_ms < last || frame.t_ms - last >= interval,
+                    };
+                    let detections = if due {
+                        let started = Instant::now();
+                        let faces = match detector.detect(&frame.image) {
+                            Ok(f) => f,
+                            Err(e) => return (spent, runs, Err(e)),
+                        };
+                        spent += started.elapsed();
+                        runs += 1;
+                        last_detection = Some(frame.t_ms);
+                        Some(faces)
+                    } else {
+                        None
+                    };
+                    if det_tx.send((frame, detections)).is_err() {
+                        break;
+                    }
+                }
+                (spent, runs, Ok(()))
+            });
+
+            let classify = || -> Result<(), AnalysisError> {
+                for (frame, detections) in det_rx {
+                    let started = Instant::now();
+                    let mut faces = match detections {
+                        Some(d) => tracker.update(frame.t_ms, &d),
+                        None => tracker.current(),
+                    };
+                    faces.sort_by_key(|(track, _)| *track);
+                    let boxes: Vec<_> = faces.iter().map(|(_, f)| f.bbox).collect();
+                    let scores = classifier.classify_faces(&frame.image, &boxes)?;
+                    timings.classify += started.elapsed();
+                    timings.faces_classified += boxes.len() as u64;
+                    let result = FrameResult {
+                        frame: frame.frame,
+                        t_ms: frame.t_ms,
+                        faces: faces
+                            .into_iter()
+                            .zip(scores)
+                            .map(|((track, face), emotions)| FaceResult {
+                                track,
+                                bbox: face.bbox,
+                                score: face.score,
+                                landmarks: face.landmarks,
+                                dominant: emotions.dominant(),
+                                emotions,
+                            })
+                            .collect(),
+                    };
+                    summary.add(&result);
+                    sink.frame(&result)
+                        .map_err(|e| AnalysisError::Sink(e.to_string()))?;
+                }
+                Ok(())
+            };
+            let classified = classify();
+            // Dropping the receivers (done by returning from `classify`) stops the other stages.
+            let (detect_time, runs, detected) = detecting.join().expect("detector thread panicked");
+            let (decode_time, decoded) = decoding.join().expect("decoder thread panicked");
+            timings.detect = detect_time;
+            timings.detector_runs = runs;
+            timings.decode = decode_time;
+            // Report the root cause: a failed stage makes the ones after it see a closed queue.
+            let result = classified.and(detected);
+            match (decoded, result) {
+                (Ok(video), Ok(())) => (Some(video), Ok(())),
+                (Err(AnalysisError::Cancelled), Err(e)) => (None, Err(e)),
+                (Err(e), _) => (None, Err(e)),
+                (Ok(_), Err(e)) => (None, Err(e)),
+            }
+        });
+        result?;
+        let video = video.expect("set on success");
+        let summary = summary.finish();
+        sink.finish(&video, &summary)
+            .map_err(|e| AnalysisError::Sink(e.to_string()))?;
+        tracing::info!(frames = summary.frames_analyzed, with_faces = summary.frames_with_faces,
+            dominant = ?summary.dominant, "analysis done");
+        Ok(AnalysisOutcome {
+            video,
+            summary,
+            timings,
+        })
+    }
+
+    fn analyze_image(
+        &self,
+        input: &Path,
+        sink: &mut dyn AnalysisSink,
+    ) -> Result<AnalysisOutcome, AnalysisError> {
+        let image = load_image(input)?;
+        let codec = input
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("image")
+            .to_ascii_lowercase();
+        let mut video = VideoInfo {
+            width: image.width,
+            height: image.height,
+            frame_count: 1,
+            codec,
+            ..Default::default()
+        };
+        video.codec = video.codec.replace("jpg", "jpeg");
+        sink.begin(&video, &self.model_info, 0.0)
+            .map_err(|e| AnalysisError::Sink(e.to_string()))?;
+        let mut timings = StageTimings::default();
+        let started = Instant::now();
+        let detections = self
+            .detector
+            .lock()
+            .expect("detector lock")
+            .detect(&image)?;
+        timings.detect = started.elapsed();
+        timings.detector_runs = 1;
+        let faces = Tracker::new(TrackerConfig::default()).update(0, &detections);
+        let boxes: Vec<_> = faces.iter().map(|(_, f)| f.bbox).collect();
+        let started = Instant::now();
+        let scores = self
+            .classifier
+            .lock()
+            .expect("classifier lock")
+            .classify_faces(&image, &boxes)?;
+        timings.classify = started.elapsed();
+        timings.faces_classified = boxes.len() as u64;
+        let frame = FrameResult {
+            frame: 0,
+            t_ms: 0,
+            faces: faces
+                .into_iter()
+                .zip(scores)
+                .map(|((track, face), emotions)| FaceResult {
+                    track,
+                    bbox: face.bbox,
+                    score: face.score,
+                    landmarks: face.landmarks,
+                    dominant: emotions.dominant(),
+                    emotions,
+                })
+                .collect(),
+        };
+        let mut summary = SummaryBuilder::new(self.has_contempt);
+        summary.add(&frame);
+        sink.frame(&frame)
+            .map_err(|e| AnalysisError::Sink(e.to_string()))?;
+        let summary = summary.finish();
+        sink.finish(&video, &summary)
+            .map_err(|e| AnalysisError::Sink(e.to_string()))?;
+        Ok(AnalysisOutcome {
+            video,
+            summary,
+            timings,
+        })
+    }
+}
+
+/// jpg/jpeg/png inputs are analysed as single frames.
+pub fn is_image(path: &Path) -> bool {
+    matches!(
+        path.extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
+        Some("jpg" | "jpeg" | "png")
+    )
+}
+
+/// Decodes a jpg/png into an RGB frame.
+pub fn load_image(path: &Path) -> Result<RgbFrame, AnalysisError> {
+    let bad = |detail: String| AnalysisError::Image {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let bytes = std::fs::read(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => AnalysisError::InputNotFound(path.to_path_buf()),
+        _ => AnalysisError::Io(e),
+    })?;
+    if bytes.is_empty() {
+        return Err(AnalysisError::EmptyFile {
+            path: path.to_path_buf(),
+        });
+    }
+    let decoded = ::image::load_from_memory(&bytes)
+        .map_err(|e| bad(e.to_string()))?
+        .to_rgb8();
+    let (w, h) = decoded.dimensions();
+    Ok(RgbFrame::new(w, h, decoded.into_raw()))
+}
