@@ -141,7 +141,8 @@ pub struct VideoInfo {
     /// Number of frames decoded from the stream (known once decoding has finished).
     pub frame_count: u64,
     pub codec: String,
-    /// Clockwise rotation the player applies (0, 90, 180, 270); frames are analysed upright.
+    /// The stream's display rotation in degrees (0..360, counter-clockwise, as ffprobe reports
+    /// it); frames are analysed upright, i.e. with it applied.
     #[serde(default)]
     pub rotation: i32,
 }

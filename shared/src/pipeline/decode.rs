@@ -78,11 +78,12 @@ fn parse_start(line: &str) -> Option<f64> {
         .ok()
 }
 
-/// Parses `displaymatrix: rotation of -90.00 degrees` into the clockwise rotation a player applies.
+/// Parses `displaymatrix: rotation of -90.00 degrees` into degrees in 0..360, in ffmpeg's
+/// (and ffprobe's) convention: counter-clockwise positive.
 fn parse_rotation(line: &str) -> Option<i32> {
     let at = line.find("rotation of")? + "rotation of".len();
     let degrees: f64 = line[at..].split_whitespace().next()?.parse().ok()?;
-    Some(((-degrees).round() as i32).rem_euclid(360))
+    Some((degrees.round() as i32).rem_euclid(360))
 }
 
 fn filtergraph(sample_fps: f64) -> String {
@@ -115,6 +116,7 @@ pub struct VideoDecoder {
     errors: Vec<String>,
     emitted: u64,
     finished: bool,
+    output_seen: bool,
 }
 
 impl VideoDecoder {
@@ -166,6 +168,7 @@ impl VideoDecoder {
             errors: Vec::new(),
             emitted: 0,
             finished: false,
+            output_seen: false,
         };
         // Metadata is complete once the first frame's pixels arrive (or ffmpeg ends).
         while decoder.pixels.is_empty() && !decoder.finished {
@@ -227,6 +230,7 @@ impl VideoDecoder {
                 self.info.duration_ms = (d.duration * 1000.0).round() as u64;
                 self.start_s = parse_start(&d.raw_log_message).unwrap_or(0.0);
             }
+            FfmpegEvent::ParsedOutput(_) => self.output_seen = true,
             FfmpegEvent::ParsedOutputStream(stream) => {
                 if let Some(video) = stream.video_data() {
                     // after ffmpeg's autorotation: the size we actually analyse
@@ -269,12 +273,11 @@ impl VideoDecoder {
             }
             return;
         }
-        if let Some(rotation) = line
-            .contains("displaymatrix")
-            .then(|| parse_rotation(&line))
-            .flatten()
-        {
-            self.info.rotation = rotation;
+        // Only the input's display matrix counts; the output section repeats a reset one.
+        if !self.output_seen && line.contains("displaymatrix") {
+            if let Some(rotation) = parse_rotation(&line) {
+                self.info.rotation = rotation;
+            }
         }
         if matches!(level, LogLevel::Error | LogLevel::Fatal) && self.errors.len() < 50 {
             self.errors.push(line);
@@ -401,12 +404,13 @@ mod tests {
         );
         assert_eq!(
             parse_rotation("[info]       displaymatrix: rotation of -90.00 degrees"),
-            Some(90)
+            Some(270)
         );
         assert_eq!(
             parse_rotation("displaymatrix: rotation of 90.00 degrees"),
-            Some(270)
+            Some(90)
         );
+        assert_eq!(parse_rotation("displaymatrix: rotation of -0.00 degrees"), Some(0));
         assert_eq!(
             parse_rotation("displaymatrix: rotation of -180.00 degrees"),
             Some(180)

@@ -38,7 +38,9 @@ pub struct EngineConfig {
     pub models_dir: Option<PathBuf>,
     /// ONNX Runtime library (`ORT_DYLIB_PATH` is also honoured).
     pub ort_library: Option<PathBuf>,
-    /// Detector preset from models/manifest.json (`DEEPEMOTION_DETECTOR`, default `yunet`).
+    /// Detector preset from models/manifest.json (`DEEPEMOTION_DETECTOR`). The default,
+    /// `yunet-dynamic`, is the same network as `yunet` (face_detection_yunet_2023mar) exported with
+    /// a dynamic input, run at the frame's own aspect ratio with the long side at 480 px.
     pub detector: String,
     /// Classifier preset (`DEEPEMOTION_CLASSIFIER`, default `faceapi`).
     pub classifier: String,
@@ -47,6 +49,9 @@ pub struct EngineConfig {
     /// Run the detector at most this often (in video time) and carry tracked boxes in between
     /// (`DEEPEMOTION_DETECT_INTERVAL_MS`); 0 detects on every analysed frame.
     pub detect_interval_ms: u64,
+    /// For dynamic-input detectors: the longer side, in pixels, frames are scaled to for detection
+    /// (`DEEPEMOTION_DETECT_SIZE`). Smaller is faster and misses smaller faces.
+    pub detect_size: Option<u32>,
 }
 
 impl Default for EngineConfig {
@@ -55,10 +60,11 @@ impl Default for EngineConfig {
             ffmpeg: None,
             models_dir: None,
             ort_library: None,
-            detector: "yunet".into(),
+            detector: "yunet-dynamic".into(),
             classifier: "faceapi".into(),
             classifier_spec: None,
             detect_interval_ms: 0,
+            detect_size: None,
         }
     }
 }
@@ -84,6 +90,14 @@ impl EngineConfig {
                     "DEEPEMOTION_DETECT_INTERVAL_MS={v:?} is not a number of milliseconds"
                 ))
             })?;
+        }
+        if let Some(v) = var("DEEPEMOTION_DETECT_SIZE") {
+            config.detect_size = Some(
+                v.parse()
+                    .ok()
+                    .filter(|n| *n >= 32)
+                    .ok_or_else(|| AnalysisError::ModelSpec(format!("DEEPEMOTION_DETECT_SIZE={v:?} is not a size in pixels (>= 32)")))?,
+            );
         }
         Ok(config)
     }
@@ -168,9 +182,12 @@ impl Analyzer {
         let env = runtime::environment(config.ort_library.as_deref())?;
 
         let det_entry = catalog.get(&config.detector, ModelKind::Detector)?;
-        let det_spec = det_entry.detector.clone().ok_or_else(|| {
+        let mut det_spec = det_entry.detector.clone().ok_or_else(|| {
             AnalysisError::ModelSpec(format!("{} has no detector spec", det_entry.name))
         })?;
+        if let (Some(size), models::DetectorInput::LongSide(_)) = (config.detect_size, det_spec.input) {
+            det_spec.input = models::DetectorInput::LongSide(size);
+        }
         let detector = FaceDetector::new(
             runtime::session(&env, &load_model(&config, det_entry, None)?)?,
             det_spec,
