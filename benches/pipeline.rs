@@ -16,16 +16,27 @@ use shared::{Analyzer, EngineConfig, FrameResult};
 const RUNS: usize = 3;
 
 fn clip() -> PathBuf {
-    std::env::var_os("DEEPEMOTION_BENCH_CLIP").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/videos/WolfgangLanger_Pexels.mp4")
-    })
+    std::env::var_os("DEEPEMOTION_BENCH_CLIP")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../shared/data/videos/WolfgangLanger_Pexels.mp4")
+        })
 }
 
 /// Peak resident set of this process and of its largest waited-for child (ffmpeg), in MB.
 fn peak_rss_mb() -> (f64, f64) {
     let own = std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<f64>().unwrap_or(0.0)))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse::<f64>()
+                    .unwrap_or(0.0)
+            })
+        })
         .unwrap_or(0.0);
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
@@ -49,7 +60,11 @@ fn child(sample_fps: f64) {
     for _ in 0..RUNS {
         let started = Instant::now();
         let outcome = analyzer
-            .analyze(&clip(), &AnalysisOptions { sample_fps }, &mut CountingSink(0))
+            .analyze(
+                &clip(),
+                &AnalysisOptions { sample_fps },
+                &mut CountingSink(0),
+            )
             .expect("analysis");
         let wall = started.elapsed().as_secs_f64();
         if best.as_ref().is_none_or(|(b, _)| wall < *b) {
@@ -60,7 +75,11 @@ fn child(sample_fps: f64) {
     let frames = outcome.summary.frames_analyzed as f64;
     let per_frame = |d: std::time::Duration| d.as_secs_f64() * 1000.0 / frames;
     let (rss, ffmpeg_rss) = peak_rss_mb();
-    let label = if sample_fps > 0.0 { format!("{sample_fps} fps") } else { "every frame".into() };
+    let label = if sample_fps > 0.0 {
+        format!("{sample_fps} fps")
+    } else {
+        "every frame".into()
+    };
     println!(
         "{label:>12}: {frames:>4} frames in {wall:.3} s = {:>6.1} analysed frames/s, {:>5.1}x realtime | ms/frame decode {:.2} detect {:.2} ({} detector runs) classify {:.2} | peak RSS {rss:.0} MB (ffmpeg {ffmpeg_rss:.0} MB) | engine load {load_ms:.0} ms",
         frames / wall,
@@ -93,8 +112,15 @@ fn decode_only() {
         .args(["-map", "0:v:0", "-f", "framemd5", "-"])
         .output()
         .expect("ffmpeg runs");
-    let frames = String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.starts_with('#')).count() as f64;
-    println!("{:>12}: {frames:>4} frames in {best:.3} s = {:>6.1} frames/s (ffmpeg -f null, the ceiling)", "decode only", frames / best);
+    let frames = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .count() as f64;
+    println!(
+        "{:>12}: {frames:>4} frames in {best:.3} s = {:>6.1} frames/s (ffmpeg -f null, the ceiling)",
+        "decode only",
+        frames / best
+    );
 }
 
 fn main() {

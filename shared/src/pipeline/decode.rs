@@ -410,7 +410,10 @@ mod tests {
             parse_rotation("displaymatrix: rotation of 90.00 degrees"),
             Some(90)
         );
-        assert_eq!(parse_rotation("displaymatrix: rotation of -0.00 degrees"), Some(0));
+        assert_eq!(
+            parse_rotation("displaymatrix: rotation of -0.00 degrees"),
+            Some(0)
+        );
         assert_eq!(
             parse_rotation("displaymatrix: rotation of -180.00 degrees"),
             Some(180)

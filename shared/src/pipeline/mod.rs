@@ -92,12 +92,11 @@ impl EngineConfig {
             })?;
         }
         if let Some(v) = var("DEEPEMOTION_DETECT_SIZE") {
-            config.detect_size = Some(
-                v.parse()
-                    .ok()
-                    .filter(|n| *n >= 32)
-                    .ok_or_else(|| AnalysisError::ModelSpec(format!("DEEPEMOTION_DETECT_SIZE={v:?} is not a size in pixels (>= 32)")))?,
-            );
+            config.detect_size = Some(v.parse().ok().filter(|n| *n >= 32).ok_or_else(|| {
+                AnalysisError::ModelSpec(format!(
+                    "DEEPEMOTION_DETECT_SIZE={v:?} is not a size in pixels (>= 32)"
+                ))
+            })?);
         }
         Ok(config)
     }
@@ -185,7 +184,9 @@ impl Analyzer {
         let mut det_spec = det_entry.detector.clone().ok_or_else(|| {
             AnalysisError::ModelSpec(format!("{} has no detector spec", det_entry.name))
         })?;
-        if let (Some(size), models::DetectorInput::LongSide(_)) = (config.detect_size, det_spec.input) {
+        if let (Some(size), models::DetectorInput::LongSide(_)) =
+            (config.detect_size, det_spec.input)
+        {
             det_spec.input = models::DetectorInput::LongSide(size);
         }
         let detector = FaceDetector::new(
@@ -277,7 +278,12 @@ impl Analyzer {
             sample_fps: options.sample_fps,
         };
         let mut decoder = VideoDecoder::open(input, &decode_options)?;
-        sink.begin(decoder.info(), &self.model_info, options.sample_fps)
+        // The frame count is only known at the end; 0 says "not yet" rather than a partial count.
+        let head = VideoInfo {
+            frame_count: 0,
+            ..decoder.info().clone()
+        };
+        sink.begin(&head, &self.model_info, options.sample_fps)
             .map_err(|e| AnalysisError::Sink(e.to_string()))?;
         tracing::info!(input = %input.display(), codec = %decoder.info().codec, width = decoder.info().width,
             height = decoder.info().height, sample_fps = options.sample_fps, "analysis started");

@@ -13,16 +13,18 @@ const LIB_NAME: &str = "libonnxruntime.so.1";
 
 static ENVIRONMENT: OnceLock<Result<Environment, String>> = OnceLock::new();
 
-/// Where the library is looked for, in order: an explicit path, `ORT_DYLIB_PATH`, next to the
-/// executable (and its `lib/`), the checkout's `.deps/lib` (where scripts/setup.sh puts it), then
-/// the usual system directories.
+/// Where the library is looked for, in order: next to the executable (and its `lib/`), the
+/// checkout's `.deps/lib` (where scripts/setup.sh puts it), then the usual system directories.
+/// An explicit path (config or `ORT_DYLIB_PATH`) is the only candidate: if it is wrong, say so
+/// rather than silently load another library.
 pub fn library_candidates(explicit: Option<&Path>) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    if let Some(p) = explicit {
-        out.push(p.to_path_buf());
-    }
-    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
-        out.push(PathBuf::from(p));
+    if let Some(p) = explicit
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from))
+    {
+        out.push(p);
+        return out;
     }
     if let Some(exe_dir) = std::env::current_exe()
         .ok()

@@ -1,0 +1,409 @@
+//! The engine on real media: the sample videos, photos, and broken files made from them.
+
+mod common;
+
+use std::path::Path;
+
+use common::{Collect, analyzer, ffmpeg, ffprobe_frame_times_ms, photo, video};
+use shared::pipeline::{AnalysisOptions, AnalysisSink, SinkError};
+use shared::{AnalysisError, EmotionLabel, EmotionScores, FrameResult};
+
+fn analyze(path: &Path, sample_fps: f64) -> Result<Collect, (AnalysisError, Collect)> {
+    let mut sink = Collect::default();
+    match analyzer().analyze(path, &AnalysisOptions { sample_fps }, &mut sink) {
+        Ok(_) => Ok(sink),
+        Err(e) => Err((e, sink)),
+    }
+}
+
+/// Dominant label of the mean emotions over the frames with faces in `[from_ms, to_ms)`.
+fn dominant_between(frames: &[FrameResult], from_ms: u64, to_ms: u64) -> EmotionLabel {
+    let mut sum = [0f32; 8];
+    let mut n = 0;
+    for face in frames
+        .iter()
+        .filter(|f| (from_ms..to_ms).contains(&f.t_ms))
+        .flat_map(|f| &f.faces)
+    {
+        for (i, label) in EmotionLabel::ALL.iter().enumerate() {
+            sum[i] += face.emotions.get(*label);
+        }
+        n += 1;
+    }
+    assert!(n > 0, "no faces between {from_ms} and {to_ms} ms");
+    let mut mean = EmotionScores::new(false);
+    for (i, label) in EmotionLabel::ALL.iter().enumerate().take(7) {
+        mean.set(*label, sum[i] / n as f32);
+    }
+    mean.dominant()
+}
+
+#[test]
+fn pexels_clip_is_one_person_sad_then_happy() {
+    let out = analyze(&video("WolfgangLanger_Pexels.mp4"), 5.0).expect("analysis");
+    let summary = out.finished.expect("finished");
+    assert_eq!(
+        summary.tracks.len(),
+        1,
+        "one person, one track: {:?}",
+        summary.tracks
+    );
+    assert!(summary.frames_with_faces as f64 >= 0.95 * summary.frames_analyzed as f64);
+    assert_eq!(dominant_between(&out.frames, 0, 7000), EmotionLabel::Sad);
+    assert_eq!(
+        dominant_between(&out.frames, 10_000, 19_700),
+        EmotionLabel::Happy
+    );
+    let info = out.began.expect("began");
+    assert_eq!(
+        (info.width, info.height, info.codec.as_str()),
+        (640, 360, "h264")
+    );
+    assert!(
+        (19_600..19_800).contains(&info.duration_ms),
+        "{}",
+        info.duration_ms
+    );
+    // 19.7 s at 5 fps: one frame per 200 ms slot
+    assert!(
+        (97..=100).contains(&summary.frames_analyzed),
+        "{}",
+        summary.frames_analyzed
+    );
+    assert_eq!(summary.timeline.len(), 20);
+}
+
+#[test]
+fn every_frame_mode_numbers_frames_consecutively_with_stream_timestamps() {
+    // HEVC, variable frame rate (26.5 fps average, 120 tbr): counting frames would get times wrong
+    let path = video("noface_face.mov");
+    let expected = ffprobe_frame_times_ms(&path);
+    let out = analyze(&path, 0.0).expect("analysis");
+    assert_eq!(out.frames.len(), expected.len());
+    for (i, (frame, t)) in out.frames.iter().zip(&expected).enumerate() {
+        assert_eq!(frame.frame, i as u64);
+        assert!(
+            (frame.t_ms as f64 - t).abs() <= 1.0,
+            "frame {i}: {} ms vs ffprobe {t} ms",
+            frame.t_ms
+        );
+    }
+}
+
+#[test]
+fn sampling_keeps_source_frame_numbers_and_one_frame_per_slot() {
+    let path = video("noface_face.mov");
+    let times = ffprobe_frame_times_ms(&path);
+    let out = analyze(&path, 5.0).expect("analysis");
+    let mut last_slot = None;
+    for f in &out.frames {
+        let t = times[f.frame as usize];
+        assert!(
+            (f.t_ms as f64 - t).abs() <= 1.0,
+            "frame {} is at {t} ms, reported {} ms",
+            f.frame,
+            f.t_ms
+        );
+        let slot = f.t_ms / 200;
+        assert!(
+            last_slot.is_none_or(|s| slot > s),
+            "two frames in slot {slot}"
+        );
+        last_slot = Some(slot);
+    }
+    assert!(
+        (30..=33).contains(&out.frames.len()),
+        "{} frames for 6.4 s at 5 fps",
+        out.frames.len()
+    );
+    assert_eq!(
+        out.began.unwrap().frame_count,
+        0,
+        "frame_count is only final at the end"
+    );
+}
+
+#[test]
+fn hevc_movies_decode_and_find_the_man_where_he_is() {
+    for (name, face_from_ms, face_to_ms) in [
+        ("face_noface.mov", 0, 3000),
+        ("noface_face.mov", 3500, 7000),
+    ] {
+        let out = analyze(&video(name), 5.0).unwrap_or_else(|(e, _)| panic!("{name}: {e}"));
+        let with_faces: Vec<&FrameResult> =
+            out.frames.iter().filter(|f| !f.faces.is_empty()).collect();
+        assert!(
+            with_faces.len() >= 8,
+            "{name}: only {} frames with a face",
+            with_faces.len()
+        );
+        for f in &with_faces {
+            assert!(
+                (face_from_ms..face_to_ms).contains(&f.t_ms),
+                "{name}: a face at {} ms",
+                f.t_ms
+            );
+            assert!(f.faces[0].bbox.w > 50.0, "{name}: a real face, not a speck");
+        }
+        assert_eq!(out.began.unwrap().codec, "hevc");
+    }
+}
+
+#[test]
+fn a_video_without_faces_gives_zero_faces_and_no_error() {
+    let out = analyze(&video("no_face.mp4"), 5.0).expect("no error");
+    let summary = out.finished.unwrap();
+    assert!(summary.frames_analyzed >= 19);
+    assert_eq!(summary.frames_with_faces, 0);
+    assert_eq!(summary.dominant, None);
+    assert!(out.frames.iter().all(|f| f.faces.is_empty()));
+}
+
+#[test]
+fn the_astronaut_photo_is_happy() {
+    let out = analyze(&photo("astronaut.png"), 5.0).expect("analysis");
+    assert_eq!(out.frames.len(), 1);
+    let faces = &out.frames[0].faces;
+    assert_eq!(faces.len(), 1);
+    assert_eq!(faces[0].dominant, EmotionLabel::Happy);
+    assert!(faces[0].emotions.get(EmotionLabel::Happy) > 0.9);
+}
+
+#[test]
+fn a_rotated_phone_video_is_analysed_upright() {
+    let dir = tempfile::tempdir().unwrap();
+    let sideways = dir.path().join("sideways.mp4");
+    let phone = dir.path().join("phone.mp4");
+    // pixels stored rotated, with a display matrix that turns them upright: what phones record
+    ffmpeg(&[
+        "-i",
+        video("single_face.mp4").to_str().unwrap(),
+        "-vf",
+        "transpose=1",
+        "-c:v",
+        "libx264",
+        "-an",
+        sideways.to_str().unwrap(),
+    ]);
+    ffmpeg(&[
+        "-i",
+        sideways.to_str().unwrap(),
+        "-c",
+        "copy",
+        "-metadata:s:v:0",
+        "rotate=90",
+        phone.to_str().unwrap(),
+    ]);
+
+    let upright = analyze(&video("single_face.mp4"), 2.0).expect("analysis");
+    let rotated = analyze(&phone, 2.0).expect("analysis");
+    let info = rotated.began.clone().unwrap();
+    assert_eq!((info.width, info.height, info.rotation), (640, 360, 90));
+    let faces = |c: &Collect| c.frames.iter().filter(|f| !f.faces.is_empty()).count();
+    assert_eq!(faces(&rotated), faces(&upright));
+    for (a, b) in upright.frames.iter().zip(&rotated.frames) {
+        if let (Some(a), Some(b)) = (a.faces.first(), b.faces.first()) {
+            assert!(
+                (a.bbox.x - b.bbox.x).abs() < 15.0 && (a.bbox.y - b.bbox.y).abs() < 15.0,
+                "{:?} vs {:?}",
+                a.bbox,
+                b.bbox
+            );
+        }
+    }
+}
+
+#[test]
+fn tracks_stay_stable_with_sparse_detection() {
+    // detector every 250 ms of video, tracked boxes in between: still one person
+    let config = shared::EngineConfig {
+        detect_interval_ms: 250,
+        ..Default::default()
+    };
+    let engine = shared::Analyzer::new(config).unwrap();
+    let mut sink = Collect::default();
+    let outcome = engine
+        .analyze(
+            &video("single_face.mp4"),
+            &AnalysisOptions { sample_fps: 0.0 },
+            &mut sink,
+        )
+        .unwrap();
+    assert_eq!(outcome.summary.tracks.len(), 1);
+    assert_eq!(sink.frames.len(), 72);
+    assert!(
+        outcome.timings.detector_runs <= 11,
+        "{} detector runs for 2.4 s",
+        outcome.timings.detector_runs
+    );
+    assert!(
+        sink.frames.iter().all(|f| f.faces.len() == 1),
+        "every frame still has the face"
+    );
+}
+
+// ---- bad input: a clear error, and nothing already analysed is lost ----
+
+fn fixture(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+#[test]
+fn a_zero_byte_file_is_reported_as_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let (err, _) = analyze(&fixture(dir.path(), "empty.mp4", b""), 5.0).unwrap_err();
+    assert!(matches!(err, AnalysisError::EmptyFile { .. }), "{err:?}");
+    assert!(err.to_string().contains("empty (0 bytes)"));
+    assert!(err.is_bad_input());
+}
+
+#[test]
+fn a_text_file_named_mp4_is_not_a_media_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (err, sink) = analyze(
+        &fixture(
+            dir.path(),
+            "notes.mp4",
+            b"these are my meeting notes, not a video\n",
+        ),
+        5.0,
+    )
+    .unwrap_err();
+    assert!(matches!(err, AnalysisError::NotMediaFile { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("not a video or image file"),
+        "{err}"
+    );
+    assert!(sink.began.is_none());
+}
+
+#[test]
+fn a_truncated_mp4_delivers_what_it_decoded_then_says_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = std::fs::read(video("WolfgangLanger_Pexels.mp4")).unwrap();
+    // the index (moov) is at the front of this file, so half of it still decodes
+    let cut = fixture(dir.path(), "cut.mp4", &whole[..whole.len() / 2]);
+    let (err, sink) = analyze(&cut, 5.0).unwrap_err();
+    assert!(matches!(err, AnalysisError::Truncated { .. }), "{err:?}");
+    assert!(err.to_string().contains("truncated"), "{err}");
+    assert!(
+        sink.frames.len() >= 20,
+        "frames before the cut reached the sink: {}",
+        sink.frames.len()
+    );
+    assert!(sink.finished.is_none());
+}
+
+#[test]
+fn a_truncated_mp4_without_its_index_says_truncated_not_garbage() {
+    let dir = tempfile::tempdir().unwrap();
+    let moov_last = dir.path().join("moov_last.mp4");
+    ffmpeg(&[
+        "-i",
+        video("single_face.mp4").to_str().unwrap(),
+        "-c",
+        "copy",
+        moov_last.to_str().unwrap(),
+    ]);
+    let whole = std::fs::read(&moov_last).unwrap();
+    let cut = fixture(dir.path(), "cut.mp4", &whole[..whole.len() * 2 / 3]);
+    let (err, _) = analyze(&cut, 5.0).unwrap_err();
+    assert!(matches!(err, AnalysisError::Truncated { .. }), "{err:?}");
+}
+
+#[test]
+fn an_audio_only_file_has_no_video_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let audio = dir.path().join("voice.m4a");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=duration=1",
+        "-c:a",
+        "aac",
+        audio.to_str().unwrap(),
+    ]);
+    let (err, _) = analyze(&audio, 5.0).unwrap_err();
+    assert!(
+        matches!(err, AnalysisError::NoVideoStream { .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_missing_file_and_a_broken_image_are_named() {
+    let (err, _) = analyze(Path::new("/nonexistent/video.mp4"), 5.0).unwrap_err();
+    assert!(matches!(err, AnalysisError::InputNotFound(_)), "{err:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let (err, _) = analyze(
+        &fixture(
+            dir.path(),
+            "photo.jpg",
+            b"\xff\xd8\xff\xe0 not really a jpeg",
+        ),
+        5.0,
+    )
+    .unwrap_err();
+    assert!(matches!(err, AnalysisError::Image { .. }), "{err:?}");
+}
+
+#[test]
+fn corrupt_data_mid_stream_is_an_error_after_the_good_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = std::fs::read(video("WolfgangLanger_Pexels.mp4")).unwrap();
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 200_000] {
+        *b = 0x5a;
+    }
+    let path = fixture(dir.path(), "corrupt.mp4", &bytes);
+    let (err, sink) = analyze(&path, 5.0).unwrap_err();
+    assert!(
+        matches!(err, AnalysisError::CorruptStream { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("corrupt"), "{err}");
+    assert!(
+        sink.frames.len() >= 20,
+        "{} frames delivered before the damage",
+        sink.frames.len()
+    );
+}
+
+/// A sink that fails on the third frame, like a database going away mid-analysis.
+struct FailingSink(u32);
+
+impl AnalysisSink for FailingSink {
+    fn frame(&mut self, _frame: &FrameResult) -> Result<(), SinkError> {
+        self.0 += 1;
+        if self.0 == 3 {
+            Err("database unavailable".into())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[test]
+fn a_failing_sink_stops_the_analysis_promptly_and_says_why() {
+    let started = std::time::Instant::now();
+    let mut sink = FailingSink(0);
+    let err = analyzer()
+        .analyze(
+            &video("WolfgangLanger_Pexels.mp4"),
+            &AnalysisOptions { sample_fps: 0.0 },
+            &mut sink,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, AnalysisError::Sink(m) if m.contains("database unavailable")),
+        "{err:?}"
+    );
+    assert_eq!(sink.0, 3, "no frame after the failure");
+    // ffmpeg is stopped, not drained: far less than a full every-frame analysis
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    // and the engine is usable again afterwards
+    assert!(analyze(&video("single_face.mp4"), 1.0).is_ok());
+}
