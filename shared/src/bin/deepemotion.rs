@@ -30,6 +30,10 @@ struct Cli {
     /// Face detector preset (yunet, yunet-dynamic).
     #[arg(long, global = true, env = "DEEPEMOTION_DETECTOR")]
     detector: Option<String>,
+    /// Long side in pixels frames are scaled to for face detection (yunet-dynamic; default 384).
+    /// Larger finds smaller faces, slower.
+    #[arg(long, global = true)]
+    detect_size: Option<u32>,
     /// Directory with the model files.
     #[arg(long, global = true, env = "DEEPEMOTION_MODELS_DIR")]
     models_dir: Option<PathBuf>,
@@ -93,6 +97,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         config.detector = d;
     }
     config.models_dir = cli.models_dir.or(config.models_dir);
+    if let Some(size) = cli.detect_size {
+        anyhow::ensure!(size >= 32, "--detect-size must be at least 32 pixels");
+        config.detect_size = Some(size);
+    }
 
     match cli.command {
         Command::Analyze {

@@ -3,16 +3,19 @@ use serde::{Deserialize, Serialize};
 use super::{EmotionLabel, EmotionScores};
 
 /// An axis-aligned box in source-frame pixels: top-left corner, width and height.
+///
+/// f64, although the detector works in f32: `x + w` must give back the detector's right edge
+/// exactly, or crop rounding can differ by a pixel from the reference pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct FaceBox {
-    pub x: f32,
-    pub y: f32,
-    pub w: f32,
-    pub h: f32,
+    pub x: f64,
+    pub y: f64,
+    pub w: f64,
+    pub h: f64,
 }
 
 impl FaceBox {
-    pub fn from_corners(x1: f32, y1: f32, x2: f32, y2: f32) -> Self {
+    pub fn from_corners(x1: f64, y1: f64, x2: f64, y2: f64) -> Self {
         Self {
             x: x1,
             y: y1,
@@ -21,15 +24,15 @@ impl FaceBox {
         }
     }
 
-    pub fn area(&self) -> f32 {
+    pub fn area(&self) -> f64 {
         self.w * self.h
     }
 
-    pub fn center(&self) -> (f32, f32) {
+    pub fn center(&self) -> (f64, f64) {
         (self.x + self.w / 2.0, self.y + self.h / 2.0)
     }
 
-    pub fn iou(&self, other: &FaceBox) -> f32 {
+    pub fn iou(&self, other: &FaceBox) -> f64 {
         let ix = (self.x + self.w).min(other.x + other.w) - self.x.max(other.x);
         let iy = (self.y + self.h).min(other.y + other.h) - self.y.max(other.y);
         let inter = ix.max(0.0) * iy.max(0.0);
@@ -53,7 +56,7 @@ impl Serialize for FaceBox {
 
 impl<'de> Deserialize<'de> for FaceBox {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let [x, y, w, h] = <[f32; 4]>::deserialize(d)?;
+        let [x, y, w, h] = <[f64; 4]>::deserialize(d)?;
         Ok(Self { x, y, w, h })
     }
 }
@@ -80,8 +83,8 @@ impl<'de> Deserialize<'de> for Landmarks {
     }
 }
 
-fn round1(v: f32) -> f64 {
-    (v as f64 * 10.0).round() / 10.0
+fn round1(v: impl Into<f64>) -> f64 {
+    (v.into() * 10.0).round() / 10.0
 }
 
 /// A face as the detector reports it, before tracking and classification.
@@ -175,7 +178,7 @@ mod tests {
 
     #[test]
     fn main_face_is_the_largest() {
-        let face = |w: f32, track| FaceResult {
+        let face = |w: f64, track| FaceResult {
             track,
             bbox: FaceBox {
                 x: 0.0,

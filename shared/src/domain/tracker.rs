@@ -4,11 +4,11 @@ use super::{DetectedFace, FaceBox};
 #[derive(Debug, Clone, Copy)]
 pub struct TrackerConfig {
     /// Minimum IoU for a detection to continue a track.
-    pub min_iou: f32,
+    pub min_iou: f64,
     /// Below `min_iou`, a detection still continues a track when its centre moved by at most this
     /// many box sizes and the areas are within 4x: at low sampling rates a moving head can shift
     /// by more than its overlap allows.
-    pub max_center_shift: f32,
+    pub max_center_shift: f64,
     /// A track not seen for longer than this is closed; a face reappearing later gets a new id.
     pub max_gap_ms: u64,
 }
@@ -58,7 +58,7 @@ impl Tracker {
         self.tracks
             .retain(|t| t_ms.saturating_sub(t.last_seen_ms) <= max_gap);
 
-        let mut pairs: Vec<(f32, usize, usize)> = Vec::new();
+        let mut pairs: Vec<(f64, usize, usize)> = Vec::new();
         for (ti, track) in self.tracks.iter().enumerate() {
             for (di, det) in detections.iter().enumerate() {
                 if let Some(a) = self.affinity(&track.face.bbox, &det.bbox) {
@@ -117,7 +117,7 @@ impl Tracker {
     }
 
     /// Higher is a better match; `None` means the pair must not be matched.
-    fn affinity(&self, track: &FaceBox, det: &FaceBox) -> Option<f32> {
+    fn affinity(&self, track: &FaceBox, det: &FaceBox) -> Option<f64> {
         let iou = track.iou(det);
         if iou >= self.config.min_iou {
             return Some(1.0 + iou);
@@ -140,7 +140,7 @@ mod tests {
     use super::*;
     use crate::Landmarks;
 
-    fn face(x: f32, y: f32, side: f32) -> DetectedFace {
+    fn face(x: f64, y: f64, side: f64) -> DetectedFace {
         DetectedFace {
             bbox: FaceBox {
                 x,

@@ -4,7 +4,7 @@ use ort::session::Session;
 use ort::value::TensorRef;
 
 use super::AnalysisError;
-use super::image::{ImageResizer, RgbFrame, SquareCrop, rgb_to_grey};
+use super::image::{RgbFrame, SquareCrop, pillow_bilinear_resize, rgb_to_grey};
 use super::models::{ClassifierSpec, ColorMode, TensorLayout};
 use crate::{EmotionScores, FaceBox};
 
@@ -12,7 +12,6 @@ use crate::{EmotionScores, FaceBox};
 /// in the spec's layout), appending to `out`.
 pub(crate) fn preprocess(
     spec: &ClassifierSpec,
-    resizer: &mut ImageResizer,
     crop: &[u8],
     side: u32,
     flip: bool,
@@ -24,7 +23,7 @@ pub(crate) fn preprocess(
         ColorMode::Rgb | ColorMode::Bgr => crop.to_vec(),
     };
     let resize_to = spec.resize_to.unwrap_or(spec.size);
-    let resized = resizer.resize(&pixels, side, side, channels as u8, resize_to, resize_to);
+    let resized = pillow_bilinear_resize(&pixels, side, side, channels, resize_to, resize_to);
     let (size, r) = (spec.size as usize, resize_to as usize);
     let offset = (r - size) / 2;
     let value = |x: usize, y: usize, c: usize| -> f32 {
@@ -78,7 +77,6 @@ pub(crate) fn to_scores(spec: &ClassifierSpec, row: &[f32]) -> EmotionScores {
 pub struct EmotionClassifier {
     session: Session,
     spec: ClassifierSpec,
-    resizer: ImageResizer,
     input: Vec<f32>,
 }
 
@@ -96,7 +94,6 @@ impl EmotionClassifier {
         Ok(Self {
             session,
             spec,
-            resizer: ImageResizer::default(),
             input: Vec::new(),
         })
     }
@@ -133,14 +130,7 @@ impl EmotionClassifier {
         self.input.clear();
         for (crop, side) in crops {
             for view in 0..views {
-                preprocess(
-                    &self.spec,
-                    &mut self.resizer,
-                    crop,
-                    *side,
-                    view == 1,
-                    &mut self.input,
-                );
+                preprocess(&self.spec, crop, *side, view == 1, &mut self.input);
             }
         }
         let (n, size, ch) = (
@@ -218,7 +208,7 @@ mod tests {
         let s = spec("faceapi");
         let crop: Vec<u8> = [200u8, 100, 50].repeat(4 * 4);
         let mut out = Vec::new();
-        preprocess(&s, &mut ImageResizer::default(), &crop, 4, false, &mut out);
+        preprocess(&s, &crop, 4, false, &mut out);
         assert_eq!(out.len(), 112 * 112 * 3);
         assert!((out[0] - (200.0 - 122.782) / 255.0).abs() < 1e-6);
         assert!((out[1] - (100.0 - 117.001) / 255.0).abs() < 1e-6);
@@ -233,9 +223,8 @@ mod tests {
             .flat_map(|i| if i % 44 < 22 { [0u8; 3] } else { [255u8; 3] })
             .collect();
         let (mut plain, mut flipped) = (Vec::new(), Vec::new());
-        let mut r = ImageResizer::default();
-        preprocess(&s, &mut r, &crop, 44, false, &mut plain);
-        preprocess(&s, &mut r, &crop, 44, true, &mut flipped);
+        preprocess(&s, &crop, 44, false, &mut plain);
+        preprocess(&s, &crop, 44, true, &mut flipped);
         assert_eq!(plain.len(), 40 * 40);
         // (0/255 - 0.5) / 0.25 = -2 ; (255/255 - 0.5) / 0.25 = 2
         assert!((plain[0] + 2.0).abs() < 1e-5 && (plain[39] - 2.0).abs() < 1e-5);
@@ -249,14 +238,7 @@ mod tests {
         s.mean = vec![0.0];
         s.std = vec![1.0];
         let mut out = Vec::new();
-        preprocess(
-            &s,
-            &mut ImageResizer::default(),
-            &[10u8, 20, 30].repeat(112 * 112),
-            112,
-            false,
-            &mut out,
-        );
+        preprocess(&s, &[10u8, 20, 30].repeat(112 * 112), 112, false, &mut out);
         assert_eq!(&out[..3], &[30.0, 20.0, 10.0]);
     }
 }

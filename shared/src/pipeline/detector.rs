@@ -5,7 +5,7 @@ use ort::session::Session;
 use ort::value::TensorRef;
 
 use super::AnalysisError;
-use super::image::{ImageResizer, RgbFrame, round_half_even};
+use super::image::{RgbFrame, pillow_bilinear_resize, round_half_even};
 use super::models::{DetectorInput, DetectorSpec};
 use crate::{DetectedFace, FaceBox, Landmarks};
 
@@ -125,7 +125,7 @@ pub(crate) fn to_frame(c: &Candidate, scale: f64, frame_w: u32, frame_h: u32) ->
     let (x1, y1) = (x1.max(0.0), y1.max(0.0));
     let (x2, y2) = (x2.min(frame_w as f32), y2.min(frame_h as f32));
     DetectedFace {
-        bbox: FaceBox::from_corners(x1, y1, x2, y2),
+        bbox: FaceBox::from_corners(x1 as f64, y1 as f64, x2 as f64, y2 as f64),
         score: c.score,
         landmarks: Landmarks(c.landmarks.map(|[x, y]| [x / s, y / s])),
     }
@@ -135,7 +135,6 @@ pub(crate) fn to_frame(c: &Candidate, scale: f64, frame_w: u32, frame_h: u32) ->
 pub struct FaceDetector {
     session: Session,
     spec: DetectorSpec,
-    resizer: ImageResizer,
     input: Vec<f32>,
 }
 
@@ -150,7 +149,6 @@ impl FaceDetector {
         Ok(Self {
             session,
             spec,
-            resizer: ImageResizer::default(),
             input: Vec::new(),
         })
     }
@@ -194,7 +192,7 @@ impl FaceDetector {
 
     /// Resized frame, BGR planar, raw 0..255, on a zeroed canvas.
     fn fill_input(&mut self, frame: &RgbFrame, plan: &Letterbox) {
-        let resized = self.resizer.resize(
+        let resized = pillow_bilinear_resize(
             &frame.data,
             frame.width,
             frame.height,

@@ -1,9 +1,5 @@
-//! Pixel work: frames, crops, resizing. Resizing is Pillow-compatible (convolution bilinear with
-//! antialiasing when shrinking), because the reference pipeline (validate.py) uses Pillow and the
-//! parity tests hold us to it.
-
-use fast_image_resize::images::{Image, ImageRef};
-use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+//! Pixel work: frames, crops, grey conversion, resizing — all bit-exact with Pillow, because the
+//! reference pipeline (../shared/models/validate.py) uses Pillow and the parity tests hold us to it.
 
 use crate::FaceBox;
 
@@ -48,8 +44,8 @@ pub struct SquareCrop {
 impl SquareCrop {
     /// Side = max(w, h) · `scale`, centred on the box.
     pub fn around(bbox: &FaceBox, scale: f64) -> Self {
-        let (x1, y1) = (bbox.x as f64, bbox.y as f64);
-        let (x2, y2) = (x1 + bbox.w as f64, y1 + bbox.h as f64);
+        let (x1, y1) = (bbox.x, bbox.y);
+        let (x2, y2) = (x1 + bbox.w, y1 + bbox.h);
         let (cx, cy) = ((x1 + x2) / 2.0, (y1 + y2) / 2.0);
         let side = round_half_even((x2 - x1).max(y2 - y1) * scale).max(1.0);
         Self {
@@ -88,47 +84,140 @@ pub fn rgb_to_grey(rgb: &[u8]) -> Vec<u8> {
         .collect()
 }
 
-/// Bilinear (Pillow-style) resizing of 8-bit images with 1 or 3 channels.
-pub struct ImageResizer {
-    resizer: Resizer,
-    options: ResizeOptions,
-}
-
-impl Default for ImageResizer {
-    fn default() -> Self {
-        Self {
-            resizer: Resizer::new(),
-            options: ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)),
+/// Pillow's `Image.resize(size, BILINEAR)` on 8-bit images, reproduced to the bit: separable
+/// convolution with a support that widens when shrinking, 22-bit fixed-point coefficients, and an
+/// 8-bit intermediate image between the horizontal and the vertical pass.
+///
+/// The emotion models are sensitive to single-level pixel differences (a generic resizer moves
+/// probabilities by up to 0.04, and a 0.2 px box shift moves a crop by a pixel), and the
+/// reference pipeline uses Pillow, so frames for the detector and face crops both go through this.
+pub fn pillow_bilinear_resize(
+    src: &[u8],
+    sw: u32,
+    sh: u32,
+    channels: usize,
+    dw: u32,
+    dh: u32,
+) -> Vec<u8> {
+    if (sw, sh) == (dw, dh) {
+        return src.to_vec();
+    }
+    let (sw, sh, dw, dh) = (sw as usize, sh as usize, dw as usize, dh as usize);
+    let horizontal = PillowCoefficients::new(sw, dw);
+    let vertical = PillowCoefficients::new(sh, dh);
+    // Only the source rows the vertical pass reads need a horizontal pass.
+    let first_row = vertical.bounds[0].0;
+    let last_row = vertical.bounds[dh - 1].0 + vertical.bounds[dh - 1].1;
+    let half = 1i32 << (PILLOW_PRECISION_BITS - 1);
+    let mut temp = vec![0u8; (last_row - first_row) * dw * channels];
+    for y in first_row..last_row {
+        let src_row = &src[y * sw * channels..(y + 1) * sw * channels];
+        let dst_row =
+            &mut temp[(y - first_row) * dw * channels..(y - first_row + 1) * dw * channels];
+        for (x, (&(start, len), dst)) in horizontal
+            .bounds
+            .iter()
+            .zip(dst_row.chunks_exact_mut(channels))
+            .enumerate()
+        {
+            let taps = horizontal.weights(x)[..len]
+                .iter()
+                .zip(src_row[start * channels..].chunks_exact(channels));
+            if channels == 3 {
+                let (mut a0, mut a1, mut a2) = (half, half, half);
+                for (&w, px) in taps {
+                    a0 += px[0] as i32 * w;
+                    a1 += px[1] as i32 * w;
+                    a2 += px[2] as i32 * w;
+                }
+                dst.copy_from_slice(&[clip8(a0), clip8(a1), clip8(a2)]);
+            } else {
+                for (c, d) in dst.iter_mut().enumerate() {
+                    let mut acc = half;
+                    for (&w, px) in horizontal.weights(x)[..len]
+                        .iter()
+                        .zip(src_row[start * channels..].chunks_exact(channels))
+                    {
+                        acc += px[c] as i32 * w;
+                    }
+                    *d = clip8(acc);
+                }
+            }
         }
     }
+    let row_len = dw * channels;
+    let mut out = vec![0u8; dh * row_len];
+    let mut acc = vec![0i32; row_len];
+    for (y, &(start, len)) in vertical.bounds.iter().enumerate() {
+        acc.fill(half);
+        for (i, &w) in vertical.weights(y)[..len].iter().enumerate() {
+            let row =
+                &temp[(start - first_row + i) * row_len..(start - first_row + i + 1) * row_len];
+            for (a, &p) in acc.iter_mut().zip(row) {
+                *a += p as i32 * w;
+            }
+        }
+        for (o, &a) in out[y * row_len..(y + 1) * row_len].iter_mut().zip(&acc) {
+            *o = clip8(a);
+        }
+    }
+    out
 }
 
-impl ImageResizer {
-    /// `channels` is 1 (grey) or 3 (RGB/BGR).
-    pub fn resize(
-        &mut self,
-        src: &[u8],
-        sw: u32,
-        sh: u32,
-        channels: u8,
-        dw: u32,
-        dh: u32,
-    ) -> Vec<u8> {
-        if (sw, sh) == (dw, dh) {
-            return src.to_vec();
+const PILLOW_PRECISION_BITS: u32 = 32 - 8 - 2;
+
+fn clip8(acc: i32) -> u8 {
+    (acc >> PILLOW_PRECISION_BITS).clamp(0, 255) as u8
+}
+
+/// Per output pixel: the first source pixel, how many are used, and their fixed-point weights.
+struct PillowCoefficients {
+    bounds: Vec<(usize, usize)>,
+    kernel_size: usize,
+    weights: Vec<i32>,
+}
+
+impl PillowCoefficients {
+    /// Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc` for the triangle filter (support 1).
+    fn new(in_size: usize, out_size: usize) -> Self {
+        let scale = in_size as f64 / out_size as f64;
+        let filter_scale = scale.max(1.0);
+        let support = filter_scale;
+        let kernel_size = support.ceil() as usize * 2 + 1;
+        let mut bounds = Vec::with_capacity(out_size);
+        let mut weights = vec![0i32; out_size * kernel_size];
+        let mut k = vec![0f64; kernel_size];
+        for xx in 0..out_size {
+            let center = (xx as f64 + 0.5) * scale;
+            // C's (int) cast truncates toward zero
+            let xmin = ((center - support + 0.5) as i64).max(0) as usize;
+            let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize - xmin;
+            let mut total = 0.0;
+            for (x, kx) in k.iter_mut().enumerate().take(xmax) {
+                let t = ((x + xmin) as f64 - center + 0.5) / filter_scale;
+                *kx = (1.0 - t.abs()).max(0.0);
+                total += *kx;
+            }
+            for (x, kx) in k.iter().enumerate().take(xmax) {
+                let w = if total != 0.0 { kx / total } else { *kx };
+                let fixed = w * (1u64 << PILLOW_PRECISION_BITS) as f64;
+                weights[xx * kernel_size + x] = if w < 0.0 {
+                    (fixed - 0.5) as i32
+                } else {
+                    (fixed + 0.5) as i32
+                };
+            }
+            bounds.push((xmin, xmax));
         }
-        let pixel_type = if channels == 1 {
-            PixelType::U8
-        } else {
-            PixelType::U8x3
-        };
-        let src_image =
-            ImageRef::new(sw, sh, src, pixel_type).expect("source buffer matches its size");
-        let mut dst = Image::new(dw, dh, pixel_type);
-        self.resizer
-            .resize(&src_image, &mut dst, &self.options)
-            .expect("same pixel type on both sides");
-        dst.into_vec()
+        Self {
+            bounds,
+            kernel_size,
+            weights,
+        }
+    }
+
+    fn weights(&self, out_index: usize) -> &[i32] {
+        &self.weights[out_index * self.kernel_size..(out_index + 1) * self.kernel_size]
     }
 }
 
@@ -236,12 +325,16 @@ mod tests {
     }
 
     #[test]
-    fn resize_shrinks_uniform_images_exactly_and_keeps_same_size_untouched() {
-        let mut r = ImageResizer::default();
-        let out = r.resize(&vec![77u8; 20 * 10 * 3], 20, 10, 3, 7, 3);
-        assert_eq!(out.len(), 7 * 3 * 3);
-        assert!(out.iter().all(|&v| v == 77));
-        let src: Vec<u8> = (0..16).collect();
-        assert_eq!(r.resize(&src, 4, 4, 1, 4, 4), src);
+    fn pillow_resize_keeps_uniform_images_and_interpolates_gradients() {
+        let out = pillow_bilinear_resize(&vec![200u8; 48 * 48], 48, 48, 1, 112, 112);
+        assert!(out.iter().all(|&v| v == 200));
+        // upscaling a 2-pixel ramp: Pillow gives 0 at the left edge, 255 at the right, monotonic
+        let out = pillow_bilinear_resize(&[0, 255], 2, 1, 1, 4, 1);
+        assert_eq!(out, vec![0, 64, 191, 255]);
+        // shrinking averages: 4 pixels -> 1
+        assert_eq!(
+            pillow_bilinear_resize(&[0, 100, 100, 200], 4, 1, 1, 1, 1),
+            vec![100]
+        );
     }
 }

@@ -40,7 +40,7 @@ pub struct EngineConfig {
     pub ort_library: Option<PathBuf>,
     /// Detector preset from models/manifest.json (`DEEPEMOTION_DETECTOR`). The default,
     /// `yunet-dynamic`, is the same network as `yunet` (face_detection_yunet_2023mar) exported with
-    /// a dynamic input, run at the frame's own aspect ratio with the long side at 480 px.
+    /// a dynamic input, run at the frame's own aspect ratio with the long side at 384 px.
     pub detector: String,
     /// Classifier preset (`DEEPEMOTION_CLASSIFIER`, default `faceapi`).
     pub classifier: String,
@@ -245,8 +245,8 @@ impl Analyzer {
             &crate::FaceBox {
                 x: 0.0,
                 y: 0.0,
-                w: image.width as f32,
-                h: image.height as f32,
+                w: image.width as f64,
+                h: image.height as f64,
             },
             1.0,
         );
@@ -505,9 +505,25 @@ pub fn load_image(path: &Path) -> Result<RgbFrame, AnalysisError> {
             path: path.to_path_buf(),
         });
     }
+    if bytes.starts_with(&[0xff, 0xd8]) {
+        return decode_jpeg(&bytes).map_err(bad);
+    }
     let decoded = ::image::load_from_memory(&bytes)
         .map_err(|e| bad(e.to_string()))?
         .to_rgb8();
     let (w, h) = decoded.dimensions();
     Ok(RgbFrame::new(w, h, decoded.into_raw()))
+}
+
+/// libjpeg reports a broken file by unwinding out of its error handler; catch that here.
+fn decode_jpeg(bytes: &[u8]) -> Result<RgbFrame, String> {
+    std::panic::catch_unwind(|| -> std::io::Result<RgbFrame> {
+        let mut jpeg = mozjpeg::Decompress::new_mem(bytes)?.rgb()?;
+        let (w, h) = (jpeg.width() as u32, jpeg.height() as u32);
+        let pixels = jpeg.read_scanlines::<u8>()?;
+        jpeg.finish()?;
+        Ok(RgbFrame::new(w, h, pixels))
+    })
+    .map_err(|_| "not a valid JPEG file".to_string())?
+    .map_err(|e| e.to_string())
 }
