@@ -8,6 +8,7 @@ use common::{Collect, analyzer, ffmpeg, ffprobe_frame_times_ms, photo, video};
 use shared::pipeline::{AnalysisOptions, AnalysisSink, SinkError};
 use shared::{AnalysisError, EmotionLabel, EmotionScores, FrameResult};
 
+#[allow(clippy::result_large_err)] // test helper: the sink is returned with the error on purpose
 fn analyze(path: &Path, sample_fps: f64) -> Result<Collect, (AnalysisError, Collect)> {
     let mut sink = Collect::default();
     match analyzer().analyze(path, &AnalysisOptions { sample_fps }, &mut sink) {

@@ -67,7 +67,7 @@ impl<W: Write> AnalysisSink for JsonReport<W> {
             model: &model,
         })?;
         // `head` is an object: reopen it to append the frames and the summary.
-        self.out.write_all(head[..head.len() - 1].as_bytes())?;
+        self.out.write_all(&head.as_bytes()[..head.len() - 1])?;
         self.out.write_all(b",\"frames\":[")?;
         self.spool.flush()?;
         let file = self.spool.get_mut();

@@ -190,7 +190,7 @@ impl VideoDecoder {
         loop {
             if !self.pixels.is_empty() && (!self.selected.is_empty() || self.finished) {
                 let pixels = self.pixels.pop_front().expect("checked non-empty");
-                let (n, pts_time) = self.selected.pop_front().unwrap_or_else(|| {
+                let (n, pts_time) = self.selected.pop_front().unwrap_or({
                     // ffmpeg ended before logging this frame's showinfo (not seen in practice);
                     // fall back to the output's own cadence.
                     (self.emitted, pixels.timestamp as f64 + self.start_s)
@@ -274,10 +274,11 @@ impl VideoDecoder {
             return;
         }
         // Only the input's display matrix counts; the output section repeats a reset one.
-        if !self.output_seen && line.contains("displaymatrix") {
-            if let Some(rotation) = parse_rotation(&line) {
-                self.info.rotation = rotation;
-            }
+        if !self.output_seen
+            && line.contains("displaymatrix")
+            && let Some(rotation) = parse_rotation(&line)
+        {
+            self.info.rotation = rotation;
         }
         if matches!(level, LogLevel::Error | LogLevel::Fatal) && self.errors.len() < 50 {
             self.errors.push(line);

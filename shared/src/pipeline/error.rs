@@ -57,6 +57,9 @@ pub enum AnalysisError {
     #[error("unknown model {name:?}; known: {known}")]
     UnknownModel { name: String, known: String },
 
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
     #[error("invalid model spec: {0}")]
     ModelSpec(String),
 

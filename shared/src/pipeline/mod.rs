@@ -73,32 +73,29 @@ impl EngineConfig {
     /// Reads `DEEPEMOTION_*` variables over the defaults; fails naming the variable at fault.
     pub fn from_env() -> Result<Self, AnalysisError> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let mut config = Self::default();
-        config.ffmpeg = var("DEEPEMOTION_FFMPEG").map(PathBuf::from);
-        config.models_dir = var("DEEPEMOTION_MODELS_DIR").map(PathBuf::from);
-        config.ort_library = var("ORT_DYLIB_PATH").map(PathBuf::from);
-        if let Some(v) = var("DEEPEMOTION_DETECTOR") {
-            config.detector = v;
-        }
-        if let Some(v) = var("DEEPEMOTION_CLASSIFIER") {
-            config.classifier = v;
-        }
-        config.classifier_spec = var("DEEPEMOTION_CLASSIFIER_SPEC").map(PathBuf::from);
-        if let Some(v) = var("DEEPEMOTION_DETECT_INTERVAL_MS") {
-            config.detect_interval_ms = v.parse().map_err(|_| {
-                AnalysisError::ModelSpec(format!(
-                    "DEEPEMOTION_DETECT_INTERVAL_MS={v:?} is not a number of milliseconds"
-                ))
-            })?;
-        }
-        if let Some(v) = var("DEEPEMOTION_DETECT_SIZE") {
-            config.detect_size = Some(v.parse().ok().filter(|n| *n >= 32).ok_or_else(|| {
-                AnalysisError::ModelSpec(format!(
-                    "DEEPEMOTION_DETECT_SIZE={v:?} is not a size in pixels (>= 32)"
-                ))
-            })?);
-        }
-        Ok(config)
+        let number = |name: &str, min: u64| -> Result<Option<u64>, AnalysisError> {
+            var(name)
+                .map(|v| {
+                    v.parse::<u64>().ok().filter(|n| *n >= min).ok_or_else(|| {
+                        AnalysisError::Config(format!(
+                            "{name}={v:?} must be a whole number >= {min}"
+                        ))
+                    })
+                })
+                .transpose()
+        };
+        let defaults = Self::default();
+        Ok(Self {
+            ffmpeg: var("DEEPEMOTION_FFMPEG").map(PathBuf::from),
+            models_dir: var("DEEPEMOTION_MODELS_DIR").map(PathBuf::from),
+            ort_library: var("ORT_DYLIB_PATH").map(PathBuf::from),
+            detector: var("DEEPEMOTION_DETECTOR").unwrap_or(defaults.detector),
+            classifier: var("DEEPEMOTION_CLASSIFIER").unwrap_or(defaults.classifier),
+            classifier_spec: var("DEEPEMOTION_CLASSIFIER_SPEC").map(PathBuf::from),
+            detect_interval_ms: number("DEEPEMOTION_DETECT_INTERVAL_MS", 0)?
+                .unwrap_or(defaults.detect_interval_ms),
+            detect_size: number("DEEPEMOTION_DETECT_SIZE", 32)?.map(|n| n as u32),
+        })
     }
 }
 

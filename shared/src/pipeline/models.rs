@@ -120,7 +120,7 @@ impl ClassifierSpec {
                 return bad(format!("{name} needs 1 or {ch} values, got {}", v.len()));
             }
         }
-        if self.std.iter().any(|s| *s == 0.0) {
+        if self.std.contains(&0.0) {
             return bad("std must not be 0".into());
         }
         if self.size == 0 || self.resize_to.is_some_and(|r| r < self.size) {
