@@ -4,7 +4,8 @@
 #   1. ffmpeg                       (Debian apt, when not on PATH)
 #   2. a Python venv in .deps/venv  (PyPI: scripts/requirements.txt - onnxruntime, onnx, numpy, pillow)
 #   3. the ONNX Runtime library     (.deps/lib/libonnxruntime.so.1, from the onnxruntime wheel)
-#   4. the models                   (models/*.onnx: from $DEEPEMOTION_MODEL_MIRROR when set, else
+#   4. the models                   (models/*.onnx: from $DEEPEMOTION_MODEL_MIRROR when set - by
+#                                    default the team's ../shared/models when it exists - else
 #                                    their pinned public sources; sha256-checked)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -45,4 +46,7 @@ PY
 fi
 
 # 4. Models
+if [ -z "${DEEPEMOTION_MODEL_MIRROR:-}" ] && [ -d "$ROOT/../shared/models" ]; then
+  export DEEPEMOTION_MODEL_MIRROR="$(cd "$ROOT/../shared/models" && pwd)"
+fi
 "$DEPS/venv/bin/python" "$ROOT/scripts/models/fetch.py" --dest "$ROOT/models" >&2
