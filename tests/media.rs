@@ -335,6 +335,21 @@ fn an_audio_only_file_has_no_video_stream() {
 }
 
 #[test]
+fn a_codec_without_a_decoder_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = std::fs::read(video("single_face.mp4")).unwrap();
+    // rename the sample entry's codec (avc1) to a tag no decoder knows
+    let stsd = bytes.windows(4).position(|w| w == b"stsd").unwrap();
+    let avc1 = stsd + bytes[stsd..].windows(4).position(|w| w == b"avc1").unwrap();
+    bytes[avc1..avc1 + 4].copy_from_slice(b"zzzz");
+    let (err, _) = analyze(&fixture(dir.path(), "odd.mp4", &bytes), 5.0).unwrap_err();
+    assert!(
+        matches!(&err, AnalysisError::UnsupportedCodec { codec, .. } if codec == "unknown (zzzz)"),
+        "{err:?}"
+    );
+}
+
+#[test]
 fn a_missing_file_and_a_broken_image_are_named() {
     let (err, _) = analyze(Path::new("/nonexistent/video.mp4"), 5.0).unwrap_err();
     assert!(matches!(err, AnalysisError::InputNotFound(_)), "{err:?}");

@@ -86,6 +86,19 @@ fn parse_rotation(line: &str) -> Option<i32> {
     Some((degrees.round() as i32).rem_euclid(360))
 }
 
+/// ffmpeg calls a codec it does not know "none"; the container's tag (`none (zzzz / 0x7A7A7A7A)`)
+/// is more useful to the person reading the error.
+fn codec_name(format: &str, stream_line: &str) -> String {
+    if format != "none" {
+        return format.to_string();
+    }
+    stream_line
+        .split("none (")
+        .nth(1)
+        .and_then(|rest| rest.split(" /").next())
+        .map_or_else(|| "unknown".to_string(), |tag| format!("unknown ({tag})"))
+}
+
 fn filtergraph(sample_fps: f64) -> String {
     if sample_fps > 0.0 {
         // Keep a frame when it is the first one in a new 1/fps slot: no drift, and never more
@@ -220,7 +233,7 @@ impl VideoDecoder {
         match event {
             FfmpegEvent::ParsedInputStream(stream) if self.info.codec.is_empty() => {
                 if let Some(video) = stream.video_data() {
-                    self.info.codec = stream.format.clone();
+                    self.info.codec = codec_name(&stream.format, &stream.raw_log_message);
                     self.info.width = video.width;
                     self.info.height = video.height;
                     self.info.fps = (video.fps as f64 * 1000.0).round() / 1000.0;
@@ -419,6 +432,13 @@ mod tests {
             parse_rotation("displaymatrix: rotation of -180.00 degrees"),
             Some(180)
         );
+    }
+
+    #[test]
+    fn unknown_codecs_are_named_by_their_container_tag() {
+        assert_eq!(codec_name("hevc", ""), "hevc");
+        let line = "[info]   Stream #0:0[0x1](und): Video: none (zzzz / 0x7A7A7A7A), none, 640x360";
+        assert_eq!(codec_name("none", line), "unknown (zzzz)");
     }
 
     #[test]
