@@ -134,6 +134,42 @@ impl<W: Write> AnalysisSink for CsvReport<W> {
     }
 }
 
+/// Writes [`summary_text`] once the analysis has finished.
+pub struct SummaryReport<W: Write> {
+    out: W,
+    head: Option<(ModelInfo, f64)>,
+}
+
+impl<W: Write> SummaryReport<W> {
+    pub fn new(out: W) -> Self {
+        Self { out, head: None }
+    }
+}
+
+impl<W: Write> AnalysisSink for SummaryReport<W> {
+    fn begin(
+        &mut self,
+        _video: &VideoInfo,
+        model: &ModelInfo,
+        sample_fps: f64,
+    ) -> Result<(), SinkError> {
+        self.head = Some((model.clone(), sample_fps));
+        Ok(())
+    }
+
+    fn frame(&mut self, _frame: &FrameResult) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    fn finish(&mut self, video: &VideoInfo, summary: &Summary) -> Result<(), SinkError> {
+        let (model, sample_fps) = self.head.take().ok_or("finish before begin")?;
+        self.out
+            .write_all(summary_text(video, &model, sample_fps, summary).as_bytes())?;
+        self.out.flush()?;
+        Ok(())
+    }
+}
+
 fn top_labels(scores: &EmotionScores, n: usize) -> String {
     let mut pairs: Vec<_> = scores.iter().collect();
     pairs.sort_by(|a, b| b.1.total_cmp(&a.1));

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use shared::pipeline::{AnalysisOptions, AnalysisSink, SinkError};
-use shared::report::{CsvReport, JsonReport, summary_text};
+use shared::report::{CsvReport, JsonReport, SummaryReport};
 use shared::{Analyzer, EngineConfig, FrameResult, ModelInfo, Summary, VideoInfo};
 
 #[derive(Parser)]
@@ -124,7 +124,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut writer: Box<dyn AnalysisSink> = match format {
                 Format::Json => Box::new(JsonReport::new(out)?),
                 Format::Csv => Box::new(CsvReport::new(out)),
-                Format::Summary => Box::new(SummaryWriter { out, head: None }),
+                Format::Summary => Box::new(SummaryReport::new(out)),
             };
             let mut sink = WithProgress {
                 inner: writer.as_mut(),
@@ -148,34 +148,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Writes the human-readable summary at the end.
-struct SummaryWriter {
-    out: Box<dyn Write>,
-    head: Option<(ModelInfo, f64)>,
-}
-
-impl AnalysisSink for SummaryWriter {
-    fn begin(
-        &mut self,
-        _video: &VideoInfo,
-        model: &ModelInfo,
-        sample_fps: f64,
-    ) -> Result<(), SinkError> {
-        self.head = Some((model.clone(), sample_fps));
-        Ok(())
-    }
-    fn frame(&mut self, _frame: &FrameResult) -> Result<(), SinkError> {
-        Ok(())
-    }
-    fn finish(&mut self, video: &VideoInfo, summary: &Summary) -> Result<(), SinkError> {
-        let (model, fps) = self.head.take().ok_or("finish before begin")?;
-        self.out
-            .write_all(summary_text(video, &model, fps, summary).as_bytes())?;
-        self.out.flush()?;
-        Ok(())
-    }
 }
 
 /// A progress bar on stderr (frames, fps, ETA), only when stderr is a terminal.

@@ -109,6 +109,19 @@ pub struct FaceResult {
     pub dominant: EmotionLabel,
 }
 
+impl FaceResult {
+    pub fn new(track: u32, face: &DetectedFace, emotions: EmotionScores) -> Self {
+        Self {
+            track,
+            bbox: face.bbox,
+            score: face.score,
+            landmarks: face.landmarks,
+            dominant: emotions.dominant(),
+            emotions,
+        }
+    }
+}
+
 fn ser_round4<S: serde::Serializer>(v: &f32, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64((*v as f64 * 1e4).round() / 1e4)
 }

@@ -281,7 +281,7 @@ impl Analyzer {
             ..decoder.info().clone()
         };
         sink.begin(&head, &self.model_info, options.sample_fps)
-            .map_err(|e| AnalysisError::Sink(e.to_string()))?;
+            .map_err(sink_failed)?;
         tracing::info!(input = %input.display(), codec = %decoder.info().codec, width = decoder.info().width,
             height = decoder.info().height, sample_fps = options.sample_fps, "analysis started");
 
@@ -359,19 +359,13 @@ impl Analyzer {
                         faces: faces
                             .into_iter()
                             .zip(scores)
-                            .map(|((track, face), emotions)| FaceResult {
-                                track,
-                                bbox: face.bbox,
-                                score: face.score,
-                                landmarks: face.landmarks,
-                                dominant: emotions.dominant(),
-                                emotions,
+                            .map(|((track, face), emotions)| {
+                                FaceResult::new(track, &face, emotions)
                             })
                             .collect(),
                     };
                     summary.add(&result);
-                    sink.frame(&result)
-                        .map_err(|e| AnalysisError::Sink(e.to_string()))?;
+                    sink.frame(&result).map_err(sink_failed)?;
                 }
                 Ok(())
             };
@@ -394,8 +388,7 @@ impl Analyzer {
         result?;
         let video = video.expect("set on success");
         let summary = summary.finish();
-        sink.finish(&video, &summary)
-            .map_err(|e| AnalysisError::Sink(e.to_string()))?;
+        sink.finish(&video, &summary).map_err(sink_failed)?;
         tracing::info!(frames = summary.frames_analyzed, with_faces = summary.frames_with_faces,
             dominant = ?summary.dominant, "analysis done");
         Ok(AnalysisOutcome {
@@ -425,7 +418,7 @@ impl Analyzer {
         };
         video.codec = video.codec.replace("jpg", "jpeg");
         sink.begin(&video, &self.model_info, 0.0)
-            .map_err(|e| AnalysisError::Sink(e.to_string()))?;
+            .map_err(sink_failed)?;
         let mut timings = StageTimings::default();
         let started = Instant::now();
         let detections = self
@@ -451,29 +444,24 @@ impl Analyzer {
             faces: faces
                 .into_iter()
                 .zip(scores)
-                .map(|((track, face), emotions)| FaceResult {
-                    track,
-                    bbox: face.bbox,
-                    score: face.score,
-                    landmarks: face.landmarks,
-                    dominant: emotions.dominant(),
-                    emotions,
-                })
+                .map(|((track, face), emotions)| FaceResult::new(track, &face, emotions))
                 .collect(),
         };
         let mut summary = SummaryBuilder::new(self.has_contempt);
         summary.add(&frame);
-        sink.frame(&frame)
-            .map_err(|e| AnalysisError::Sink(e.to_string()))?;
+        sink.frame(&frame).map_err(sink_failed)?;
         let summary = summary.finish();
-        sink.finish(&video, &summary)
-            .map_err(|e| AnalysisError::Sink(e.to_string()))?;
+        sink.finish(&video, &summary).map_err(sink_failed)?;
         Ok(AnalysisOutcome {
             video,
             summary,
             timings,
         })
     }
+}
+
+fn sink_failed(e: SinkError) -> AnalysisError {
+    AnalysisError::Sink(e.to_string())
 }
 
 /// jpg/jpeg/png inputs are analysed as single frames.
