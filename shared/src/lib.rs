@@ -2,9 +2,14 @@
 //! and, in later layers, the ports, adapters and HTTP router that the Lambda functions and the
 //! local server share.
 
+pub mod adapters;
 pub mod domain;
+pub mod http;
+pub mod local_server;
 pub mod pipeline;
+pub mod ports;
 pub mod report;
+pub mod worker;
 
 pub use domain::*;
 pub use pipeline::{AnalysisError, AnalysisSink, Analyzer, EngineConfig};

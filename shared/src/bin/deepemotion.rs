@@ -56,6 +56,20 @@ enum Command {
         #[arg(long)]
         detect_interval_ms: Option<u64>,
     },
+    /// Run the whole product on this machine: the /api/v2 API, uploads and the analysis worker.
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: std::net::SocketAddr,
+        /// Where the database, uploads and results live.
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        /// Base URL clients use to reach this server (for upload links), if not http://ADDR.
+        #[arg(long)]
+        public_url: Option<String>,
+        /// Development mode: without DEEPEMOTION_JWT_SECRET, generate a secret in the data dir.
+        #[arg(long)]
+        dev: bool,
+    },
     /// Classify images that are already face crops (no detection); one JSON line per image.
     Classify {
         #[arg(required = true)]
@@ -75,7 +89,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if is_serve() { "info" } else { "warn" })),
         )
         .init();
     match run(Cli::parse()) {
@@ -85,6 +99,11 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The server logs requests and jobs by default; the one-shot commands keep stderr quiet.
+fn is_serve() -> bool {
+    std::env::args().any(|a| a == "serve")
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -136,6 +155,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 bar.finish_and_clear();
             }
             result?;
+        }
+        Command::Serve { addr, data_dir, public_url, dev } => {
+            let api = shared::http::ApiConfig {
+                max_upload_bytes: std::env::var("DEEPEMOTION_MAX_UPLOAD_BYTES")
+                    .ok()
+                    .map(|v| v.parse().map_err(|_| anyhow::anyhow!("DEEPEMOTION_MAX_UPLOAD_BYTES must be a number of bytes")))
+                    .transpose()?
+                    .unwrap_or(shared::http::ApiConfig::default().max_upload_bytes),
+                ..Default::default()
+            };
+            let server = shared::local_server::LocalServerConfig {
+                addr,
+                data_dir,
+                public_url,
+                jwt_secret: std::env::var("DEEPEMOTION_JWT_SECRET").ok().filter(|s| !s.is_empty()),
+                dev,
+                engine: config,
+                api,
+            };
+            tokio::runtime::Runtime::new()?.block_on(shared::local_server::serve(server, |addr| {
+                println!("deepemotion: serving http://{addr}/api/v2 (Ctrl-C stops)");
+            }))?;
         }
         Command::Classify { images } => {
             let analyzer = Analyzer::new(config)?;

@@ -2,10 +2,12 @@
 
 mod analysis;
 mod emotion;
+mod library;
 mod summary;
 mod tracker;
 
 pub use analysis::*;
 pub use emotion::*;
+pub use library::*;
 pub use summary::*;
 pub use tracker::*;

@@ -1,0 +1,147 @@
+//! In-memory fakes of every port, for tests of the router and the worker.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+
+use crate::ports::*;
+use crate::{AnalysisState, FrameResult, User, Video, VideoStatus};
+
+#[derive(Default)]
+pub struct MemoryStore {
+    users: Mutex<HashMap<String, User>>,
+    videos: Mutex<HashMap<String, Video>>,
+    frames: Mutex<HashMap<String, BTreeMap<u64, FrameResult>>>,
+}
+
+#[async_trait]
+impl UserStore for MemoryStore {
+    async fn create_user(&self, user: &User) -> StoreResult<()> {
+        let mut users = self.users.lock().unwrap();
+        if users.values().any(|u| u.email.eq_ignore_ascii_case(&user.email)) {
+            return Err(StoreError::Conflict("email already registered".into()));
+        }
+        users.insert(user.id.clone(), user.clone());
+        Ok(())
+    }
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
+        Ok(self.users.lock().unwrap().values().find(|u| u.email.eq_ignore_ascii_case(email)).cloned())
+    }
+    async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
+        Ok(self.users.lock().unwrap().get(id).cloned())
+    }
+}
+
+#[async_trait]
+impl VideoStore for MemoryStore {
+    async fn create_video(&self, video: &Video) -> StoreResult<()> {
+        self.videos.lock().unwrap().insert(video.id.clone(), video.clone());
+        Ok(())
+    }
+    async fn video(&self, id: &str) -> StoreResult<Option<Video>> {
+        Ok(self.videos.lock().unwrap().get(id).cloned())
+    }
+    async fn videos_of(&self, user_id: &str, limit: usize, cursor: Option<&str>) -> StoreResult<Page<Video>> {
+        let mut mine: Vec<Video> = self.videos.lock().unwrap().values().filter(|v| v.user_id == user_id).cloned().collect();
+        mine.sort_by(|a, b| (b.uploaded_at, &b.id).cmp(&(a.uploaded_at, &a.id)));
+        let start = match cursor {
+            None => 0,
+            Some(c) => mine.iter().position(|v| v.id == c).map(|i| i + 1).ok_or(StoreError::BadCursor)?,
+        };
+        let items: Vec<Video> = mine.iter().skip(start).take(limit).cloned().collect();
+        let next = (start + limit < mine.len()).then(|| items.last().map(|v| v.id.clone())).flatten();
+        Ok(Page { items, next })
+    }
+    async fn set_title(&self, id: &str, title: &str) -> StoreResult<()> {
+        self.videos.lock().unwrap().get_mut(id).map(|v| v.title = title.to_string()).ok_or(StoreError::NotFound)
+    }
+    async fn set_analysis(&self, id: &str, state: &AnalysisState) -> StoreResult<()> {
+        self.videos.lock().unwrap().get_mut(id).map(|v| v.analysis = state.clone()).ok_or(StoreError::NotFound)
+    }
+    async fn claim_for_analysis(&self, id: &str) -> StoreResult<bool> {
+        let mut videos = self.videos.lock().unwrap();
+        match videos.get_mut(id) {
+            Some(v) if matches!(v.analysis.status, VideoStatus::Pending | VideoStatus::Failed) => {
+                v.analysis.status = VideoStatus::Processing;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+    async fn delete_video(&self, id: &str) -> StoreResult<()> {
+        self.videos.lock().unwrap().remove(id);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ResultStore for MemoryStore {
+    async fn put_frames(&self, video_id: &str, frames: &[FrameResult]) -> StoreResult<()> {
+        let mut all = self.frames.lock().unwrap();
+        let mine = all.entry(video_id.to_string()).or_default();
+        for f in frames {
+            mine.insert(f.frame, f.clone());
+        }
+        Ok(())
+    }
+    async fn frames(&self, video_id: &str, after: Option<u64>, limit: usize) -> StoreResult<(Vec<FrameResult>, Option<u64>)> {
+        let all = self.frames.lock().unwrap();
+        let Some(mine) = all.get(video_id) else { return Ok((Vec::new(), None)) };
+        let mut rest = mine.values().filter(|f| after.is_none_or(|a| f.frame > a));
+        let page: Vec<FrameResult> = rest.by_ref().take(limit).cloned().collect();
+        let next = rest.next().and(page.last().map(|f| f.frame));
+        Ok((page, next))
+    }
+    async fn delete_frames(&self, video_id: &str) -> StoreResult<()> {
+        self.frames.lock().unwrap().remove(video_id);
+        Ok(())
+    }
+}
+
+/// Blobs in a map; URLs are fake but shaped like the real ones.
+#[derive(Default)]
+pub struct MemoryBlobs {
+    pub objects: Mutex<HashMap<String, Vec<u8>>>,
+}
+
+#[async_trait]
+impl BlobStore for MemoryBlobs {
+    async fn presign_put(&self, key: &str, content_type: &str, expires_in: Duration) -> StoreResult<PresignedUpload> {
+        Ok(PresignedUpload {
+            url: format!("https://blobs.example/{key}?content-type={content_type}"),
+            expires_at: Utc::now() + chrono::Duration::from_std(expires_in).unwrap_or_default(),
+        })
+    }
+    async fn presign_get(&self, key: &str, _expires_in: Duration) -> StoreResult<String> {
+        Ok(format!("https://blobs.example/{key}"))
+    }
+    async fn head(&self, key: &str) -> StoreResult<Option<u64>> {
+        Ok(self.objects.lock().unwrap().get(key).map(|b| b.len() as u64))
+    }
+    async fn delete(&self, key: &str) -> StoreResult<()> {
+        self.objects.lock().unwrap().remove(key);
+        Ok(())
+    }
+    async fn download(&self, key: &str, to: &Path) -> StoreResult<()> {
+        let bytes = self.objects.lock().unwrap().get(key).cloned().ok_or(StoreError::NotFound)?;
+        std::fs::write(to, bytes).map_err(|e| StoreError::Backend(e.to_string()))
+    }
+}
+
+/// Records queued jobs.
+#[derive(Default)]
+pub struct MemoryQueue {
+    pub jobs: Mutex<Vec<AnalysisJob>>,
+}
+
+#[async_trait]
+impl JobQueue for MemoryQueue {
+    async fn enqueue(&self, job: AnalysisJob) -> StoreResult<()> {
+        self.jobs.lock().unwrap().push(job);
+        Ok(())
+    }
+}

@@ -1,0 +1,95 @@
+//! The one HTTP API, `/api/v2`: an axum `Router` that `lambda_http::run` serves on AWS and
+//! `axum::serve` serves on one machine. Handlers only see ports, so tests hand in fakes.
+
+mod auth;
+mod error;
+pub mod local;
+mod openapi;
+mod routes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use tracing::Instrument;
+
+pub use auth::{AuthUser, TokenKeys, hash_password, verify_password};
+pub use error::ApiError;
+pub use openapi::openapi_document;
+
+use crate::ports::{BlobStore, JobQueue, ResultStore, UserStore, VideoStore};
+
+/// API settings, read once at start-up.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Largest upload accepted (`DEEPEMOTION_MAX_UPLOAD_BYTES`, default 2 GiB).
+    pub max_upload_bytes: u64,
+    /// Lifetime of presigned upload URLs (15 minutes).
+    pub upload_url_ttl: Duration,
+    /// Lifetime of presigned download URLs in video responses.
+    pub download_url_ttl: Duration,
+    /// Frames analysed per second when the client does not say.
+    pub default_sample_fps: f64,
+    /// Largest `sample_fps` a client may ask for (0, every frame, is always allowed).
+    pub max_sample_fps: f64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            max_upload_bytes: 2 << 30,
+            upload_url_ttl: Duration::from_secs(15 * 60),
+            download_url_ttl: Duration::from_secs(60 * 60),
+            default_sample_fps: 5.0,
+            max_sample_fps: 30.0,
+        }
+    }
+}
+
+/// Everything a handler needs: the ports, the token keys and the settings.
+#[derive(Clone)]
+pub struct AppState {
+    pub users: Arc<dyn UserStore>,
+    pub videos: Arc<dyn VideoStore>,
+    pub results: Arc<dyn ResultStore>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub jobs: Arc<dyn JobQueue>,
+    pub tokens: TokenKeys,
+    pub config: ApiConfig,
+    /// Present on one machine: enables multipart uploads and `/videos/stream/{filename}`.
+    pub local_files: Option<Arc<crate::adapters::local::FileBlobs>>,
+}
+
+/// The `/api/v2` router; on one machine (`state.local_files` set) also the signed `/uploads/...`
+/// URLs that stand in for S3.
+pub fn router(state: AppState) -> Router {
+    let mut app = Router::new().nest("/api/v2", routes::routes());
+    if state.local_files.is_some() {
+        app = app.merge(local::upload_routes());
+    }
+    app
+        .fallback(|| async { ApiError::NotFound })
+        .layer(middleware::from_fn(request_id))
+        .with_state(state)
+}
+
+/// Gives every request an id (the caller's `x-request-id`, or API Gateway's, or a new one),
+/// puts it on the tracing span so 5xx causes can be found, and returns it in the response.
+async fn request_id(request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .or_else(|| request.headers().get("x-amzn-requestid"))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
+    let mut response = next.run(request).instrument(span).await;
+    if let Ok(value) = id.parse() {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}

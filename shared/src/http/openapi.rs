@@ -1,0 +1,62 @@
+//! The OpenAPI 3.1 description of `/api/v2`, built from one route table that a test walks
+//! against the real router, so the document cannot drift from the code.
+
+use serde_json::{Value, json};
+
+/// (method, path, summary, needs a bearer token, success status)
+pub(crate) const ROUTES: &[(&str, &str, &str, bool, u16)] = &[
+    ("post", "/auth/register", "Create an account", false, 201),
+    ("post", "/auth/login", "Exchange email and password for an access token", false, 200),
+    ("get", "/auth/profile", "The caller's account", true, 200),
+    ("post", "/videos/upload/initialize", "Create a video and get a presigned upload URL", true, 200),
+    ("post", "/videos/upload", "Alias of initialize (JSON); multipart/form-data upload on one machine", true, 200),
+    ("post", "/videos/upload/finalize", "Confirm an upload (idempotent; never starts a second analysis)", true, 202),
+    ("get", "/videos/", "The caller's videos, newest first (?limit, ?cursor; next page in Link)", true, 200),
+    ("get", "/videos/{id}", "A video with its status, summary, download URL and first frames", true, 200),
+    ("patch", "/videos/{id}", "Rename a video", true, 200),
+    ("delete", "/videos/{id}", "Delete a video, its file and its results", true, 204),
+    ("get", "/videos/{id}/frames", "Frame results, page by page (?limit, ?cursor)", true, 200),
+    ("get", "/videos/{id}/export.csv", "One CSV row per face per frame", true, 200),
+    ("get", "/videos/stream/{filename}", "The video file (one machine; token in header or ?token=)", true, 200),
+    ("get", "/openapi.json", "This document", false, 200),
+];
+
+pub fn openapi_document() -> Value {
+    let mut paths = serde_json::Map::new();
+    for (method, path, summary, auth, status) in ROUTES {
+        let mut responses = serde_json::Map::new();
+        responses.insert(status.to_string(), json!({"description": "success"}));
+        for (code, why) in [("400", "malformed request"), ("404", "not found (or not yours)"), ("422", "invalid fields")] {
+            responses.insert(code.into(), json!({"description": why, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}));
+        }
+        if *auth {
+            responses.insert("401".into(), json!({"description": "missing or invalid token", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}));
+        }
+        let mut operation = json!({"summary": summary, "responses": responses});
+        if *auth {
+            operation["security"] = json!([{"bearer": []}]);
+        }
+        let parameters: Vec<Value> = path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        if !parameters.is_empty() {
+            operation["parameters"] = Value::Array(parameters);
+        }
+        paths.entry(path.to_string()).or_insert_with(|| json!({}))[*method] = operation;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "DeepEmotion API", "version": "2.0.0"},
+        "servers": [{"url": "/api/v2"}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "schemas": {"Error": {"type": "object", "required": ["error"], "properties": {
+                "error": {"type": "string"},
+                "fields": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}}
+            }}}
+        }
+    })
+}

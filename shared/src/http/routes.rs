@@ -1,0 +1,456 @@
+//! `/api/v2` handlers.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::auth::{hash_password, verify_password};
+use super::{ApiError, AppState, AuthUser, local, openapi};
+use crate::ports::AnalysisJob;
+use crate::{AnalysisState, EmotionLabel, FrameResult, User, Video, VideoStatus, object_key, video_type};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/auth/register", post(register))
+        .route("/auth/login", post(login))
+        .route("/auth/profile", get(profile))
+        .route("/videos/upload/initialize", post(initialize_upload))
+        .route("/videos/upload", post(upload))
+        .route("/videos/upload/finalize", post(finalize_upload))
+        .route("/videos", get(list_videos))
+        .route("/videos/", get(list_videos))
+        .route("/videos/stream/{filename}", get(local::stream_video))
+        .route("/videos/{id}", get(get_video).patch(patch_video).delete(delete_video))
+        .route("/videos/{id}/frames", get(list_frames))
+        .route("/videos/{id}/export.csv", get(export_csv))
+        .route("/openapi.json", get(|| async { Json(openapi::openapi_document()) }))
+}
+
+/// Parses a JSON object body: 400 when it is not JSON (or not an object), 422 when it does not
+/// fit `T`.
+pub(crate) fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::BadRequest("the body must be a JSON object".into()));
+    }
+    serde_json::from_value(value).map_err(|e| ApiError::Validation { message: e.to_string(), fields: BTreeMap::new() })
+}
+
+/// Collects field errors for one 422.
+#[derive(Default)]
+struct FieldErrors(BTreeMap<String, Vec<String>>);
+
+impl FieldErrors {
+    fn add(&mut self, field: &str, message: &str) {
+        self.0.entry(field.into()).or_default().push(message.into());
+    }
+
+    fn into_result(self) -> Result<(), ApiError> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        let message = self.0.iter().map(|(f, m)| format!("{f}: {}", m.join(", "))).collect::<Vec<_>>().join("; ");
+        Err(ApiError::Validation { message, fields: self.0 })
+    }
+}
+
+fn user_json(user: &User) -> Value {
+    json!({
+        "id": user.id, "username": user.username, "email": user.email,
+        "created_at": user.created_at, "updated_at": user.updated_at,
+    })
+}
+
+#[derive(Deserialize)]
+struct RegisterBody {
+    username: Option<String>,
+    email: Option<String>,
+    password: Option<String>,
+}
+
+fn looks_like_email(email: &str) -> bool {
+    let Some((local, domain)) = email.split_once('@') else { return false };
+    !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.') && email.len() <= 254 && !email.contains(char::is_whitespace)
+}
+
+async fn register(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let body: RegisterBody = parse_body(&body)?;
+    let mut errors = FieldErrors::default();
+    let username = body.username.unwrap_or_default().trim().to_string();
+    let email = body.email.unwrap_or_default().trim().to_lowercase();
+    let password = body.password.unwrap_or_default();
+    if !(3..=50).contains(&username.chars().count()) {
+        errors.add("username", "must be 3 to 50 characters");
+    }
+    if !looks_like_email(&email) {
+        errors.add("email", "must be a valid email address");
+    }
+    if password.chars().count() < 8 {
+        errors.add("password", "must be at least 8 characters");
+    }
+    errors.into_result()?;
+
+    let now = Utc::now();
+    let user = User {
+        id: uuid::Uuid::new_v4().to_string(),
+        username,
+        email,
+        password_hash: hash_password(&password)?,
+        created_at: now,
+        updated_at: now,
+    };
+    state.users.create_user(&user).await.map_err(|e| match e {
+        crate::ports::StoreError::Conflict(_) => ApiError::Conflict("an account with this email already exists".into()),
+        other => other.into(),
+    })?;
+    tracing::info!(user_id = %user.id, "user registered");
+    Ok((StatusCode::CREATED, Json(user_json(&user))).into_response())
+}
+
+#[derive(Deserialize)]
+struct LoginBody {
+    email: Option<String>,
+    password: Option<String>,
+}
+
+async fn login(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let body: LoginBody = parse_body(&body)?;
+    let email = body.email.unwrap_or_default().trim().to_lowercase();
+    let password = body.password.unwrap_or_default();
+    let user = state.users.user_by_email(&email).await?;
+    // Same answer whether the email exists or not; hash anyway so timing does not tell either.
+    let valid = match &user {
+        Some(u) => verify_password(&password, &u.password_hash),
+        None => {
+            let _ = verify_password(&password, DUMMY_HASH);
+            false
+        }
+    };
+    let user = user.filter(|_| valid).ok_or_else(|| ApiError::Unauthorized("invalid email or password".into()))?;
+    Ok(Json(json!({
+        "access_token": state.tokens.issue(&user.id)?,
+        "token_type": "Bearer",
+        "expires_in": state.tokens.ttl_seconds,
+    })))
+}
+
+/// argon2id hash of a random password, verified against when the email is unknown.
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Bm1JDAhMHR0uM8BCm0B7HYyeOqzOQWY4e/UaNh3+4SU";
+
+async fn profile(State(state): State<AppState>, AuthUser(user_id): AuthUser) -> Result<Json<Value>, ApiError> {
+    let user = state.users.user_by_id(&user_id).await?.ok_or_else(|| ApiError::Unauthorized("unknown user".into()))?;
+    Ok(Json(user_json(&user)))
+}
+
+// ---- uploads ----
+
+#[derive(Deserialize)]
+struct InitializeBody {
+    filename: Option<String>,
+    title: Option<String>,
+    content_type: Option<String>,
+    size_bytes: Option<u64>,
+    sample_fps: Option<f64>,
+}
+
+/// Checks an upload request and creates the `PENDING` video.
+pub(crate) async fn create_video(
+    state: &AppState,
+    user_id: &str,
+    filename: &str,
+    title: Option<String>,
+    content_type: Option<String>,
+    size_bytes: Option<u64>,
+    sample_fps: Option<f64>,
+) -> Result<Video, ApiError> {
+    let filename = filename.trim();
+    if filename.is_empty() {
+        return Err(ApiError::invalid("filename", "is required"));
+    }
+    let (ext, default_type) = video_type(filename).ok_or_else(|| {
+        ApiError::UnsupportedMediaType("only video files can be uploaded (mp4, mov, m4v, avi, mkv, webm)".into())
+    })?;
+    let content_type = content_type.filter(|c| !c.trim().is_empty()).unwrap_or_else(|| default_type.to_string());
+    if !content_type.starts_with("video/") && content_type != "application/octet-stream" {
+        return Err(ApiError::UnsupportedMediaType(format!("content type {content_type:?} is not a video type")));
+    }
+    if let Some(size) = size_bytes
+        && size > state.config.max_upload_bytes
+    {
+        return Err(ApiError::PayloadTooLarge(format!("the file is larger than the {} byte limit", state.config.max_upload_bytes)));
+    }
+    let sample_fps = sample_fps.unwrap_or(state.config.default_sample_fps);
+    if !(sample_fps.is_finite() && sample_fps >= 0.0 && sample_fps <= state.config.max_sample_fps) {
+        return Err(ApiError::invalid("sample_fps", format!("must be between 0 (every frame) and {}", state.config.max_sample_fps)));
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let title = title.map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).unwrap_or_else(|| {
+        // the file name without its extension, as the original service did
+        filename.rsplit_once('.').map_or(filename, |(stem, _)| stem).rsplit(['/', '\\']).next().unwrap_or("").to_string()
+    });
+    if title.chars().count() > 200 {
+        return Err(ApiError::invalid("title", "must be at most 200 characters"));
+    }
+    let video = Video {
+        s3_key: object_key(user_id, &id, ext),
+        id,
+        user_id: user_id.to_string(),
+        title,
+        filename: filename.rsplit(['/', '\\']).next().unwrap_or(filename).to_string(),
+        content_type,
+        size_bytes,
+        sample_fps,
+        uploaded_at: Utc::now(),
+        analysis: AnalysisState::pending(),
+    };
+    state.videos.create_video(&video).await?;
+    tracing::info!(video_id = %video.id, user_id, key = %video.s3_key, "video created");
+    Ok(video)
+}
+
+async fn initialize_upload(State(state): State<AppState>, AuthUser(user_id): AuthUser, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let body: InitializeBody = parse_body(&body)?;
+    let video = create_video(
+        &state,
+        &user_id,
+        body.filename.as_deref().unwrap_or(""),
+        body.title,
+        body.content_type,
+        body.size_bytes,
+        body.sample_fps,
+    )
+    .await?;
+    let upload = state.blobs.presign_put(&video.s3_key, &video.content_type, state.config.upload_url_ttl).await?;
+    Ok(Json(json!({
+        "video_id": video.id,
+        "upload_url": upload.url,
+        "s3_key": video.s3_key,
+        "method": "PUT",
+        "headers": {"Content-Type": video.content_type},
+        "expires_at": upload.expires_at,
+    })))
+}
+
+/// `POST /videos/upload`: JSON is the presigned flow; multipart/form-data is the original web
+/// client's local mode (the file goes through the server).
+async fn upload(State(state): State<AppState>, user: AuthUser, request: Request) -> Result<Response, ApiError> {
+    let is_multipart = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    if is_multipart {
+        let multipart = Multipart::from_request(request, &state).await.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+        return local::multipart_upload(state, user, multipart).await;
+    }
+    let body = Bytes::from_request(request, &state).await.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    initialize_upload(State(state), user, body).await.map(IntoResponse::into_response)
+}
+
+#[derive(Deserialize)]
+struct FinalizeBody {
+    s3_key: Option<String>,
+    title: Option<String>,
+}
+
+/// Confirms an upload. Idempotent, and never starts an analysis: the object-created event does.
+async fn finalize_upload(State(state): State<AppState>, AuthUser(user_id): AuthUser, body: Bytes) -> Result<Response, ApiError> {
+    let body: FinalizeBody = parse_body(&body)?;
+    let key = body.s3_key.unwrap_or_default();
+    let (key_user, video_id) = crate::parse_object_key(&key).ok_or(ApiError::NotFound)?;
+    if key_user != user_id {
+        return Err(ApiError::NotFound);
+    }
+    let video = owned_video(&state, &user_id, video_id).await?;
+    if video.s3_key != key {
+        return Err(ApiError::NotFound);
+    }
+    if let Some(title) = body.title.map(|t| t.trim().to_string()).filter(|t| !t.is_empty()) {
+        state.videos.set_title(&video.id, &title).await?;
+    }
+    let video = owned_video(&state, &user_id, video_id).await?;
+    Ok((StatusCode::ACCEPTED, Json(video_json(&state, &video, false).await?)).into_response())
+}
+
+// ---- videos ----
+
+pub(crate) async fn owned_video(state: &AppState, user_id: &str, id: &str) -> Result<Video, ApiError> {
+    // Someone else's video is "not found": never reveal that it exists.
+    state.videos.video(id).await?.filter(|v| v.user_id == user_id).ok_or(ApiError::NotFound)
+}
+
+pub(crate) async fn video_json(state: &AppState, video: &Video, with_url: bool) -> Result<Value, ApiError> {
+    let a = &video.analysis;
+    let video_url = if with_url && a.status != VideoStatus::Pending {
+        Some(state.blobs.presign_get(&video.s3_key, state.config.download_url_ttl).await?)
+    } else {
+        None
+    };
+    Ok(json!({
+        "id": video.id,
+        "user_id": video.user_id,
+        "title": video.title,
+        "filename": video.filename,
+        "s3_key": video.s3_key,
+        "content_type": video.content_type,
+        "size_bytes": video.size_bytes,
+        "status": a.status,
+        "progress": a.progress,
+        "error": a.error,
+        "frame_count": a.frames_analyzed,
+        "duration_seconds": a.video.as_ref().map(|v| v.duration_ms as f64 / 1000.0),
+        "video": a.video,
+        "sample_fps": video.sample_fps,
+        "uploaded_at": video.uploaded_at,
+        "processed_at": a.processed_at,
+        "summary": a.summary,
+        "video_url": video_url,
+    }))
+}
+
+/// The original service's per-frame shape for the main face, plus every face in full.
+pub(crate) fn frame_json(frame: &FrameResult) -> Value {
+    let (emotions, confidences): (Vec<EmotionLabel>, Vec<f64>) = match frame.main_face() {
+        Some(face) => {
+            let mut pairs: Vec<(EmotionLabel, f32)> = face.emotions.iter().collect();
+            pairs.sort_by(|a, b| b.1.total_cmp(&a.1));
+            pairs.into_iter().map(|(l, p)| (l, (p as f64 * 1e6).round() / 1e6)).unzip()
+        }
+        None => (Vec::new(), Vec::new()),
+    };
+    json!({
+        "frame_number": frame.frame,
+        "video_timestamp_sec": frame.t_ms as f64 / 1000.0,
+        "emotions": emotions,
+        "confidences": confidences,
+        "faces": frame.faces,
+    })
+}
+
+#[derive(Deserialize)]
+struct PageQuery {
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+fn page_limit(limit: Option<usize>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::invalid("limit", format!("must be between 1 and {max}"))),
+    }
+}
+
+fn link_next(headers: &mut HeaderMap, path: &str, limit: usize, cursor: &str) {
+    let link = format!("<{path}?limit={limit}&cursor={cursor}>; rel=\"next\"");
+    if let Ok(v) = HeaderValue::from_str(&link) {
+        headers.insert(header::LINK, v);
+    }
+}
+
+async fn list_videos(State(state): State<AppState>, AuthUser(user_id): AuthUser, Query(q): Query<PageQuery>) -> Result<Response, ApiError> {
+    let limit = page_limit(q.limit, 50, 200)?;
+    let page = state.videos.videos_of(&user_id, limit, q.cursor.as_deref()).await?;
+    let mut items = Vec::with_capacity(page.items.len());
+    for video in &page.items {
+        items.push(video_json(&state, video, false).await?);
+    }
+    let mut response = Json(items).into_response();
+    if let Some(next) = &page.next {
+        link_next(response.headers_mut(), "/api/v2/videos/", limit, next);
+    }
+    Ok(response)
+}
+
+/// Frames embedded in `GET /videos/{id}`; longer analyses continue at `frames_next`.
+const EMBEDDED_FRAMES: usize = 1000;
+
+async fn get_video(State(state): State<AppState>, AuthUser(user_id): AuthUser, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let video = owned_video(&state, &user_id, &id).await?;
+    let mut body = video_json(&state, &video, true).await?;
+    let (frames, next) = state.results.frames(&video.id, None, EMBEDDED_FRAMES).await?;
+    body["frames"] = Value::Array(frames.iter().map(frame_json).collect());
+    body["frames_next"] = json!(next.map(|n| format!("/api/v2/videos/{}/frames?cursor={n}", video.id)));
+    Ok(Json(body))
+}
+
+#[derive(Deserialize)]
+struct PatchBody {
+    title: Option<String>,
+}
+
+async fn patch_video(State(state): State<AppState>, AuthUser(user_id): AuthUser, Path(id): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let body: PatchBody = parse_body(&body)?;
+    let video = owned_video(&state, &user_id, &id).await?;
+    let title = body.title.map(|t| t.trim().to_string()).unwrap_or_default();
+    if title.is_empty() || title.chars().count() > 200 {
+        return Err(ApiError::invalid("title", "must be 1 to 200 characters"));
+    }
+    state.videos.set_title(&video.id, &title).await?;
+    let video = owned_video(&state, &user_id, &id).await?;
+    Ok(Json(video_json(&state, &video, true).await?))
+}
+
+async fn delete_video(State(state): State<AppState>, AuthUser(user_id): AuthUser, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    let video = owned_video(&state, &user_id, &id).await?;
+    // object first, record last: if anything fails the user can retry the delete
+    state.blobs.delete(&video.s3_key).await?;
+    state.results.delete_frames(&video.id).await?;
+    state.videos.delete_video(&video.id).await?;
+    tracing::info!(video_id = %video.id, "video deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_frames(State(state): State<AppState>, AuthUser(user_id): AuthUser, Path(id): Path<String>, Query(q): Query<PageQuery>) -> Result<Response, ApiError> {
+    let video = owned_video(&state, &user_id, &id).await?;
+    let limit = page_limit(q.limit, 500, 5000)?;
+    let after = q.cursor.as_deref().map(|c| c.parse::<u64>().map_err(|_| ApiError::BadRequest("invalid cursor".into()))).transpose()?;
+    let (frames, next) = state.results.frames(&video.id, after, limit).await?;
+    let mut response = Json(frames.iter().map(frame_json).collect::<Vec<_>>()).into_response();
+    if let Some(next) = next {
+        link_next(response.headers_mut(), &format!("/api/v2/videos/{}/frames", video.id), limit, &next.to_string());
+    }
+    Ok(response)
+}
+
+async fn export_csv(State(state): State<AppState>, AuthUser(user_id): AuthUser, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let video = owned_video(&state, &user_id, &id).await?;
+    let labels: Vec<EmotionLabel> = EmotionLabel::ALL
+        .into_iter()
+        .filter(|l| *l != EmotionLabel::Contempt || video.analysis.summary.as_ref().is_some_and(|s| s.mean.has_contempt()))
+        .collect();
+    let model = crate::ModelInfo { detector: String::new(), classifier: String::new(), labels };
+    let mut out = Vec::new();
+    let mut writer = crate::report::CsvReport::new(&mut out);
+    use crate::pipeline::AnalysisSink;
+    let sink_err = |e: crate::pipeline::SinkError| ApiError::Internal(e.to_string());
+    writer.begin(&Default::default(), &model, video.sample_fps).map_err(sink_err)?;
+    let mut after = None;
+    loop {
+        let (frames, next) = state.results.frames(&video.id, after, 1000).await?;
+        for frame in &frames {
+            writer.frame(frame).map_err(sink_err)?;
+        }
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    drop(writer);
+    let disposition = format!("attachment; filename=\"{}.csv\"", video.id);
+    Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()), (header::CONTENT_DISPOSITION, disposition)], out).into_response())
+}
+
+/// What an S3 event (or a local upload) turns into.
+pub(crate) fn job_for(key: &str) -> AnalysisJob {
+    AnalysisJob { key: key.to_string() }
+}
