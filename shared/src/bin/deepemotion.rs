@@ -88,8 +88,9 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if is_serve() { "info" } else { "warn" })),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(if is_serve() { "info" } else { "warn" })
+            }),
         )
         .init();
     match run(Cli::parse()) {
@@ -156,11 +157,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             result?;
         }
-        Command::Serve { addr, data_dir, public_url, dev } => {
+        Command::Serve {
+            addr,
+            data_dir,
+            public_url,
+            dev,
+        } => {
             let api = shared::http::ApiConfig {
                 max_upload_bytes: std::env::var("DEEPEMOTION_MAX_UPLOAD_BYTES")
                     .ok()
-                    .map(|v| v.parse().map_err(|_| anyhow::anyhow!("DEEPEMOTION_MAX_UPLOAD_BYTES must be a number of bytes")))
+                    .map(|v| {
+                        v.parse().map_err(|_| {
+                            anyhow::anyhow!(
+                                "DEEPEMOTION_MAX_UPLOAD_BYTES must be a number of bytes"
+                            )
+                        })
+                    })
                     .transpose()?
                     .unwrap_or(shared::http::ApiConfig::default().max_upload_bytes),
                 ..Default::default()
@@ -169,14 +181,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 addr,
                 data_dir,
                 public_url,
-                jwt_secret: std::env::var("DEEPEMOTION_JWT_SECRET").ok().filter(|s| !s.is_empty()),
+                jwt_secret: std::env::var("DEEPEMOTION_JWT_SECRET")
+                    .ok()
+                    .filter(|s| !s.is_empty()),
                 dev,
                 engine: config,
                 api,
             };
-            tokio::runtime::Runtime::new()?.block_on(shared::local_server::serve(server, |addr| {
-                println!("deepemotion: serving http://{addr}/api/v2 (Ctrl-C stops)");
-            }))?;
+            tokio::runtime::Runtime::new()?.block_on(shared::local_server::serve(
+                server,
+                |addr| {
+                    println!("deepemotion: serving http://{addr}/api/v2 (Ctrl-C stops)");
+                },
+            ))?;
         }
         Command::Classify { images } => {
             let analyzer = Analyzer::new(config)?;

@@ -153,11 +153,10 @@ pub(crate) async fn stream_video(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let files = local_files(&state)?;
     let bearer = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     let token = bearer.or(query.get("token").map(String::as_str)).ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
     let user_id = state.tokens.verify(token)?;
     let video_id = filename.rsplit_once('.').map_or(filename.as_str(), |(stem, _)| stem);
     let video = owned_video(&state, &user_id, video_id).await?;
-    serve_file(files, &video.s3_key, Some(&video.content_type)).await
+    serve_file(local_files(&state)?, &video.s3_key, Some(&video.content_type)).await
 }

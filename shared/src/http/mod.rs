@@ -93,3 +93,6 @@ async fn request_id(request: Request, next: Next) -> Response {
     }
     response
 }
+
+#[cfg(test)]
+mod tests;
