@@ -8,8 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::video;
-use reqwest::blocking::Client;
 use reqwest::StatusCode;
+use reqwest::blocking::Client;
 use serde_json::{Value, json};
 
 struct Server {
@@ -35,9 +35,18 @@ fn start() -> Server {
         .spawn()
         .expect("deepemotion serve starts");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap_or_else(|| panic!("no address in {line:?}"));
-    Server { child, base: url.trim_end_matches('/').to_string(), data_dir }
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    Server {
+        child,
+        base: url.trim_end_matches('/').to_string(),
+        data_dir,
+    }
 }
 
 struct Session<'a> {
@@ -50,20 +59,44 @@ impl Server {
     fn session(&self, name: &str) -> Session<'_> {
         let http = Client::new();
         let email = format!("{name}@example.com");
-        let r = http.post(format!("{}/auth/register", self.base)).json(&json!({"username": name, "email": email, "password": "password123"})).send().unwrap();
+        let r = http
+            .post(format!("{}/auth/register", self.base))
+            .json(&json!({"username": name, "email": email, "password": "password123"}))
+            .send()
+            .unwrap();
         assert_eq!(r.status(), StatusCode::CREATED);
-        let r: Value = http.post(format!("{}/auth/login", self.base)).json(&json!({"email": email, "password": "password123"})).send().unwrap().json().unwrap();
-        Session { server: self, http, token: r["access_token"].as_str().unwrap().to_string() }
+        let r: Value = http
+            .post(format!("{}/auth/login", self.base))
+            .json(&json!({"email": email, "password": "password123"}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        Session {
+            server: self,
+            http,
+            token: r["access_token"].as_str().unwrap().to_string(),
+        }
     }
 }
 
 impl Session<'_> {
     fn get(&self, path: &str) -> reqwest::blocking::Response {
-        self.http.get(format!("{}{path}", self.server.base)).bearer_auth(&self.token).send().unwrap()
+        self.http
+            .get(format!("{}{path}", self.server.base))
+            .bearer_auth(&self.token)
+            .send()
+            .unwrap()
     }
 
     fn initialize(&self, filename: &str) -> Value {
-        let r = self.http.post(format!("{}/videos/upload/initialize", self.server.base)).bearer_auth(&self.token).json(&json!({"filename": filename})).send().unwrap();
+        let r = self
+            .http
+            .post(format!("{}/videos/upload/initialize", self.server.base))
+            .bearer_auth(&self.token)
+            .json(&json!({"filename": filename}))
+            .send()
+            .unwrap();
         assert_eq!(r.status(), StatusCode::OK);
         r.json().unwrap()
     }
@@ -75,14 +108,25 @@ impl Session<'_> {
             if v["status"] == "COMPLETED" || v["status"] == "FAILED" {
                 return v;
             }
-            assert!(started.elapsed() < Duration::from_secs(120), "still {} after 2 minutes", v["status"]);
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "still {} after 2 minutes",
+                v["status"]
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
 }
 
 fn upload(http: &Client, init: &Value, body: Vec<u8>) -> reqwest::blocking::Response {
-    http.put(init["upload_url"].as_str().unwrap()).header("Content-Type", init["headers"]["Content-Type"].as_str().unwrap()).body(body).send().unwrap()
+    http.put(init["upload_url"].as_str().unwrap())
+        .header(
+            "Content-Type",
+            init["headers"]["Content-Type"].as_str().unwrap(),
+        )
+        .body(body)
+        .send()
+        .unwrap()
 }
 
 #[test]
@@ -91,7 +135,15 @@ fn register_upload_analyse_read_page_export_delete() {
     let ann = server.session("ann");
     let init = ann.initialize("pexels.mp4");
     let id = init["video_id"].as_str().unwrap().to_string();
-    assert_eq!(upload(&ann.http, &init, std::fs::read(video("WolfgangLanger_Pexels.mp4")).unwrap()).status(), StatusCode::OK);
+    assert_eq!(
+        upload(
+            &ann.http,
+            &init,
+            std::fs::read(video("WolfgangLanger_Pexels.mp4")).unwrap()
+        )
+        .status(),
+        StatusCode::OK
+    );
 
     let done = ann.wait_until_done(&id);
     assert_eq!(done["status"], "COMPLETED", "{done}");
@@ -101,15 +153,32 @@ fn register_upload_analyse_read_page_export_delete() {
     assert_eq!(summary["tracks"].as_array().unwrap().len(), 1);
     // the timeline says sad first, happy later
     let dominant_at = |second: u64| {
-        let entry = summary["timeline"].as_array().unwrap().iter().find(|e| e["second"] == second).unwrap();
-        entry["mean"].as_object().unwrap().iter().max_by(|a, b| a.1.as_f64().unwrap().total_cmp(&b.1.as_f64().unwrap())).unwrap().0.clone()
+        let entry = summary["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["second"] == second)
+            .unwrap();
+        entry["mean"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .max_by(|a, b| a.1.as_f64().unwrap().total_cmp(&b.1.as_f64().unwrap()))
+            .unwrap()
+            .0
+            .clone()
     };
     assert_eq!(dominant_at(2), "sad");
     assert_eq!(dominant_at(15), "happy");
 
     // the download URL serves the file
     let url = done["video_url"].as_str().unwrap();
-    assert_eq!(ann.http.get(url).send().unwrap().bytes().unwrap().len(), std::fs::metadata(video("WolfgangLanger_Pexels.mp4")).unwrap().len() as usize);
+    assert_eq!(
+        ann.http.get(url).send().unwrap().bytes().unwrap().len(),
+        std::fs::metadata(video("WolfgangLanger_Pexels.mp4"))
+            .unwrap()
+            .len() as usize
+    );
 
     // frames page by page: all of them, in order, once
     let total = done["frame_count"].as_u64().unwrap();
@@ -117,11 +186,18 @@ fn register_upload_analyse_read_page_export_delete() {
     let mut path = format!("/videos/{id}/frames?limit=40");
     loop {
         let r = ann.get(&path);
-        let link = r.headers().get("link").map(|l| l.to_str().unwrap().to_string());
+        let link = r
+            .headers()
+            .get("link")
+            .map(|l| l.to_str().unwrap().to_string());
         let page: Vec<Value> = r.json().unwrap();
         seen.extend(page.iter().map(|f| f["frame_number"].as_u64().unwrap()));
         match link {
-            Some(l) => path = l[1..l.find('>').unwrap()].trim_start_matches("/api/v2").to_string(),
+            Some(l) => {
+                path = l[1..l.find('>').unwrap()]
+                    .trim_start_matches("/api/v2")
+                    .to_string()
+            }
             None => break,
         }
     }
@@ -135,19 +211,40 @@ fn register_upload_analyse_read_page_export_delete() {
     assert_eq!(&header[..3], &["frame", "t_ms", "track"]);
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
     assert_eq!(rows.len() as u64, total, "one face in every frame");
-    assert!(rows.iter().all(|r| r.len() == header.len() && r[1].parse::<u64>().is_ok()));
+    assert!(
+        rows.iter()
+            .all(|r| r.len() == header.len() && r[1].parse::<u64>().is_ok())
+    );
 
     // another user sees nothing
     let bob = server.session("bob");
-    assert_eq!(bob.get(&format!("/videos/{id}")).status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        bob.get(&format!("/videos/{id}")).status(),
+        StatusCode::NOT_FOUND
+    );
 
     // delete removes the record, the results and the file
-    let blob = server.data_dir.path().join("blobs").join(init["s3_key"].as_str().unwrap());
+    let blob = server
+        .data_dir
+        .path()
+        .join("blobs")
+        .join(init["s3_key"].as_str().unwrap());
     assert!(blob.exists());
-    let r = ann.http.delete(format!("{}/videos/{id}", server.base)).bearer_auth(&ann.token).send().unwrap();
+    let r = ann
+        .http
+        .delete(format!("{}/videos/{id}", server.base))
+        .bearer_auth(&ann.token)
+        .send()
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    assert_eq!(ann.get(&format!("/videos/{id}")).status(), StatusCode::NOT_FOUND);
-    assert_eq!(ann.get(&format!("/videos/{id}/frames")).status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        ann.get(&format!("/videos/{id}")).status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        ann.get(&format!("/videos/{id}/frames")).status(),
+        StatusCode::NOT_FOUND
+    );
     assert!(!blob.exists());
 }
 
@@ -159,23 +256,51 @@ fn tampered_or_mistyped_upload_urls_are_refused_and_bad_files_fail_clearly() {
     let url = init["upload_url"].as_str().unwrap();
 
     let tampered = url.replace("signature=", "signature=00");
-    let r = ann.http.put(tampered).header("Content-Type", "video/mp4").body("x").send().unwrap();
+    let r = ann
+        .http
+        .put(tampered)
+        .header("Content-Type", "video/mp4")
+        .body("x")
+        .send()
+        .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    let r = ann.http.put(url).header("Content-Type", "text/plain").body("x").send().unwrap();
-    assert_eq!(r.status(), StatusCode::FORBIDDEN, "the Content-Type is signed");
+    let r = ann
+        .http
+        .put(url)
+        .header("Content-Type", "text/plain")
+        .body("x")
+        .send()
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::FORBIDDEN,
+        "the Content-Type is signed"
+    );
     let longer = url.replace("expires=", "expires=9");
-    let r = ann.http.put(longer).header("Content-Type", "video/mp4").body("x").send().unwrap();
+    let r = ann
+        .http
+        .put(longer)
+        .header("Content-Type", "video/mp4")
+        .body("x")
+        .send()
+        .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN, "the expiry is signed");
     let body: Value = r.json().unwrap();
     assert!(body["error"].is_string());
 
     // a text file named .mp4 is analysed, fails with a clear error, and stays listed
-    assert_eq!(upload(&ann.http, &init, b"just some meeting notes".to_vec()).status(), StatusCode::OK);
+    assert_eq!(
+        upload(&ann.http, &init, b"just some meeting notes".to_vec()).status(),
+        StatusCode::OK
+    );
     let done = ann.wait_until_done(init["video_id"].as_str().unwrap());
     assert_eq!(done["status"], "FAILED");
     let error = done["error"].as_str().unwrap();
     assert!(error.contains("not a video"), "{error}");
-    assert!(!error.contains(server.data_dir.path().to_str().unwrap()), "no server paths in errors: {error}");
+    assert!(
+        !error.contains(server.data_dir.path().to_str().unwrap()),
+        "no server paths in errors: {error}"
+    );
 }
 
 #[test]
@@ -185,8 +310,20 @@ fn the_original_clients_local_mode_uploads_multipart_and_streams() {
     let bytes = std::fs::read(video("single_face.mp4")).unwrap();
     let form = reqwest::blocking::multipart::Form::new()
         .text("title", "Smile")
-        .part("file", reqwest::blocking::multipart::Part::bytes(bytes.clone()).file_name("smile.mp4").mime_str("video/mp4").unwrap());
-    let r = ann.http.post(format!("{}/videos/upload", server.base)).bearer_auth(&ann.token).multipart(form).send().unwrap();
+        .part(
+            "file",
+            reqwest::blocking::multipart::Part::bytes(bytes.clone())
+                .file_name("smile.mp4")
+                .mime_str("video/mp4")
+                .unwrap(),
+        );
+    let r = ann
+        .http
+        .post(format!("{}/videos/upload", server.base))
+        .bearer_auth(&ann.token)
+        .multipart(form)
+        .send()
+        .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     let created: Value = r.json().unwrap();
     assert_eq!(created["title"], "Smile");
@@ -198,6 +335,13 @@ fn the_original_clients_local_mode_uploads_multipart_and_streams() {
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.bytes().unwrap().len(), bytes.len());
     let bob = server.session("bob");
-    let r = bob.http.get(format!("{}/videos/stream/{id}.mp4?token={}", server.base, bob.token)).send().unwrap();
+    let r = bob
+        .http
+        .get(format!(
+            "{}/videos/stream/{id}.mp4?token={}",
+            server.base, bob.token
+        ))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }

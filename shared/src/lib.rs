@@ -5,6 +5,8 @@
 pub mod adapters;
 pub mod domain;
 pub mod http;
+#[cfg(feature = "aws")]
+pub mod lambda;
 pub mod local_server;
 pub mod pipeline;
 pub mod ports;

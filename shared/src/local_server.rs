@@ -29,7 +29,9 @@ pub struct LocalServerConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("no token secret: set DEEPEMOTION_JWT_SECRET (32+ characters), or pass --dev to generate one in the data directory")]
+    #[error(
+        "no token secret: set DEEPEMOTION_JWT_SECRET (32+ characters), or pass --dev to generate one in the data directory"
+    )]
     NoSecret,
     #[error("DEEPEMOTION_JWT_SECRET must be at least 32 characters")]
     WeakSecret,
@@ -43,7 +45,11 @@ fn startup(e: impl std::fmt::Display) -> ServerError {
 
 fn secret(config: &LocalServerConfig) -> Result<String, ServerError> {
     if let Some(s) = &config.jwt_secret {
-        return if s.len() >= 32 { Ok(s.clone()) } else { Err(ServerError::WeakSecret) };
+        return if s.len() >= 32 {
+            Ok(s.clone())
+        } else {
+            Err(ServerError::WeakSecret)
+        };
     }
     if !config.dev {
         return Err(ServerError::NoSecret);
@@ -52,7 +58,11 @@ fn secret(config: &LocalServerConfig) -> Result<String, ServerError> {
     if let Ok(s) = std::fs::read_to_string(&path) {
         return Ok(s.trim().to_string());
     }
-    let generated = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    let generated = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
     std::fs::write(&path, &generated).map_err(startup)?;
     #[cfg(unix)]
     {
@@ -64,19 +74,35 @@ fn secret(config: &LocalServerConfig) -> Result<String, ServerError> {
 }
 
 /// Serves until Ctrl-C. Calls `ready` with the bound address once it accepts connections.
-pub async fn serve(config: LocalServerConfig, ready: impl FnOnce(SocketAddr)) -> Result<(), ServerError> {
+pub async fn serve(
+    config: LocalServerConfig,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<(), ServerError> {
     std::fs::create_dir_all(&config.data_dir).map_err(startup)?;
     let secret = secret(&config)?;
-    let listener = tokio::net::TcpListener::bind(config.addr).await.map_err(startup)?;
+    let listener = tokio::net::TcpListener::bind(config.addr)
+        .await
+        .map_err(startup)?;
     let addr = listener.local_addr().map_err(startup)?;
-    let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
 
     let engine = config.engine.clone();
-    let analyzer = tokio::task::spawn_blocking(move || Analyzer::new(engine)).await.map_err(startup)?.map_err(startup)?;
-    let store = Arc::new(SqliteStore::open(&config.data_dir.join("deepemotion.db")).map_err(startup)?);
+    let analyzer = tokio::task::spawn_blocking(move || Analyzer::new(engine))
+        .await
+        .map_err(startup)?
+        .map_err(startup)?;
+    let store =
+        Arc::new(SqliteStore::open(&config.data_dir.join("deepemotion.db")).map_err(startup)?);
     // uploads are signed with a key derived from the token secret, never with the secret itself
     let blob_key = Sha256::digest(format!("deepemotion-blobs:{secret}"));
-    let files = Arc::new(FileBlobs::new(config.data_dir.join("blobs"), public_url, &blob_key));
+    let files = Arc::new(FileBlobs::new(
+        config.data_dir.join("blobs"),
+        public_url,
+        &blob_key,
+    ));
     let (queue, mut jobs) = LocalQueue::new();
 
     let worker = AnalysisWorker {
@@ -89,7 +115,9 @@ pub async fn serve(config: LocalServerConfig, ready: impl FnOnce(SocketAddr)) ->
     tokio::spawn(async move {
         while let Some(job) = jobs.recv().await {
             match worker.handle(&job).await {
-                Ok(JobOutcome::Skipped { reason }) => tracing::info!(key = %job.key, %reason, "job skipped"),
+                Ok(JobOutcome::Skipped { reason }) => {
+                    tracing::info!(key = %job.key, %reason, "job skipped")
+                }
                 Ok(outcome) => tracing::info!(key = %job.key, ?outcome, "job done"),
                 Err(e) => tracing::error!(key = %job.key, error = %e, "job failed"),
             }

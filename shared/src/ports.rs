@@ -47,7 +47,12 @@ pub trait VideoStore: Send + Sync {
     async fn create_video(&self, video: &Video) -> StoreResult<()>;
     async fn video(&self, id: &str) -> StoreResult<Option<Video>>;
     /// A user's videos, newest first.
-    async fn videos_of(&self, user_id: &str, limit: usize, cursor: Option<&str>) -> StoreResult<Page<Video>>;
+    async fn videos_of(
+        &self,
+        user_id: &str,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> StoreResult<Page<Video>>;
     async fn set_title(&self, id: &str, title: &str) -> StoreResult<()>;
     async fn set_analysis(&self, id: &str, state: &AnalysisState) -> StoreResult<()>;
     /// Moves a `PENDING` (or `FAILED`) video to `PROCESSING`; false when another worker already
@@ -61,7 +66,12 @@ pub trait ResultStore: Send + Sync {
     /// Stores frame results; writing the same frame twice keeps one copy.
     async fn put_frames(&self, video_id: &str, frames: &[FrameResult]) -> StoreResult<()>;
     /// Frames with `frame > after`, in order, at most `limit`; `next` is the last frame's number.
-    async fn frames(&self, video_id: &str, after: Option<u64>, limit: usize) -> StoreResult<(Vec<FrameResult>, Option<u64>)>;
+    async fn frames(
+        &self,
+        video_id: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> StoreResult<(Vec<FrameResult>, Option<u64>)>;
     async fn delete_frames(&self, video_id: &str) -> StoreResult<()>;
 }
 
@@ -75,7 +85,12 @@ pub struct PresignedUpload {
 #[async_trait]
 pub trait BlobStore: Send + Sync {
     /// A PUT URL that is only valid with exactly this Content-Type and until `expires_in` passes.
-    async fn presign_put(&self, key: &str, content_type: &str, expires_in: Duration) -> StoreResult<PresignedUpload>;
+    async fn presign_put(
+        &self,
+        key: &str,
+        content_type: &str,
+        expires_in: Duration,
+    ) -> StoreResult<PresignedUpload>;
     async fn presign_get(&self, key: &str, expires_in: Duration) -> StoreResult<String>;
     /// The object's size, or `None` when it does not exist.
     async fn head(&self, key: &str) -> StoreResult<Option<u64>>;

@@ -22,14 +22,23 @@ pub struct MemoryStore {
 impl UserStore for MemoryStore {
     async fn create_user(&self, user: &User) -> StoreResult<()> {
         let mut users = self.users.lock().unwrap();
-        if users.values().any(|u| u.email.eq_ignore_ascii_case(&user.email)) {
+        if users
+            .values()
+            .any(|u| u.email.eq_ignore_ascii_case(&user.email))
+        {
             return Err(StoreError::Conflict("email already registered".into()));
         }
         users.insert(user.id.clone(), user.clone());
         Ok(())
     }
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
-        Ok(self.users.lock().unwrap().values().find(|u| u.email.eq_ignore_ascii_case(email)).cloned())
+        Ok(self
+            .users
+            .lock()
+            .unwrap()
+            .values()
+            .find(|u| u.email.eq_ignore_ascii_case(email))
+            .cloned())
     }
     async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
         Ok(self.users.lock().unwrap().get(id).cloned())
@@ -39,33 +48,69 @@ impl UserStore for MemoryStore {
 #[async_trait]
 impl VideoStore for MemoryStore {
     async fn create_video(&self, video: &Video) -> StoreResult<()> {
-        self.videos.lock().unwrap().insert(video.id.clone(), video.clone());
+        self.videos
+            .lock()
+            .unwrap()
+            .insert(video.id.clone(), video.clone());
         Ok(())
     }
     async fn video(&self, id: &str) -> StoreResult<Option<Video>> {
         Ok(self.videos.lock().unwrap().get(id).cloned())
     }
-    async fn videos_of(&self, user_id: &str, limit: usize, cursor: Option<&str>) -> StoreResult<Page<Video>> {
-        let mut mine: Vec<Video> = self.videos.lock().unwrap().values().filter(|v| v.user_id == user_id).cloned().collect();
+    async fn videos_of(
+        &self,
+        user_id: &str,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> StoreResult<Page<Video>> {
+        let mut mine: Vec<Video> = self
+            .videos
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|v| v.user_id == user_id)
+            .cloned()
+            .collect();
         mine.sort_by(|a, b| (b.uploaded_at, &b.id).cmp(&(a.uploaded_at, &a.id)));
         let start = match cursor {
             None => 0,
-            Some(c) => mine.iter().position(|v| v.id == c).map(|i| i + 1).ok_or(StoreError::BadCursor)?,
+            Some(c) => mine
+                .iter()
+                .position(|v| v.id == c)
+                .map(|i| i + 1)
+                .ok_or(StoreError::BadCursor)?,
         };
         let items: Vec<Video> = mine.iter().skip(start).take(limit).cloned().collect();
-        let next = (start + limit < mine.len()).then(|| items.last().map(|v| v.id.clone())).flatten();
+        let next = (start + limit < mine.len())
+            .then(|| items.last().map(|v| v.id.clone()))
+            .flatten();
         Ok(Page { items, next })
     }
     async fn set_title(&self, id: &str, title: &str) -> StoreResult<()> {
-        self.videos.lock().unwrap().get_mut(id).map(|v| v.title = title.to_string()).ok_or(StoreError::NotFound)
+        self.videos
+            .lock()
+            .unwrap()
+            .get_mut(id)
+            .map(|v| v.title = title.to_string())
+            .ok_or(StoreError::NotFound)
     }
     async fn set_analysis(&self, id: &str, state: &AnalysisState) -> StoreResult<()> {
-        self.videos.lock().unwrap().get_mut(id).map(|v| v.analysis = state.clone()).ok_or(StoreError::NotFound)
+        self.videos
+            .lock()
+            .unwrap()
+            .get_mut(id)
+            .map(|v| v.analysis = state.clone())
+            .ok_or(StoreError::NotFound)
     }
     async fn claim_for_analysis(&self, id: &str) -> StoreResult<bool> {
         let mut videos = self.videos.lock().unwrap();
         match videos.get_mut(id) {
-            Some(v) if matches!(v.analysis.status, VideoStatus::Pending | VideoStatus::Failed) => {
+            Some(v)
+                if matches!(
+                    v.analysis.status,
+                    VideoStatus::Pending | VideoStatus::Failed
+                ) =>
+            {
                 v.analysis.status = VideoStatus::Processing;
                 Ok(true)
             }
@@ -88,9 +133,16 @@ impl ResultStore for MemoryStore {
         }
         Ok(())
     }
-    async fn frames(&self, video_id: &str, after: Option<u64>, limit: usize) -> StoreResult<(Vec<FrameResult>, Option<u64>)> {
+    async fn frames(
+        &self,
+        video_id: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> StoreResult<(Vec<FrameResult>, Option<u64>)> {
         let all = self.frames.lock().unwrap();
-        let Some(mine) = all.get(video_id) else { return Ok((Vec::new(), None)) };
+        let Some(mine) = all.get(video_id) else {
+            return Ok((Vec::new(), None));
+        };
         let mut rest = mine.values().filter(|f| after.is_none_or(|a| f.frame > a));
         let page: Vec<FrameResult> = rest.by_ref().take(limit).cloned().collect();
         let next = rest.next().and(page.last().map(|f| f.frame));
@@ -110,7 +162,12 @@ pub struct MemoryBlobs {
 
 #[async_trait]
 impl BlobStore for MemoryBlobs {
-    async fn presign_put(&self, key: &str, content_type: &str, expires_in: Duration) -> StoreResult<PresignedUpload> {
+    async fn presign_put(
+        &self,
+        key: &str,
+        content_type: &str,
+        expires_in: Duration,
+    ) -> StoreResult<PresignedUpload> {
         Ok(PresignedUpload {
             url: format!("https://blobs.example/{key}?content-type={content_type}"),
             expires_at: Utc::now() + chrono::Duration::from_std(expires_in).unwrap_or_default(),
@@ -120,14 +177,25 @@ impl BlobStore for MemoryBlobs {
         Ok(format!("https://blobs.example/{key}"))
     }
     async fn head(&self, key: &str) -> StoreResult<Option<u64>> {
-        Ok(self.objects.lock().unwrap().get(key).map(|b| b.len() as u64))
+        Ok(self
+            .objects
+            .lock()
+            .unwrap()
+            .get(key)
+            .map(|b| b.len() as u64))
     }
     async fn delete(&self, key: &str) -> StoreResult<()> {
         self.objects.lock().unwrap().remove(key);
         Ok(())
     }
     async fn download(&self, key: &str, to: &Path) -> StoreResult<()> {
-        let bytes = self.objects.lock().unwrap().get(key).cloned().ok_or(StoreError::NotFound)?;
+        let bytes = self
+            .objects
+            .lock()
+            .unwrap()
+            .get(key)
+            .cloned()
+            .ok_or(StoreError::NotFound)?;
         std::fs::write(to, bytes).map_err(|e| StoreError::Backend(e.to_string()))
     }
 }

@@ -139,7 +139,13 @@ mod tests {
         let key = object_key("u-1", "v-2", "mov");
         assert_eq!(key, "uploads/u-1/v-2.mov");
         assert_eq!(parse_object_key(&key), Some(("u-1", "v-2")));
-        for bad in ["uploads/../etc/passwd.mp4", "uploads/u/../../x.mp4", "other/u/v.mp4", "uploads/u/v.txt", "uploads/u/v"] {
+        for bad in [
+            "uploads/../etc/passwd.mp4",
+            "uploads/u/../../x.mp4",
+            "other/u/v.mp4",
+            "uploads/u/v.txt",
+            "uploads/u/v",
+        ] {
             assert_eq!(parse_object_key(bad), None, "{bad}");
         }
     }

@@ -1,11 +1,13 @@
 //! Passwords (argon2id) and access tokens (JWT, HS256), and the extractor that turns a bearer
 //! token into the caller's user id.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
 use argon2::Argon2;
+use argon2::password_hash::{
+    PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng,
+};
 use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use axum::http::header;
+use axum::http::request::Parts;
 use chrono::Utc;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -21,7 +23,11 @@ pub fn hash_password(password: &str) -> Result<String, ApiError> {
 }
 
 pub fn verify_password(password: &str, hash: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+    PasswordHash::new(hash).is_ok_and(|parsed| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+    })
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -92,7 +98,10 @@ pub struct AuthUser(pub String);
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let value = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -126,7 +135,9 @@ mod tests {
         assert_eq!(keys.verify(&token).unwrap(), "user-1");
         let other = TokenKeys::new(b"secret-two-with-enough-bytes-32!", 3600);
         assert!(other.verify(&token).is_err());
-        let expired = TokenKeys::new(b"secret-one-with-enough-bytes-32!", -10).issue("user-1").unwrap();
+        let expired = TokenKeys::new(b"secret-one-with-enough-bytes-32!", -10)
+            .issue("user-1")
+            .unwrap();
         assert!(keys.verify(&expired).is_err());
     }
 }

@@ -26,7 +26,10 @@ pub enum ApiError {
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("{message}")]
-    Validation { message: String, fields: BTreeMap<String, Vec<String>> },
+    Validation {
+        message: String,
+        fields: BTreeMap<String, Vec<String>>,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -81,7 +84,9 @@ impl IntoResponse for ApiError {
         };
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

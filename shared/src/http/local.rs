@@ -27,10 +27,23 @@ fn local_files(state: &AppState) -> Result<&FileBlobs, ApiError> {
     state.local_files.as_deref().ok_or(ApiError::NotFound)
 }
 
-fn check_signature(files: &FileBlobs, method: &str, key: &str, content_type: &str, query: &HashMap<String, String>) -> Result<(), ApiError> {
-    let expires = query.get("expires").and_then(|e| e.parse().ok()).ok_or_else(|| ApiError::Forbidden("missing expires".into()))?;
-    let signature = query.get("signature").ok_or_else(|| ApiError::Forbidden("missing signature".into()))?;
-    files.verify(method, key, content_type, expires, signature).map_err(|e: SignatureError| ApiError::Forbidden(e.to_string()))
+fn check_signature(
+    files: &FileBlobs,
+    method: &str,
+    key: &str,
+    content_type: &str,
+    query: &HashMap<String, String>,
+) -> Result<(), ApiError> {
+    let expires = query
+        .get("expires")
+        .and_then(|e| e.parse().ok())
+        .ok_or_else(|| ApiError::Forbidden("missing expires".into()))?;
+    let signature = query
+        .get("signature")
+        .ok_or_else(|| ApiError::Forbidden("missing signature".into()))?;
+    files
+        .verify(method, key, content_type, expires, signature)
+        .map_err(|e: SignatureError| ApiError::Forbidden(e.to_string()))
 }
 
 /// Streams a request body into the blob file (via a temporary file, so a broken upload never
@@ -43,7 +56,9 @@ async fn write_blob(
 ) -> Result<u64, ApiError> {
     let path = files.path_of(key)?;
     let internal = |e: std::io::Error| ApiError::Internal(e.to_string());
-    tokio::fs::create_dir_all(path.parent().expect("keys have a directory")).await.map_err(internal)?;
+    tokio::fs::create_dir_all(path.parent().expect("keys have a directory"))
+        .await
+        .map_err(internal)?;
     let partial = path.with_extension("part");
     let mut file = tokio::fs::File::create(&partial).await.map_err(internal)?;
     let mut written = 0u64;
@@ -59,7 +74,9 @@ async fn write_blob(
         if written > max_bytes {
             drop(file);
             let _ = tokio::fs::remove_file(&partial).await;
-            return Err(ApiError::PayloadTooLarge(format!("the file is larger than the {max_bytes} byte limit")));
+            return Err(ApiError::PayloadTooLarge(format!(
+                "the file is larger than the {max_bytes} byte limit"
+            )));
         }
         file.write_all(&chunk).await.map_err(internal)?;
     }
@@ -78,9 +95,14 @@ async fn signed_put(
 ) -> Result<Response, ApiError> {
     let files = local_files(&state)?;
     let key = format!("uploads/{rest}");
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     check_signature(files, "PUT", &key, content_type, &query)?;
-    let chunks = body.into_data_stream().map(|c| c.map_err(|e| e.to_string()));
+    let chunks = body
+        .into_data_stream()
+        .map(|c| c.map_err(|e| e.to_string()));
     let size = write_blob(files, &key, chunks, state.config.max_upload_bytes).await?;
     tracing::info!(%key, size, "upload stored");
     // exactly what the S3 ObjectCreated event does on AWS
@@ -88,46 +110,92 @@ async fn signed_put(
     Ok(StatusCode::OK.into_response())
 }
 
-async fn signed_get(State(state): State<AppState>, Path(rest): Path<String>, Query(query): Query<HashMap<String, String>>) -> Result<Response, ApiError> {
+async fn signed_get(
+    State(state): State<AppState>,
+    Path(rest): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
     let files = local_files(&state)?;
     let key = format!("uploads/{rest}");
     check_signature(files, "GET", &key, "", &query)?;
     serve_file(files, &key, None).await
 }
 
-async fn serve_file(files: &FileBlobs, key: &str, content_type: Option<&str>) -> Result<Response, ApiError> {
+async fn serve_file(
+    files: &FileBlobs,
+    key: &str,
+    content_type: Option<&str>,
+) -> Result<Response, ApiError> {
     let file = match tokio::fs::File::open(files.path_of(key)?).await {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ApiError::NotFound),
         Err(e) => return Err(ApiError::Internal(e.to_string())),
     };
-    let len = file.metadata().await.map_err(|e| ApiError::Internal(e.to_string()))?.len();
+    let len = file
+        .metadata()
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .len();
     let content_type = content_type
         .map(str::to_string)
         .or_else(|| crate::video_type(key).map(|(_, t)| t.to_string()))
         .unwrap_or_else(|| "application/octet-stream".into());
     Ok((
-        [(header::CONTENT_TYPE, content_type), (header::CONTENT_LENGTH, len.to_string())],
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_LENGTH, len.to_string()),
+        ],
         Body::from_stream(tokio_util::io::ReaderStream::new(file)),
     )
         .into_response())
 }
 
 /// The original client's local mode: `multipart/form-data` with `file` and `title`.
-pub(crate) async fn multipart_upload(state: AppState, AuthUser(user_id): AuthUser, mut form: Multipart) -> Result<Response, ApiError> {
+pub(crate) async fn multipart_upload(
+    state: AppState,
+    AuthUser(user_id): AuthUser,
+    mut form: Multipart,
+) -> Result<Response, ApiError> {
     local_files(&state)?;
     let mut title: Option<String> = None;
     let mut video = None;
-    while let Some(field) = form.next_field().await.map_err(|e| ApiError::BadRequest(e.body_text()))? {
+    while let Some(field) = form
+        .next_field()
+        .await
+        .map_err(|e| ApiError::BadRequest(e.body_text()))?
+    {
         match field.name() {
-            Some("title") => title = Some(field.text().await.map_err(|e| ApiError::BadRequest(e.body_text()))?),
+            Some("title") => {
+                title = Some(
+                    field
+                        .text()
+                        .await
+                        .map_err(|e| ApiError::BadRequest(e.body_text()))?,
+                )
+            }
             Some("file") if video.is_none() => {
                 let filename = field.file_name().unwrap_or("").to_string();
                 let content_type = field.content_type().map(str::to_string);
-                let created = create_video(&state, &user_id, &filename, title.clone(), content_type, None, None).await?;
+                let created = create_video(
+                    &state,
+                    &user_id,
+                    &filename,
+                    title.clone(),
+                    content_type,
+                    None,
+                    None,
+                )
+                .await?;
                 let chunks = field.map(|c| c.map_err(|e| e.body_text()));
                 let files = local_files(&state)?;
-                if let Err(e) = write_blob(files, &created.s3_key, Box::pin(chunks), state.config.max_upload_bytes).await {
+                if let Err(e) = write_blob(
+                    files,
+                    &created.s3_key,
+                    Box::pin(chunks),
+                    state.config.max_upload_bytes,
+                )
+                .await
+                {
                     state.videos.delete_video(&created.id).await?;
                     return Err(e);
                 }
@@ -137,12 +205,19 @@ pub(crate) async fn multipart_upload(state: AppState, AuthUser(user_id): AuthUse
         }
     }
     let video = video.ok_or_else(|| ApiError::invalid("file", "is required"))?;
-    if let Some(t) = title.map(|t| t.trim().to_string()).filter(|t| !t.is_empty() && *t != video.title) {
+    if let Some(t) = title
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty() && *t != video.title)
+    {
         state.videos.set_title(&video.id, &t).await?;
     }
     state.jobs.enqueue(job_for(&video.s3_key)).await?;
     let video = owned_video(&state, &user_id, &video.id).await?;
-    Ok((StatusCode::CREATED, axum::Json(video_json(&state, &video, false).await?)).into_response())
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(video_json(&state, &video, false).await?),
+    )
+        .into_response())
 }
 
 /// `GET /videos/stream/{video_id}.{ext}`: the caller's own video file. A `<video>` element cannot
@@ -153,10 +228,22 @@ pub(crate) async fn stream_video(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let bearer = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    let token = bearer.or(query.get("token").map(String::as_str)).ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let token = bearer
+        .or(query.get("token").map(String::as_str))
+        .ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
     let user_id = state.tokens.verify(token)?;
-    let video_id = filename.rsplit_once('.').map_or(filename.as_str(), |(stem, _)| stem);
+    let video_id = filename
+        .rsplit_once('.')
+        .map_or(filename.as_str(), |(stem, _)| stem);
     let video = owned_video(&state, &user_id, video_id).await?;
-    serve_file(local_files(&state)?, &video.s3_key, Some(&video.content_type)).await
+    serve_file(
+        local_files(&state)?,
+        &video.s3_key,
+        Some(&video.content_type),
+    )
+    .await
 }

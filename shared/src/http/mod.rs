@@ -70,8 +70,7 @@ pub fn router(state: AppState) -> Router {
     if state.local_files.is_some() {
         app = app.merge(local::upload_routes());
     }
-    app
-        .fallback(|| async { ApiError::NotFound })
+    app.fallback(|| async { ApiError::NotFound })
         .layer(middleware::from_fn(request_id))
         .with_state(state)
 }

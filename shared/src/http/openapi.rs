@@ -6,18 +6,78 @@ use serde_json::{Value, json};
 /// (method, path, summary, needs a bearer token, success status)
 pub(crate) const ROUTES: &[(&str, &str, &str, bool, u16)] = &[
     ("post", "/auth/register", "Create an account", false, 201),
-    ("post", "/auth/login", "Exchange email and password for an access token", false, 200),
+    (
+        "post",
+        "/auth/login",
+        "Exchange email and password for an access token",
+        false,
+        200,
+    ),
     ("get", "/auth/profile", "The caller's account", true, 200),
-    ("post", "/videos/upload/initialize", "Create a video and get a presigned upload URL", true, 200),
-    ("post", "/videos/upload", "Alias of initialize (JSON); multipart/form-data upload on one machine", true, 200),
-    ("post", "/videos/upload/finalize", "Confirm an upload (idempotent; never starts a second analysis)", true, 202),
-    ("get", "/videos/", "The caller's videos, newest first (?limit, ?cursor; next page in Link)", true, 200),
-    ("get", "/videos/{id}", "A video with its status, summary, download URL and first frames", true, 200),
+    (
+        "post",
+        "/videos/upload/initialize",
+        "Create a video and get a presigned upload URL",
+        true,
+        200,
+    ),
+    (
+        "post",
+        "/videos/upload",
+        "Alias of initialize (JSON); multipart/form-data upload on one machine",
+        true,
+        200,
+    ),
+    (
+        "post",
+        "/videos/upload/finalize",
+        "Confirm an upload (idempotent; never starts a second analysis)",
+        true,
+        202,
+    ),
+    (
+        "get",
+        "/videos/",
+        "The caller's videos, newest first (?limit, ?cursor; next page in Link)",
+        true,
+        200,
+    ),
+    (
+        "get",
+        "/videos/{id}",
+        "A video with its status, summary, download URL and first frames",
+        true,
+        200,
+    ),
     ("patch", "/videos/{id}", "Rename a video", true, 200),
-    ("delete", "/videos/{id}", "Delete a video, its file and its results", true, 204),
-    ("get", "/videos/{id}/frames", "Frame results, page by page (?limit, ?cursor)", true, 200),
-    ("get", "/videos/{id}/export.csv", "One CSV row per face per frame", true, 200),
-    ("get", "/videos/stream/{filename}", "The video file (one machine; token in header or ?token=)", true, 200),
+    (
+        "delete",
+        "/videos/{id}",
+        "Delete a video, its file and its results",
+        true,
+        204,
+    ),
+    (
+        "get",
+        "/videos/{id}/frames",
+        "Frame results, page by page (?limit, ?cursor)",
+        true,
+        200,
+    ),
+    (
+        "get",
+        "/videos/{id}/export.csv",
+        "One CSV row per face per frame",
+        true,
+        200,
+    ),
+    (
+        "get",
+        "/videos/stream/{filename}",
+        "The video file (one machine; token in header or ?token=)",
+        true,
+        200,
+    ),
     ("get", "/openapi.json", "This document", false, 200),
 ];
 
@@ -26,7 +86,11 @@ pub fn openapi_document() -> Value {
     for (method, path, summary, auth, status) in ROUTES {
         let mut responses = serde_json::Map::new();
         responses.insert(status.to_string(), json!({"description": "success"}));
-        for (code, why) in [("400", "malformed request"), ("404", "not found (or not yours)"), ("422", "invalid fields")] {
+        for (code, why) in [
+            ("400", "malformed request"),
+            ("404", "not found (or not yours)"),
+            ("422", "invalid fields"),
+        ] {
             responses.insert(code.into(), json!({"description": why, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}));
         }
         if *auth {

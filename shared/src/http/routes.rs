@@ -16,7 +16,9 @@ use serde_json::{Value, json};
 use super::auth::{hash_password, verify_password};
 use super::{ApiError, AppState, AuthUser, local, openapi};
 use crate::ports::AnalysisJob;
-use crate::{AnalysisState, EmotionLabel, FrameResult, User, Video, VideoStatus, object_key, video_type};
+use crate::{
+    AnalysisState, EmotionLabel, FrameResult, User, Video, VideoStatus, object_key, video_type,
+};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -29,20 +31,32 @@ pub fn routes() -> Router<AppState> {
         .route("/videos", get(list_videos))
         .route("/videos/", get(list_videos))
         .route("/videos/stream/{filename}", get(local::stream_video))
-        .route("/videos/{id}", get(get_video).patch(patch_video).delete(delete_video))
+        .route(
+            "/videos/{id}",
+            get(get_video).patch(patch_video).delete(delete_video),
+        )
         .route("/videos/{id}/frames", get(list_frames))
         .route("/videos/{id}/export.csv", get(export_csv))
-        .route("/openapi.json", get(|| async { Json(openapi::openapi_document()) }))
+        .route(
+            "/openapi.json",
+            get(|| async { Json(openapi::openapi_document()) }),
+        )
 }
 
 /// Parses a JSON object body: 400 when it is not JSON (or not an object), 422 when it does not
 /// fit `T`.
 pub(crate) fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
     if !value.is_object() {
-        return Err(ApiError::BadRequest("the body must be a JSON object".into()));
+        return Err(ApiError::BadRequest(
+            "the body must be a JSON object".into(),
+        ));
     }
-    serde_json::from_value(value).map_err(|e| ApiError::Validation { message: e.to_string(), fields: BTreeMap::new() })
+    serde_json::from_value(value).map_err(|e| ApiError::Validation {
+        message: e.to_string(),
+        fields: BTreeMap::new(),
+    })
 }
 
 /// Collects field errors for one 422.
@@ -58,8 +72,16 @@ impl FieldErrors {
         if self.0.is_empty() {
             return Ok(());
         }
-        let message = self.0.iter().map(|(f, m)| format!("{f}: {}", m.join(", "))).collect::<Vec<_>>().join("; ");
-        Err(ApiError::Validation { message, fields: self.0 })
+        let message = self
+            .0
+            .iter()
+            .map(|(f, m)| format!("{f}: {}", m.join(", ")))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Err(ApiError::Validation {
+            message,
+            fields: self.0,
+        })
     }
 }
 
@@ -78,8 +100,15 @@ struct RegisterBody {
 }
 
 fn looks_like_email(email: &str) -> bool {
-    let Some((local, domain)) = email.split_once('@') else { return false };
-    !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.') && email.len() <= 254 && !email.contains(char::is_whitespace)
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && email.len() <= 254
+        && !email.contains(char::is_whitespace)
 }
 
 async fn register(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
@@ -109,7 +138,9 @@ async fn register(State(state): State<AppState>, body: Bytes) -> Result<Response
         updated_at: now,
     };
     state.users.create_user(&user).await.map_err(|e| match e {
-        crate::ports::StoreError::Conflict(_) => ApiError::Conflict("an account with this email already exists".into()),
+        crate::ports::StoreError::Conflict(_) => {
+            ApiError::Conflict("an account with this email already exists".into())
+        }
         other => other.into(),
     })?;
     tracing::info!(user_id = %user.id, "user registered");
@@ -135,7 +166,9 @@ async fn login(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>
             false
         }
     };
-    let user = user.filter(|_| valid).ok_or_else(|| ApiError::Unauthorized("invalid email or password".into()))?;
+    let user = user
+        .filter(|_| valid)
+        .ok_or_else(|| ApiError::Unauthorized("invalid email or password".into()))?;
     Ok(Json(json!({
         "access_token": state.tokens.issue(&user.id)?,
         "token_type": "Bearer",
@@ -146,8 +179,15 @@ async fn login(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>
 /// argon2id hash of a random password, verified against when the email is unknown.
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Bm1JDAhMHR0uM8BCm0B7HYyeOqzOQWY4e/UaNh3+4SU";
 
-async fn profile(State(state): State<AppState>, AuthUser(user_id): AuthUser) -> Result<Json<Value>, ApiError> {
-    let user = state.users.user_by_id(&user_id).await?.ok_or_else(|| ApiError::Unauthorized("unknown user".into()))?;
+async fn profile(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+) -> Result<Json<Value>, ApiError> {
+    let user = state
+        .users
+        .user_by_id(&user_id)
+        .await?
+        .ok_or_else(|| ApiError::Unauthorized("unknown user".into()))?;
     Ok(Json(user_json(&user)))
 }
 
@@ -177,26 +217,50 @@ pub(crate) async fn create_video(
         return Err(ApiError::invalid("filename", "is required"));
     }
     let (ext, default_type) = video_type(filename).ok_or_else(|| {
-        ApiError::UnsupportedMediaType("only video files can be uploaded (mp4, mov, m4v, avi, mkv, webm)".into())
+        ApiError::UnsupportedMediaType(
+            "only video files can be uploaded (mp4, mov, m4v, avi, mkv, webm)".into(),
+        )
     })?;
-    let content_type = content_type.filter(|c| !c.trim().is_empty()).unwrap_or_else(|| default_type.to_string());
+    let content_type = content_type
+        .filter(|c| !c.trim().is_empty())
+        .unwrap_or_else(|| default_type.to_string());
     if !content_type.starts_with("video/") && content_type != "application/octet-stream" {
-        return Err(ApiError::UnsupportedMediaType(format!("content type {content_type:?} is not a video type")));
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "content type {content_type:?} is not a video type"
+        )));
     }
     if let Some(size) = size_bytes
         && size > state.config.max_upload_bytes
     {
-        return Err(ApiError::PayloadTooLarge(format!("the file is larger than the {} byte limit", state.config.max_upload_bytes)));
+        return Err(ApiError::PayloadTooLarge(format!(
+            "the file is larger than the {} byte limit",
+            state.config.max_upload_bytes
+        )));
     }
     let sample_fps = sample_fps.unwrap_or(state.config.default_sample_fps);
     if !(sample_fps.is_finite() && sample_fps >= 0.0 && sample_fps <= state.config.max_sample_fps) {
-        return Err(ApiError::invalid("sample_fps", format!("must be between 0 (every frame) and {}", state.config.max_sample_fps)));
+        return Err(ApiError::invalid(
+            "sample_fps",
+            format!(
+                "must be between 0 (every frame) and {}",
+                state.config.max_sample_fps
+            ),
+        ));
     }
     let id = uuid::Uuid::new_v4().to_string();
-    let title = title.map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).unwrap_or_else(|| {
-        // the file name without its extension, as the original service did
-        filename.rsplit_once('.').map_or(filename, |(stem, _)| stem).rsplit(['/', '\\']).next().unwrap_or("").to_string()
-    });
+    let title = title
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| {
+            // the file name without its extension, as the original service did
+            filename
+                .rsplit_once('.')
+                .map_or(filename, |(stem, _)| stem)
+                .rsplit(['/', '\\'])
+                .next()
+                .unwrap_or("")
+                .to_string()
+        });
     if title.chars().count() > 200 {
         return Err(ApiError::invalid("title", "must be at most 200 characters"));
     }
@@ -205,7 +269,11 @@ pub(crate) async fn create_video(
         id,
         user_id: user_id.to_string(),
         title,
-        filename: filename.rsplit(['/', '\\']).next().unwrap_or(filename).to_string(),
+        filename: filename
+            .rsplit(['/', '\\'])
+            .next()
+            .unwrap_or(filename)
+            .to_string(),
         content_type,
         size_bytes,
         sample_fps,
@@ -217,7 +285,11 @@ pub(crate) async fn create_video(
     Ok(video)
 }
 
-async fn initialize_upload(State(state): State<AppState>, AuthUser(user_id): AuthUser, body: Bytes) -> Result<Json<Value>, ApiError> {
+async fn initialize_upload(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     let body: InitializeBody = parse_body(&body)?;
     let video = create_video(
         &state,
@@ -229,7 +301,14 @@ async fn initialize_upload(State(state): State<AppState>, AuthUser(user_id): Aut
         body.sample_fps,
     )
     .await?;
-    let upload = state.blobs.presign_put(&video.s3_key, &video.content_type, state.config.upload_url_ttl).await?;
+    let upload = state
+        .blobs
+        .presign_put(
+            &video.s3_key,
+            &video.content_type,
+            state.config.upload_url_ttl,
+        )
+        .await?;
     Ok(Json(json!({
         "video_id": video.id,
         "upload_url": upload.url,
@@ -242,18 +321,28 @@ async fn initialize_upload(State(state): State<AppState>, AuthUser(user_id): Aut
 
 /// `POST /videos/upload`: JSON is the presigned flow; multipart/form-data is the original web
 /// client's local mode (the file goes through the server).
-async fn upload(State(state): State<AppState>, user: AuthUser, request: Request) -> Result<Response, ApiError> {
+async fn upload(
+    State(state): State<AppState>,
+    user: AuthUser,
+    request: Request,
+) -> Result<Response, ApiError> {
     let is_multipart = request
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("multipart/form-data"));
     if is_multipart {
-        let multipart = Multipart::from_request(request, &state).await.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+        let multipart = Multipart::from_request(request, &state)
+            .await
+            .map_err(|e| ApiError::BadRequest(e.body_text()))?;
         return local::multipart_upload(state, user, multipart).await;
     }
-    let body = Bytes::from_request(request, &state).await.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    initialize_upload(State(state), user, body).await.map(IntoResponse::into_response)
+    let body = Bytes::from_request(request, &state)
+        .await
+        .map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    initialize_upload(State(state), user, body)
+        .await
+        .map(IntoResponse::into_response)
 }
 
 #[derive(Deserialize)]
@@ -263,7 +352,11 @@ struct FinalizeBody {
 }
 
 /// Confirms an upload. Idempotent, and never starts an analysis: the object-created event does.
-async fn finalize_upload(State(state): State<AppState>, AuthUser(user_id): AuthUser, body: Bytes) -> Result<Response, ApiError> {
+async fn finalize_upload(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let body: FinalizeBody = parse_body(&body)?;
     let key = body.s3_key.unwrap_or_default();
     let (key_user, video_id) = crate::parse_object_key(&key).ok_or(ApiError::NotFound)?;
@@ -274,24 +367,50 @@ async fn finalize_upload(State(state): State<AppState>, AuthUser(user_id): AuthU
     if video.s3_key != key {
         return Err(ApiError::NotFound);
     }
-    if let Some(title) = body.title.map(|t| t.trim().to_string()).filter(|t| !t.is_empty()) {
+    if let Some(title) = body
+        .title
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+    {
         state.videos.set_title(&video.id, &title).await?;
     }
     let video = owned_video(&state, &user_id, video_id).await?;
-    Ok((StatusCode::ACCEPTED, Json(video_json(&state, &video, false).await?)).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(video_json(&state, &video, false).await?),
+    )
+        .into_response())
 }
 
 // ---- videos ----
 
-pub(crate) async fn owned_video(state: &AppState, user_id: &str, id: &str) -> Result<Video, ApiError> {
+pub(crate) async fn owned_video(
+    state: &AppState,
+    user_id: &str,
+    id: &str,
+) -> Result<Video, ApiError> {
     // Someone else's video is "not found": never reveal that it exists.
-    state.videos.video(id).await?.filter(|v| v.user_id == user_id).ok_or(ApiError::NotFound)
+    state
+        .videos
+        .video(id)
+        .await?
+        .filter(|v| v.user_id == user_id)
+        .ok_or(ApiError::NotFound)
 }
 
-pub(crate) async fn video_json(state: &AppState, video: &Video, with_url: bool) -> Result<Value, ApiError> {
+pub(crate) async fn video_json(
+    state: &AppState,
+    video: &Video,
+    with_url: bool,
+) -> Result<Value, ApiError> {
     let a = &video.analysis;
     let video_url = if with_url && a.status != VideoStatus::Pending {
-        Some(state.blobs.presign_get(&video.s3_key, state.config.download_url_ttl).await?)
+        Some(
+            state
+                .blobs
+                .presign_get(&video.s3_key, state.config.download_url_ttl)
+                .await?,
+        )
     } else {
         None
     };
@@ -323,7 +442,10 @@ pub(crate) fn frame_json(frame: &FrameResult) -> Value {
         Some(face) => {
             let mut pairs: Vec<(EmotionLabel, f32)> = face.emotions.iter().collect();
             pairs.sort_by(|a, b| b.1.total_cmp(&a.1));
-            pairs.into_iter().map(|(l, p)| (l, (p as f64 * 1e6).round() / 1e6)).unzip()
+            pairs
+                .into_iter()
+                .map(|(l, p)| (l, (p as f64 * 1e6).round() / 1e6))
+                .unzip()
         }
         None => (Vec::new(), Vec::new()),
     };
@@ -346,7 +468,10 @@ fn page_limit(limit: Option<usize>, default: usize, max: usize) -> Result<usize,
     match limit {
         None => Ok(default),
         Some(n) if (1..=max).contains(&n) => Ok(n),
-        Some(_) => Err(ApiError::invalid("limit", format!("must be between 1 and {max}"))),
+        Some(_) => Err(ApiError::invalid(
+            "limit",
+            format!("must be between 1 and {max}"),
+        )),
     }
 }
 
@@ -357,9 +482,16 @@ fn link_next(headers: &mut HeaderMap, path: &str, limit: usize, cursor: &str) {
     }
 }
 
-async fn list_videos(State(state): State<AppState>, AuthUser(user_id): AuthUser, Query(q): Query<PageQuery>) -> Result<Response, ApiError> {
+async fn list_videos(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, ApiError> {
     let limit = page_limit(q.limit, 50, 200)?;
-    let page = state.videos.videos_of(&user_id, limit, q.cursor.as_deref()).await?;
+    let page = state
+        .videos
+        .videos_of(&user_id, limit, q.cursor.as_deref())
+        .await?;
     let mut items = Vec::with_capacity(page.items.len());
     for video in &page.items {
         items.push(video_json(&state, video, false).await?);
@@ -374,12 +506,20 @@ async fn list_videos(State(state): State<AppState>, AuthUser(user_id): AuthUser,
 /// Frames embedded in `GET /videos/{id}`; longer analyses continue at `frames_next`.
 const EMBEDDED_FRAMES: usize = 1000;
 
-async fn get_video(State(state): State<AppState>, AuthUser(user_id): AuthUser, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn get_video(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let video = owned_video(&state, &user_id, &id).await?;
     let mut body = video_json(&state, &video, true).await?;
-    let (frames, next) = state.results.frames(&video.id, None, EMBEDDED_FRAMES).await?;
+    let (frames, next) = state
+        .results
+        .frames(&video.id, None, EMBEDDED_FRAMES)
+        .await?;
     body["frames"] = Value::Array(frames.iter().map(frame_json).collect());
-    body["frames_next"] = json!(next.map(|n| format!("/api/v2/videos/{}/frames?cursor={n}", video.id)));
+    body["frames_next"] =
+        json!(next.map(|n| format!("/api/v2/videos/{}/frames?cursor={n}", video.id)));
     Ok(Json(body))
 }
 
@@ -388,7 +528,12 @@ struct PatchBody {
     title: Option<String>,
 }
 
-async fn patch_video(State(state): State<AppState>, AuthUser(user_id): AuthUser, Path(id): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
+async fn patch_video(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     let body: PatchBody = parse_body(&body)?;
     let video = owned_video(&state, &user_id, &id).await?;
     let title = body.title.map(|t| t.trim().to_string()).unwrap_or_default();
@@ -400,7 +545,11 @@ async fn patch_video(State(state): State<AppState>, AuthUser(user_id): AuthUser,
     Ok(Json(video_json(&state, &video, true).await?))
 }
 
-async fn delete_video(State(state): State<AppState>, AuthUser(user_id): AuthUser, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn delete_video(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let video = owned_video(&state, &user_id, &id).await?;
     // object first, record last: if anything fails the user can retry the delete
     state.blobs.delete(&video.s3_key).await?;
@@ -410,30 +559,64 @@ async fn delete_video(State(state): State<AppState>, AuthUser(user_id): AuthUser
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn list_frames(State(state): State<AppState>, AuthUser(user_id): AuthUser, Path(id): Path<String>, Query(q): Query<PageQuery>) -> Result<Response, ApiError> {
+async fn list_frames(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    Path(id): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, ApiError> {
     let video = owned_video(&state, &user_id, &id).await?;
     let limit = page_limit(q.limit, 500, 5000)?;
-    let after = q.cursor.as_deref().map(|c| c.parse::<u64>().map_err(|_| ApiError::BadRequest("invalid cursor".into()))).transpose()?;
+    let after = q
+        .cursor
+        .as_deref()
+        .map(|c| {
+            c.parse::<u64>()
+                .map_err(|_| ApiError::BadRequest("invalid cursor".into()))
+        })
+        .transpose()?;
     let (frames, next) = state.results.frames(&video.id, after, limit).await?;
     let mut response = Json(frames.iter().map(frame_json).collect::<Vec<_>>()).into_response();
     if let Some(next) = next {
-        link_next(response.headers_mut(), &format!("/api/v2/videos/{}/frames", video.id), limit, &next.to_string());
+        link_next(
+            response.headers_mut(),
+            &format!("/api/v2/videos/{}/frames", video.id),
+            limit,
+            &next.to_string(),
+        );
     }
     Ok(response)
 }
 
-async fn export_csv(State(state): State<AppState>, AuthUser(user_id): AuthUser, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn export_csv(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let video = owned_video(&state, &user_id, &id).await?;
     let labels: Vec<EmotionLabel> = EmotionLabel::ALL
         .into_iter()
-        .filter(|l| *l != EmotionLabel::Contempt || video.analysis.summary.as_ref().is_some_and(|s| s.mean.has_contempt()))
+        .filter(|l| {
+            *l != EmotionLabel::Contempt
+                || video
+                    .analysis
+                    .summary
+                    .as_ref()
+                    .is_some_and(|s| s.mean.has_contempt())
+        })
         .collect();
-    let model = crate::ModelInfo { detector: String::new(), classifier: String::new(), labels };
+    let model = crate::ModelInfo {
+        detector: String::new(),
+        classifier: String::new(),
+        labels,
+    };
     let mut out = Vec::new();
     let mut writer = crate::report::CsvReport::new(&mut out);
     use crate::pipeline::AnalysisSink;
     let sink_err = |e: crate::pipeline::SinkError| ApiError::Internal(e.to_string());
-    writer.begin(&Default::default(), &model, video.sample_fps).map_err(sink_err)?;
+    writer
+        .begin(&Default::default(), &model, video.sample_fps)
+        .map_err(sink_err)?;
     let mut after = None;
     loop {
         let (frames, next) = state.results.frames(&video.id, after, 1000).await?;
@@ -447,10 +630,19 @@ async fn export_csv(State(state): State<AppState>, AuthUser(user_id): AuthUser, 
     }
     drop(writer);
     let disposition = format!("attachment; filename=\"{}.csv\"", video.id);
-    Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()), (header::CONTENT_DISPOSITION, disposition)], out).into_response())
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        out,
+    )
+        .into_response())
 }
 
 /// What an S3 event (or a local upload) turns into.
 pub(crate) fn job_for(key: &str) -> AnalysisJob {
-    AnalysisJob { key: key.to_string() }
+    AnalysisJob {
+        key: key.to_string(),
+    }
 }

@@ -13,7 +13,10 @@ use tower::ServiceExt;
 use super::*;
 use crate::adapters::memory::{MemoryBlobs, MemoryQueue, MemoryStore};
 use crate::ports::{ResultStore, VideoStore};
-use crate::{AnalysisState, EmotionLabel, EmotionScores, FaceBox, FaceResult, FrameResult, Landmarks, VideoStatus};
+use crate::{
+    AnalysisState, EmotionLabel, EmotionScores, FaceBox, FaceResult, FrameResult, Landmarks,
+    VideoStatus,
+};
 
 const SECRET: &[u8] = b"test-secret-test-secret-test-secret!";
 
@@ -35,10 +38,18 @@ fn api() -> Api {
         blobs: blobs.clone(),
         jobs: queue.clone(),
         tokens: TokenKeys::new(SECRET, 3600),
-        config: ApiConfig { max_upload_bytes: 1_000_000, ..Default::default() },
+        config: ApiConfig {
+            max_upload_bytes: 1_000_000,
+            ..Default::default()
+        },
         local_files: None,
     };
-    Api { app: router(state), store, blobs, queue }
+    Api {
+        app: router(state),
+        store,
+        blobs,
+        queue,
+    }
 }
 
 struct Reply {
@@ -49,22 +60,51 @@ struct Reply {
 }
 
 impl Api {
-    async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
         let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
-        self.raw(method, path, token, "application/json", bytes).await
+        self.raw(method, path, token, "application/json", bytes)
+            .await
     }
 
-    async fn raw(&self, method: Method, path: &str, token: Option<&str>, content_type: &str, body: Vec<u8>) -> Reply {
-        let mut req = Request::builder().method(method).uri(path).header(header::CONTENT_TYPE, content_type);
+    async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Reply {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::CONTENT_TYPE, content_type);
         if let Some(t) = token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
-        let response = self.app.clone().oneshot(req.body(Body::from(body)).unwrap()).await.unwrap();
+        let response = self
+            .app
+            .clone()
+            .oneshot(req.body(Body::from(body)).unwrap())
+            .await
+            .unwrap();
         let status = response.status();
         let headers = response.headers().clone();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
         let text = String::from_utf8_lossy(&bytes).into_owned();
-        Reply { status, headers, body: serde_json::from_str(&text).unwrap_or(Value::Null), text }
+        Reply {
+            status,
+            headers,
+            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+            text,
+        }
     }
 
     async fn user(&self, name: &str) -> String {
@@ -72,14 +112,31 @@ impl Api {
             .call(Method::POST, "/api/v2/auth/register", None, Some(json!({"username": name, "email": format!("{name}@example.com"), "password": "password123"})))
             .await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-        let r = self.call(Method::POST, "/api/v2/auth/login", None, Some(json!({"email": format!("{name}@example.com"), "password": "password123"}))).await;
+        let r = self
+            .call(
+                Method::POST,
+                "/api/v2/auth/login",
+                None,
+                Some(json!({"email": format!("{name}@example.com"), "password": "password123"})),
+            )
+            .await;
         r.body["access_token"].as_str().unwrap().to_string()
     }
 
     async fn video(&self, token: &str) -> (String, String) {
-        let r = self.call(Method::POST, "/api/v2/videos/upload/initialize", Some(token), Some(json!({"filename": "clip.mp4", "title": "Clip"}))).await;
+        let r = self
+            .call(
+                Method::POST,
+                "/api/v2/videos/upload/initialize",
+                Some(token),
+                Some(json!({"filename": "clip.mp4", "title": "Clip"})),
+            )
+            .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-        (r.body["video_id"].as_str().unwrap().to_string(), r.body["s3_key"].as_str().unwrap().to_string())
+        (
+            r.body["video_id"].as_str().unwrap().to_string(),
+            r.body["s3_key"].as_str().unwrap().to_string(),
+        )
     }
 }
 
@@ -91,38 +148,96 @@ fn assert_error(r: &Reply, status: StatusCode) {
 #[tokio::test]
 async fn register_login_profile() {
     let api = api();
-    let r = api.call(Method::POST, "/api/v2/auth/register", None, Some(json!({"username": "ann", "email": "Ann@Example.com", "password": "password123"}))).await;
+    let r = api
+        .call(
+            Method::POST,
+            "/api/v2/auth/register",
+            None,
+            Some(json!({"username": "ann", "email": "Ann@Example.com", "password": "password123"})),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CREATED);
     assert_eq!(r.body["email"], "ann@example.com");
     for key in ["id", "username", "created_at", "updated_at"] {
         assert!(r.body.get(key).is_some(), "{key}");
     }
-    assert!(!r.text.contains("argon2") && r.body.get("password_hash").is_none(), "never the hash");
+    assert!(
+        !r.text.contains("argon2") && r.body.get("password_hash").is_none(),
+        "never the hash"
+    );
 
-    let dup = api.call(Method::POST, "/api/v2/auth/register", None, Some(json!({"username": "ann2", "email": "ANN@example.COM", "password": "password123"}))).await;
+    let dup = api
+        .call(
+            Method::POST,
+            "/api/v2/auth/register",
+            None,
+            Some(
+                json!({"username": "ann2", "email": "ANN@example.COM", "password": "password123"}),
+            ),
+        )
+        .await;
     assert_error(&dup, StatusCode::CONFLICT);
 
-    let bad = api.call(Method::POST, "/api/v2/auth/register", None, Some(json!({"username": "a", "email": "nope", "password": "short"}))).await;
+    let bad = api
+        .call(
+            Method::POST,
+            "/api/v2/auth/register",
+            None,
+            Some(json!({"username": "a", "email": "nope", "password": "short"})),
+        )
+        .await;
     assert_error(&bad, StatusCode::UNPROCESSABLE_ENTITY);
     for field in ["username", "email", "password"] {
-        assert!(bad.body["fields"][field].is_array(), "{field}: {}", bad.text);
+        assert!(
+            bad.body["fields"][field].is_array(),
+            "{field}: {}",
+            bad.text
+        );
     }
 
-    let login = api.call(Method::POST, "/api/v2/auth/login", None, Some(json!({"email": "ann@example.com", "password": "password123"}))).await;
+    let login = api
+        .call(
+            Method::POST,
+            "/api/v2/auth/login",
+            None,
+            Some(json!({"email": "ann@example.com", "password": "password123"})),
+        )
+        .await;
     assert_eq!(login.status, StatusCode::OK);
     assert_eq!(login.body["token_type"], "Bearer");
     assert_eq!(login.body["expires_in"], 3600);
     let token = login.body["access_token"].as_str().unwrap();
 
-    let wrong_password = api.call(Method::POST, "/api/v2/auth/login", None, Some(json!({"email": "ann@example.com", "password": "password124"}))).await;
-    let unknown_email = api.call(Method::POST, "/api/v2/auth/login", None, Some(json!({"email": "bob@example.com", "password": "password123"}))).await;
+    let wrong_password = api
+        .call(
+            Method::POST,
+            "/api/v2/auth/login",
+            None,
+            Some(json!({"email": "ann@example.com", "password": "password124"})),
+        )
+        .await;
+    let unknown_email = api
+        .call(
+            Method::POST,
+            "/api/v2/auth/login",
+            None,
+            Some(json!({"email": "bob@example.com", "password": "password123"})),
+        )
+        .await;
     assert_error(&wrong_password, StatusCode::UNAUTHORIZED);
-    assert_eq!(wrong_password.body, unknown_email.body, "same answer whether the email exists or not");
+    assert_eq!(
+        wrong_password.body, unknown_email.body,
+        "same answer whether the email exists or not"
+    );
 
-    let me = api.call(Method::GET, "/api/v2/auth/profile", Some(token), None).await;
+    let me = api
+        .call(Method::GET, "/api/v2/auth/profile", Some(token), None)
+        .await;
     assert_eq!(me.status, StatusCode::OK);
     assert_eq!(me.body["username"], "ann");
-    let anonymous = api.call(Method::GET, "/api/v2/auth/profile", None, None).await;
+    let anonymous = api
+        .call(Method::GET, "/api/v2/auth/profile", None, None)
+        .await;
     assert_error(&anonymous, StatusCode::UNAUTHORIZED);
     assert_eq!(anonymous.headers[header::WWW_AUTHENTICATE], "Bearer");
 }
@@ -130,12 +245,37 @@ async fn register_login_profile() {
 #[tokio::test]
 async fn malformed_and_oversized_junk_json_is_400() {
     let api = api();
-    let r = api.raw(Method::POST, "/api/v2/auth/register", None, "application/json", b"{\"username\": ".to_vec()).await;
+    let r = api
+        .raw(
+            Method::POST,
+            "/api/v2/auth/register",
+            None,
+            "application/json",
+            b"{\"username\": ".to_vec(),
+        )
+        .await;
     assert_error(&r, StatusCode::BAD_REQUEST);
-    let junk: Vec<u8> = (0..1_000_000u32).map(|i| b"{[\"x:,}"[(i % 7) as usize]).collect();
-    let r = api.raw(Method::POST, "/api/v2/auth/login", None, "application/json", junk).await;
+    let junk: Vec<u8> = (0..1_000_000u32)
+        .map(|i| b"{[\"x:,}"[(i % 7) as usize])
+        .collect();
+    let r = api
+        .raw(
+            Method::POST,
+            "/api/v2/auth/login",
+            None,
+            "application/json",
+            junk,
+        )
+        .await;
     assert_error(&r, StatusCode::BAD_REQUEST);
-    let r = api.call(Method::POST, "/api/v2/auth/login", None, Some(json!([1, 2, 3]))).await;
+    let r = api
+        .call(
+            Method::POST,
+            "/api/v2/auth/login",
+            None,
+            Some(json!([1, 2, 3])),
+        )
+        .await;
     assert_error(&r, StatusCode::BAD_REQUEST);
 }
 
@@ -143,34 +283,105 @@ async fn malformed_and_oversized_junk_json_is_400() {
 async fn initialize_validates_type_and_size_and_creates_a_pending_video() {
     let api = api();
     let token = api.user("ann").await;
-    let r = api.call(Method::POST, "/api/v2/videos/upload/initialize", Some(&token), Some(json!({"filename": "Party.MOV", "size_bytes": 1000}))).await;
+    let r = api
+        .call(
+            Method::POST,
+            "/api/v2/videos/upload/initialize",
+            Some(&token),
+            Some(json!({"filename": "Party.MOV", "size_bytes": 1000})),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.body["method"], "PUT");
     assert_eq!(r.body["headers"]["Content-Type"], "video/quicktime");
     let key = r.body["s3_key"].as_str().unwrap();
-    let me = api.call(Method::GET, "/api/v2/auth/profile", Some(&token), None).await;
-    assert!(key.starts_with(&format!("uploads/{}/", me.body["id"].as_str().unwrap())) && key.ends_with(".mov"), "{key}");
-    let expires: chrono::DateTime<chrono::Utc> = r.body["expires_at"].as_str().unwrap().parse().unwrap();
+    let me = api
+        .call(Method::GET, "/api/v2/auth/profile", Some(&token), None)
+        .await;
+    assert!(
+        key.starts_with(&format!("uploads/{}/", me.body["id"].as_str().unwrap()))
+            && key.ends_with(".mov"),
+        "{key}"
+    );
+    let expires: chrono::DateTime<chrono::Utc> =
+        r.body["expires_at"].as_str().unwrap().parse().unwrap();
     let ttl = expires - chrono::Utc::now();
     assert!(ttl > chrono::Duration::minutes(14) && ttl <= chrono::Duration::minutes(15));
-    let video = api.store.video(r.body["video_id"].as_str().unwrap()).await.unwrap().unwrap();
-    assert_eq!((video.analysis.status, video.title.as_str()), (VideoStatus::Pending, "Party"));
+    let video = api
+        .store
+        .video(r.body["video_id"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (video.analysis.status, video.title.as_str()),
+        (VideoStatus::Pending, "Party")
+    );
 
     // the alias with a JSON body
-    let alias = api.call(Method::POST, "/api/v2/videos/upload", Some(&token), Some(json!({"filename": "b.webm"}))).await;
+    let alias = api
+        .call(
+            Method::POST,
+            "/api/v2/videos/upload",
+            Some(&token),
+            Some(json!({"filename": "b.webm"})),
+        )
+        .await;
     assert_eq!(alias.status, StatusCode::OK, "{}", alias.text);
 
-    let r = api.call(Method::POST, "/api/v2/videos/upload/initialize", Some(&token), Some(json!({"filename": "notes.pdf"}))).await;
+    let r = api
+        .call(
+            Method::POST,
+            "/api/v2/videos/upload/initialize",
+            Some(&token),
+            Some(json!({"filename": "notes.pdf"})),
+        )
+        .await;
     assert_error(&r, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    let r = api.call(Method::POST, "/api/v2/videos/upload/initialize", Some(&token), Some(json!({"filename": "a.mp4", "content_type": "text/html"}))).await;
+    let r = api
+        .call(
+            Method::POST,
+            "/api/v2/videos/upload/initialize",
+            Some(&token),
+            Some(json!({"filename": "a.mp4", "content_type": "text/html"})),
+        )
+        .await;
     assert_error(&r, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    let r = api.call(Method::POST, "/api/v2/videos/upload/initialize", Some(&token), Some(json!({"filename": "big.mp4", "size_bytes": 1_000_001}))).await;
+    let r = api
+        .call(
+            Method::POST,
+            "/api/v2/videos/upload/initialize",
+            Some(&token),
+            Some(json!({"filename": "big.mp4", "size_bytes": 1_000_001})),
+        )
+        .await;
     assert_error(&r, StatusCode::PAYLOAD_TOO_LARGE);
-    let r = api.call(Method::POST, "/api/v2/videos/upload/initialize", Some(&token), Some(json!({"filename": ""}))).await;
+    let r = api
+        .call(
+            Method::POST,
+            "/api/v2/videos/upload/initialize",
+            Some(&token),
+            Some(json!({"filename": ""})),
+        )
+        .await;
     assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY);
-    let r = api.call(Method::POST, "/api/v2/videos/upload/initialize", Some(&token), Some(json!({"filename": "a.mp4", "sample_fps": -1}))).await;
+    let r = api
+        .call(
+            Method::POST,
+            "/api/v2/videos/upload/initialize",
+            Some(&token),
+            Some(json!({"filename": "a.mp4", "sample_fps": -1})),
+        )
+        .await;
     assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY);
-    let r = api.call(Method::POST, "/api/v2/videos/upload/initialize", None, Some(json!({"filename": "a.mp4"}))).await;
+    let r = api
+        .call(
+            Method::POST,
+            "/api/v2/videos/upload/initialize",
+            None,
+            Some(json!({"filename": "a.mp4"})),
+        )
+        .await;
     assert_error(&r, StatusCode::UNAUTHORIZED);
 }
 
@@ -178,7 +389,14 @@ async fn initialize_validates_type_and_size_and_creates_a_pending_video() {
 async fn a_path_in_the_filename_cannot_steer_the_key() {
     let api = api();
     let token = api.user("ann").await;
-    let r = api.call(Method::POST, "/api/v2/videos/upload/initialize", Some(&token), Some(json!({"filename": "../../etc/passwd.mp4"}))).await;
+    let r = api
+        .call(
+            Method::POST,
+            "/api/v2/videos/upload/initialize",
+            Some(&token),
+            Some(json!({"filename": "../../etc/passwd.mp4"})),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     let key = r.body["s3_key"].as_str().unwrap();
     assert!(!key.contains("..") && !key.contains("etc"), "{key}");
@@ -192,14 +410,44 @@ async fn finalize_is_idempotent_own_key_only_and_never_queues() {
     let bob = api.user("bob").await;
     let (id, key) = api.video(&ann).await;
     for _ in 0..2 {
-        let r = api.call(Method::POST, "/api/v2/videos/upload/finalize", Some(&ann), Some(json!({"s3_key": key, "title": "Renamed"}))).await;
+        let r = api
+            .call(
+                Method::POST,
+                "/api/v2/videos/upload/finalize",
+                Some(&ann),
+                Some(json!({"s3_key": key, "title": "Renamed"})),
+            )
+            .await;
         assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
-        assert_eq!((r.body["id"].as_str().unwrap(), r.body["title"].as_str().unwrap()), (id.as_str(), "Renamed"));
+        assert_eq!(
+            (
+                r.body["id"].as_str().unwrap(),
+                r.body["title"].as_str().unwrap()
+            ),
+            (id.as_str(), "Renamed")
+        );
     }
-    assert!(api.queue.jobs.lock().unwrap().is_empty(), "the object-created event starts the analysis, not finalize");
-    let r = api.call(Method::POST, "/api/v2/videos/upload/finalize", Some(&bob), Some(json!({"s3_key": key}))).await;
+    assert!(
+        api.queue.jobs.lock().unwrap().is_empty(),
+        "the object-created event starts the analysis, not finalize"
+    );
+    let r = api
+        .call(
+            Method::POST,
+            "/api/v2/videos/upload/finalize",
+            Some(&bob),
+            Some(json!({"s3_key": key})),
+        )
+        .await;
     assert_error(&r, StatusCode::NOT_FOUND);
-    let r = api.call(Method::POST, "/api/v2/videos/upload/finalize", Some(&ann), Some(json!({"s3_key": "uploads/x/../../y.mp4"}))).await;
+    let r = api
+        .call(
+            Method::POST,
+            "/api/v2/videos/upload/finalize",
+            Some(&ann),
+            Some(json!({"s3_key": "uploads/x/../../y.mp4"})),
+        )
+        .await;
     assert_error(&r, StatusCode::NOT_FOUND);
 }
 
@@ -212,7 +460,12 @@ fn frame(n: u64, label: EmotionLabel) -> FrameResult {
         t_ms: n * 40,
         faces: vec![FaceResult {
             track: 1,
-            bbox: FaceBox { x: 1.0, y: 2.0, w: 30.0, h: 40.0 },
+            bbox: FaceBox {
+                x: 1.0,
+                y: 2.0,
+                w: 30.0,
+                h: 40.0,
+            },
             score: 0.9,
             landmarks: Landmarks::default(),
             dominant: label,
@@ -231,9 +484,17 @@ async fn videos_list_get_frames_csv_patch_delete() {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     // newest first, two per page, next cursor in the Link header
-    let page1 = api.call(Method::GET, "/api/v2/videos/?limit=2", Some(&token), None).await;
+    let page1 = api
+        .call(Method::GET, "/api/v2/videos/?limit=2", Some(&token), None)
+        .await;
     assert_eq!(page1.status, StatusCode::OK);
-    let got: Vec<&str> = page1.body.as_array().unwrap().iter().map(|v| v["id"].as_str().unwrap()).collect();
+    let got: Vec<&str> = page1
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_str().unwrap())
+        .collect();
     assert_eq!(got, vec![ids[2].as_str(), ids[1].as_str()]);
     let link = page1.headers[header::LINK].to_str().unwrap().to_string();
     assert!(link.ends_with("rel=\"next\""), "{link}");
@@ -241,59 +502,183 @@ async fn videos_list_get_frames_csv_patch_delete() {
     let page2 = api.call(Method::GET, next, Some(&token), None).await;
     assert_eq!(page2.body.as_array().unwrap().len(), 1);
     assert!(page2.headers.get(header::LINK).is_none());
-    assert_error(&api.call(Method::GET, "/api/v2/videos/?limit=0", Some(&token), None).await, StatusCode::UNPROCESSABLE_ENTITY);
-    let without_slash = api.call(Method::GET, "/api/v2/videos", Some(&token), None).await;
+    assert_error(
+        &api.call(Method::GET, "/api/v2/videos/?limit=0", Some(&token), None)
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    );
+    let without_slash = api
+        .call(Method::GET, "/api/v2/videos", Some(&token), None)
+        .await;
     assert_eq!(without_slash.body.as_array().unwrap().len(), 3);
 
     // a finished analysis with 3 frames
     let id = &ids[0];
-    api.store.put_frames(id, &[frame(0, EmotionLabel::Sad), frame(5, EmotionLabel::Sad), frame(10, EmotionLabel::Happy)]).await.unwrap();
+    api.store
+        .put_frames(
+            id,
+            &[
+                frame(0, EmotionLabel::Sad),
+                frame(5, EmotionLabel::Sad),
+                frame(10, EmotionLabel::Happy),
+            ],
+        )
+        .await
+        .unwrap();
     let mut done = AnalysisState::pending();
     done.status = VideoStatus::Completed;
     done.progress = 100;
     done.frames_analyzed = 3;
     api.store.set_analysis(id, &done).await.unwrap();
 
-    let r = api.call(Method::GET, &format!("/api/v2/videos/{id}"), Some(&token), None).await;
+    let r = api
+        .call(
+            Method::GET,
+            &format!("/api/v2/videos/{id}"),
+            Some(&token),
+            None,
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    for key in ["id", "user_id", "title", "s3_key", "status", "progress", "error", "frame_count", "duration_seconds", "sample_fps", "uploaded_at", "processed_at", "summary", "video_url", "frames"] {
+    for key in [
+        "id",
+        "user_id",
+        "title",
+        "s3_key",
+        "status",
+        "progress",
+        "error",
+        "frame_count",
+        "duration_seconds",
+        "sample_fps",
+        "uploaded_at",
+        "processed_at",
+        "summary",
+        "video_url",
+        "frames",
+    ] {
         assert!(r.body.get(key).is_some(), "missing {key}");
     }
     assert_eq!(r.body["status"], "COMPLETED");
-    assert!(r.body["video_url"].as_str().unwrap().contains(r.body["s3_key"].as_str().unwrap()));
+    assert!(
+        r.body["video_url"]
+            .as_str()
+            .unwrap()
+            .contains(r.body["s3_key"].as_str().unwrap())
+    );
     let f = &r.body["frames"][1];
-    assert_eq!((f["frame_number"].as_u64(), f["video_timestamp_sec"].as_f64()), (Some(5), Some(0.2)));
+    assert_eq!(
+        (
+            f["frame_number"].as_u64(),
+            f["video_timestamp_sec"].as_f64()
+        ),
+        (Some(5), Some(0.2))
+    );
     assert_eq!(f["emotions"][0], "sad");
     assert_eq!(f["confidences"][0], 0.8);
     assert_eq!(f["faces"][0]["track"], 1);
 
-    let p = api.call(Method::GET, &format!("/api/v2/videos/{id}/frames?limit=2"), Some(&token), None).await;
+    let p = api
+        .call(
+            Method::GET,
+            &format!("/api/v2/videos/{id}/frames?limit=2"),
+            Some(&token),
+            None,
+        )
+        .await;
     assert_eq!(p.body.as_array().unwrap().len(), 2);
     let link = p.headers[header::LINK].to_str().unwrap().to_string();
     assert!(link.contains("cursor=5"), "{link}");
-    let p2 = api.call(Method::GET, &format!("/api/v2/videos/{id}/frames?limit=2&cursor=5"), Some(&token), None).await;
+    let p2 = api
+        .call(
+            Method::GET,
+            &format!("/api/v2/videos/{id}/frames?limit=2&cursor=5"),
+            Some(&token),
+            None,
+        )
+        .await;
     assert_eq!(p2.body[0]["frame_number"], 10);
-    assert_error(&api.call(Method::GET, &format!("/api/v2/videos/{id}/frames?cursor=abc"), Some(&token), None).await, StatusCode::BAD_REQUEST);
+    assert_error(
+        &api.call(
+            Method::GET,
+            &format!("/api/v2/videos/{id}/frames?cursor=abc"),
+            Some(&token),
+            None,
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+    );
 
-    let csv = api.call(Method::GET, &format!("/api/v2/videos/{id}/export.csv"), Some(&token), None).await;
+    let csv = api
+        .call(
+            Method::GET,
+            &format!("/api/v2/videos/{id}/export.csv"),
+            Some(&token),
+            None,
+        )
+        .await;
     assert_eq!(csv.status, StatusCode::OK);
-    assert!(csv.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/csv"));
+    assert!(
+        csv.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
     let lines: Vec<&str> = csv.text.lines().collect();
     assert_eq!(lines.len(), 4, "header + one row per face per frame");
     assert!(lines[2].starts_with("5,200,1,"));
 
-    let r = api.call(Method::PATCH, &format!("/api/v2/videos/{id}"), Some(&token), Some(json!({"title": "Birthday"}))).await;
-    assert_eq!((r.status, r.body["title"].as_str()), (StatusCode::OK, Some("Birthday")));
-    assert_error(&api.call(Method::PATCH, &format!("/api/v2/videos/{id}"), Some(&token), Some(json!({"title": ""}))).await, StatusCode::UNPROCESSABLE_ENTITY);
+    let r = api
+        .call(
+            Method::PATCH,
+            &format!("/api/v2/videos/{id}"),
+            Some(&token),
+            Some(json!({"title": "Birthday"})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["title"].as_str()),
+        (StatusCode::OK, Some("Birthday"))
+    );
+    assert_error(
+        &api.call(
+            Method::PATCH,
+            &format!("/api/v2/videos/{id}"),
+            Some(&token),
+            Some(json!({"title": ""})),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    );
 
     let key = r.body["s3_key"].as_str().unwrap().to_string();
-    api.blobs.objects.lock().unwrap().insert(key.clone(), vec![1, 2, 3]);
-    let r = api.call(Method::DELETE, &format!("/api/v2/videos/{id}"), Some(&token), None).await;
+    api.blobs
+        .objects
+        .lock()
+        .unwrap()
+        .insert(key.clone(), vec![1, 2, 3]);
+    let r = api
+        .call(
+            Method::DELETE,
+            &format!("/api/v2/videos/{id}"),
+            Some(&token),
+            None,
+        )
+        .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     assert!(api.store.video(id).await.unwrap().is_none());
     assert!(api.store.frames(id, None, 10).await.unwrap().0.is_empty());
     assert!(!api.blobs.objects.lock().unwrap().contains_key(&key));
-    assert_error(&api.call(Method::GET, &format!("/api/v2/videos/{id}"), Some(&token), None).await, StatusCode::NOT_FOUND);
+    assert_error(
+        &api.call(
+            Method::GET,
+            &format!("/api/v2/videos/{id}"),
+            Some(&token),
+            None,
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+    );
 }
 
 #[tokio::test]
@@ -304,82 +689,162 @@ async fn someone_elses_video_is_not_found_for_every_verb() {
     let (id, _) = api.video(&ann).await;
     for (method, path, body) in [
         (Method::GET, format!("/api/v2/videos/{id}"), None),
-        (Method::PATCH, format!("/api/v2/videos/{id}"), Some(json!({"title": "mine now"}))),
+        (
+            Method::PATCH,
+            format!("/api/v2/videos/{id}"),
+            Some(json!({"title": "mine now"})),
+        ),
         (Method::DELETE, format!("/api/v2/videos/{id}"), None),
         (Method::GET, format!("/api/v2/videos/{id}/frames"), None),
         (Method::GET, format!("/api/v2/videos/{id}/export.csv"), None),
     ] {
         let r = api.call(method.clone(), &path, Some(&bob), body).await;
         assert_error(&r, StatusCode::NOT_FOUND);
-        assert_eq!(r.body, api.call(Method::GET, "/api/v2/videos/no-such-id", Some(&bob), None).await.body, "{method} {path}");
+        assert_eq!(
+            r.body,
+            api.call(Method::GET, "/api/v2/videos/no-such-id", Some(&bob), None)
+                .await
+                .body,
+            "{method} {path}"
+        );
     }
     assert!(api.store.video(&id).await.unwrap().is_some(), "still there");
-    assert_eq!(api.call(Method::GET, "/api/v2/videos/", Some(&bob), None).await.body, json!([]));
+    assert_eq!(
+        api.call(Method::GET, "/api/v2/videos/", Some(&bob), None)
+            .await
+            .body,
+        json!([])
+    );
 }
 
 fn forge(header: Value, claims: Value, signature: &str) -> String {
-    format!("{}.{}.{signature}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()))
+    format!(
+        "{}.{}.{signature}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    )
 }
 
 #[tokio::test]
 async fn forged_expired_and_tampered_tokens_are_401() {
     let api = api();
     let token = api.user("ann").await;
-    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(token.split('.').nth(1).unwrap()).unwrap()).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(token.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
     let now = chrono::Utc::now().timestamp();
 
     let alg_none = forge(json!({"alg": "none", "typ": "JWT"}), claims.clone(), "");
-    let other_key = TokenKeys::new(b"another-secret-another-secret-another", 3600).issue(claims["sub"].as_str().unwrap()).unwrap();
+    let other_key = TokenKeys::new(b"another-secret-another-secret-another", 3600)
+        .issue(claims["sub"].as_str().unwrap())
+        .unwrap();
     let expired = {
         let mut c = claims.clone();
         c["exp"] = json!(now - 60);
         c["iat"] = json!(now - 3660);
-        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &c, &jsonwebtoken::EncodingKey::from_secret(SECRET)).unwrap()
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &c,
+            &jsonwebtoken::EncodingKey::from_secret(SECRET),
+        )
+        .unwrap()
     };
     let tampered = {
         let mut c = claims.clone();
         c["sub"] = json!("someone-else");
         let parts: Vec<&str> = token.split('.').collect();
-        format!("{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode(c.to_string()), parts[2])
+        format!(
+            "{}.{}.{}",
+            parts[0],
+            URL_SAFE_NO_PAD.encode(c.to_string()),
+            parts[2]
+        )
     };
     let wrong_audience = {
         let mut c = claims.clone();
         c["aud"] = json!("another-service");
-        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &c, &jsonwebtoken::EncodingKey::from_secret(SECRET)).unwrap()
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &c,
+            &jsonwebtoken::EncodingKey::from_secret(SECRET),
+        )
+        .unwrap()
     };
-    for (what, bad) in [("alg none", alg_none), ("other key", other_key), ("expired", expired), ("tampered", tampered), ("audience", wrong_audience), ("garbage", "abc".into())] {
-        let r = api.call(Method::GET, "/api/v2/auth/profile", Some(&bad), None).await;
+    for (what, bad) in [
+        ("alg none", alg_none),
+        ("other key", other_key),
+        ("expired", expired),
+        ("tampered", tampered),
+        ("audience", wrong_audience),
+        ("garbage", "abc".into()),
+    ] {
+        let r = api
+            .call(Method::GET, "/api/v2/auth/profile", Some(&bad), None)
+            .await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{what}: {}", r.text);
         assert_eq!(r.headers[header::WWW_AUTHENTICATE], "Bearer");
     }
-    assert_eq!(api.call(Method::GET, "/api/v2/auth/profile", Some(&token), None).await.status, StatusCode::OK);
+    assert_eq!(
+        api.call(Method::GET, "/api/v2/auth/profile", Some(&token), None)
+            .await
+            .status,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
 async fn errors_are_json_everywhere() {
     let api = api();
-    let r = api.call(Method::GET, "/api/v2/nothing-here", None, None).await;
+    let r = api
+        .call(Method::GET, "/api/v2/nothing-here", None, None)
+        .await;
     assert_error(&r, StatusCode::NOT_FOUND);
-    let r = api.call(Method::GET, "/api/v2/videos/stream/x.mp4", None, None).await;
+    let r = api
+        .call(Method::GET, "/api/v2/videos/stream/x.mp4", None, None)
+        .await;
     assert!(r.body["error"].is_string(), "{}", r.text);
 }
 
 #[tokio::test]
 async fn every_route_in_the_openapi_document_exists() {
     let api = api();
-    let doc = api.call(Method::GET, "/api/v2/openapi.json", None, None).await;
+    let doc = api
+        .call(Method::GET, "/api/v2/openapi.json", None, None)
+        .await;
     assert_eq!(doc.body["openapi"], "3.1.0");
     let paths = doc.body["paths"].as_object().unwrap();
-    assert_eq!(paths.values().map(|p| p.as_object().unwrap().len()).sum::<usize>(), openapi::ROUTES.len());
+    assert_eq!(
+        paths
+            .values()
+            .map(|p| p.as_object().unwrap().len())
+            .sum::<usize>(),
+        openapi::ROUTES.len()
+    );
     for (path, ops) in paths {
         for (method, op) in ops.as_object().unwrap() {
-            let concrete = path.replace("{id}", "some-id").replace("{filename}", "some-id.mp4");
+            let concrete = path
+                .replace("{id}", "some-id")
+                .replace("{filename}", "some-id.mp4");
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
-            let r = api.call(method.clone(), &format!("/api/v2{concrete}"), None, Some(json!({}))).await;
+            let r = api
+                .call(
+                    method.clone(),
+                    &format!("/api/v2{concrete}"),
+                    None,
+                    Some(json!({})),
+                )
+                .await;
             // an unknown route is the fallback's 404 or a 405; a protected one answers 401 first
             assert_ne!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
             if op.get("security").is_some() {
-                assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{method} {path} must need a token");
+                assert_eq!(
+                    r.status,
+                    StatusCode::UNAUTHORIZED,
+                    "{method} {path} must need a token"
+                );
             } else {
                 assert_ne!(r.status, StatusCode::NOT_FOUND, "{method} {path}");
             }

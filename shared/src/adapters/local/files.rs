@@ -30,12 +30,17 @@ pub struct FileBlobs {
 
 impl FileBlobs {
     pub fn new(root: impl Into<PathBuf>, base_url: impl Into<String>, secret: &[u8]) -> Self {
-        Self { root: root.into(), base_url: base_url.into().trim_end_matches('/').to_string(), secret: secret.to_vec() }
+        Self {
+            root: root.into(),
+            base_url: base_url.into().trim_end_matches('/').to_string(),
+            secret: secret.to_vec(),
+        }
     }
 
     /// The file for `key`. Only keys the API makes are accepted, so no key can leave `root`.
     pub fn path_of(&self, key: &str) -> StoreResult<PathBuf> {
-        parse_object_key(key).ok_or_else(|| StoreError::Backend(format!("not an upload key: {key:?}")))?;
+        parse_object_key(key)
+            .ok_or_else(|| StoreError::Backend(format!("not an upload key: {key:?}")))?;
         Ok(self.root.join(key))
     }
 
@@ -45,17 +50,43 @@ impl FileBlobs {
         mac
     }
 
-    fn signed_url(&self, method: &str, key: &str, content_type: &str, expires_in: Duration) -> (String, DateTime<Utc>) {
-        let expires_at = Utc::now() + chrono::Duration::from_std(expires_in).unwrap_or(chrono::Duration::minutes(15));
+    fn signed_url(
+        &self,
+        method: &str,
+        key: &str,
+        content_type: &str,
+        expires_in: Duration,
+    ) -> (String, DateTime<Utc>) {
+        let expires_at = Utc::now()
+            + chrono::Duration::from_std(expires_in).unwrap_or(chrono::Duration::minutes(15));
         let expires = expires_at.timestamp();
-        let signature = hex::encode(self.signature(method, key, content_type, expires).finalize().into_bytes());
-        (format!("{}/{key}?expires={expires}&signature={signature}", self.base_url), expires_at)
+        let signature = hex::encode(
+            self.signature(method, key, content_type, expires)
+                .finalize()
+                .into_bytes(),
+        );
+        (
+            format!(
+                "{}/{key}?expires={expires}&signature={signature}",
+                self.base_url
+            ),
+            expires_at,
+        )
     }
 
     /// Checks a signed URL's query against the request (constant-time comparison).
-    pub fn verify(&self, method: &str, key: &str, content_type: &str, expires: i64, signature: &str) -> Result<(), SignatureError> {
+    pub fn verify(
+        &self,
+        method: &str,
+        key: &str,
+        content_type: &str,
+        expires: i64,
+        signature: &str,
+    ) -> Result<(), SignatureError> {
         let given = hex::decode(signature).map_err(|_| SignatureError::Invalid)?;
-        self.signature(method, key, content_type, expires).verify_slice(&given).map_err(|_| SignatureError::Invalid)?;
+        self.signature(method, key, content_type, expires)
+            .verify_slice(&given)
+            .map_err(|_| SignatureError::Invalid)?;
         if Utc::now().timestamp() > expires {
             return Err(SignatureError::Expired);
         }
@@ -65,7 +96,12 @@ impl FileBlobs {
 
 #[async_trait]
 impl BlobStore for FileBlobs {
-    async fn presign_put(&self, key: &str, content_type: &str, expires_in: Duration) -> StoreResult<PresignedUpload> {
+    async fn presign_put(
+        &self,
+        key: &str,
+        content_type: &str,
+        expires_in: Duration,
+    ) -> StoreResult<PresignedUpload> {
         self.path_of(key)?;
         let (url, expires_at) = self.signed_url("PUT", key, content_type, expires_in);
         Ok(PresignedUpload { url, expires_at })
@@ -93,7 +129,10 @@ impl BlobStore for FileBlobs {
     }
 
     async fn download(&self, key: &str, to: &Path) -> StoreResult<()> {
-        tokio::fs::copy(self.path_of(key)?, to).await.map(|_| ()).map_err(|e| StoreError::Backend(e.to_string()))
+        tokio::fs::copy(self.path_of(key)?, to)
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::Backend(e.to_string()))
     }
 }
 
@@ -123,26 +162,54 @@ mod tests {
     async fn signed_urls_verify_only_for_their_method_key_and_type() {
         let b = blobs();
         let key = "uploads/u1/v1.mp4";
-        let up = b.presign_put(key, "video/mp4", Duration::from_secs(60)).await.unwrap();
-        assert!(up.url.starts_with("http://127.0.0.1:8080/uploads/u1/v1.mp4?expires="));
+        let up = b
+            .presign_put(key, "video/mp4", Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(
+            up.url
+                .starts_with("http://127.0.0.1:8080/uploads/u1/v1.mp4?expires=")
+        );
         let (expires, sig) = query(&up.url);
         assert_eq!(b.verify("PUT", key, "video/mp4", expires, &sig), Ok(()));
-        assert_eq!(b.verify("PUT", key, "text/plain", expires, &sig), Err(SignatureError::Invalid));
-        assert_eq!(b.verify("GET", key, "video/mp4", expires, &sig), Err(SignatureError::Invalid));
-        assert_eq!(b.verify("PUT", "uploads/u1/v2.mp4", "video/mp4", expires, &sig), Err(SignatureError::Invalid));
-        assert_eq!(b.verify("PUT", key, "video/mp4", expires + 3600, &sig), Err(SignatureError::Invalid), "expiry is signed");
+        assert_eq!(
+            b.verify("PUT", key, "text/plain", expires, &sig),
+            Err(SignatureError::Invalid)
+        );
+        assert_eq!(
+            b.verify("GET", key, "video/mp4", expires, &sig),
+            Err(SignatureError::Invalid)
+        );
+        assert_eq!(
+            b.verify("PUT", "uploads/u1/v2.mp4", "video/mp4", expires, &sig),
+            Err(SignatureError::Invalid)
+        );
+        assert_eq!(
+            b.verify("PUT", key, "video/mp4", expires + 3600, &sig),
+            Err(SignatureError::Invalid),
+            "expiry is signed"
+        );
         let other_secret = FileBlobs::new("/tmp/x", "http://h", b"other");
-        assert_eq!(other_secret.verify("PUT", key, "video/mp4", expires, &sig), Err(SignatureError::Invalid));
+        assert_eq!(
+            other_secret.verify("PUT", key, "video/mp4", expires, &sig),
+            Err(SignatureError::Invalid)
+        );
     }
 
     #[tokio::test]
     async fn expired_urls_are_refused() {
         let b = blobs();
         let key = "uploads/u1/v1.mp4";
-        let up = b.presign_put(key, "video/mp4", Duration::ZERO).await.unwrap();
+        let up = b
+            .presign_put(key, "video/mp4", Duration::ZERO)
+            .await
+            .unwrap();
         let (expires, sig) = query(&up.url);
         std::thread::sleep(Duration::from_millis(1100));
-        assert_eq!(b.verify("PUT", key, "video/mp4", expires, &sig), Err(SignatureError::Expired));
+        assert_eq!(
+            b.verify("PUT", key, "video/mp4", expires, &sig),
+            Err(SignatureError::Expired)
+        );
     }
 
     #[test]

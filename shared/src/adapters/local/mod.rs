@@ -26,6 +26,8 @@ impl LocalQueue {
 #[async_trait]
 impl JobQueue for LocalQueue {
     async fn enqueue(&self, job: AnalysisJob) -> StoreResult<()> {
-        self.0.send(job).map_err(|_| StoreError::Backend("the analysis worker has stopped".into()))
+        self.0
+            .send(job)
+            .map_err(|_| StoreError::Backend("the analysis worker has stopped".into()))
     }
 }

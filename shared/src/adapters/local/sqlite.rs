@@ -54,13 +54,17 @@ impl SqliteStore {
     pub fn open(path: &Path) -> StoreResult<Self> {
         let conn = Connection::open(path).map_err(backend)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
-        Ok(Self { conn: Mutex::new(conn) })
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
     }
 
     pub fn in_memory() -> StoreResult<Self> {
         let conn = Connection::open_in_memory().map_err(backend)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
-        Ok(Self { conn: Mutex::new(conn) })
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
     }
 
     fn db(&self) -> MutexGuard<'_, Connection> {
@@ -71,16 +75,28 @@ impl SqliteStore {
     /// keys so the caller can queue them again.
     pub fn requeue_interrupted(&self) -> StoreResult<Vec<String>> {
         let db = self.db();
-        let mut stmt = db.prepare("SELECT id, record, title, analysis FROM videos WHERE status = 'PROCESSING'").map_err(backend)?;
+        let mut stmt = db
+            .prepare("SELECT id, record, title, analysis FROM videos WHERE status = 'PROCESSING'")
+            .map_err(backend)?;
         let videos: Vec<Video> = stmt
-            .query_map([], |row| Ok((row.get::<_, String>(1)?, row.get::<_, String>(2)?, row.get::<_, String>(3)?)))
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                ))
+            })
             .map_err(backend)?
             .filter_map(Result::ok)
             .filter_map(|(record, title, analysis)| video_from(&record, &title, &analysis).ok())
             .collect();
         let mut keys = Vec::new();
         for video in videos {
-            let state = AnalysisState { status: VideoStatus::Pending, progress: 0, ..video.analysis.clone() };
+            let state = AnalysisState {
+                status: VideoStatus::Pending,
+                progress: 0,
+                ..video.analysis.clone()
+            };
             db.execute(
                 "UPDATE videos SET status = 'PENDING', analysis = ?2 WHERE id = ?1",
                 params![video.id, serde_json::to_string(&state).map_err(backend)?],
@@ -104,7 +120,13 @@ fn user_from(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
         let s: String = row.get(i)?;
         DateTime::parse_from_rfc3339(&s)
             .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
+            .map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    i,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })
     };
     Ok(User {
         id: row.get(0)?,
@@ -125,7 +147,9 @@ impl UserStore for SqliteStore {
         );
         match result {
             Ok(_) => Ok(()),
-            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
                 Err(StoreError::Conflict("email already registered".into()))
             }
             Err(e) => Err(backend(e)),
@@ -174,23 +198,42 @@ impl VideoStore for SqliteStore {
     async fn video(&self, id: &str) -> StoreResult<Option<Video>> {
         let row = self
             .db()
-            .query_row("SELECT record, title, analysis FROM videos WHERE id = ?1", [id], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
-            })
+            .query_row(
+                "SELECT record, title, analysis FROM videos WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                },
+            )
             .optional()
             .map_err(backend)?;
-        row.map(|(record, title, analysis)| video_from(&record, &title, &analysis)).transpose()
+        row.map(|(record, title, analysis)| video_from(&record, &title, &analysis))
+            .transpose()
     }
 
-    async fn videos_of(&self, user_id: &str, limit: usize, cursor: Option<&str>) -> StoreResult<Page<Video>> {
+    async fn videos_of(
+        &self,
+        user_id: &str,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> StoreResult<Page<Video>> {
         // keyset pagination on (uploaded_ms, id), newest first
         let (before_ms, before_id) = match cursor {
             None => (i64::MAX, String::new()),
             Some(c) => {
-                let raw = URL_SAFE_NO_PAD.decode(c).map_err(|_| StoreError::BadCursor)?;
+                let raw = URL_SAFE_NO_PAD
+                    .decode(c)
+                    .map_err(|_| StoreError::BadCursor)?;
                 let text = String::from_utf8(raw).map_err(|_| StoreError::BadCursor)?;
                 let (ms, id) = text.split_once(':').ok_or(StoreError::BadCursor)?;
-                (ms.parse().map_err(|_| StoreError::BadCursor)?, id.to_string())
+                (
+                    ms.parse().map_err(|_| StoreError::BadCursor)?,
+                    id.to_string(),
+                )
             }
         };
         let db = self.db();
@@ -202,9 +245,16 @@ impl VideoStore for SqliteStore {
             )
             .map_err(backend)?;
         let rows: Vec<(String, String, String, i64, String)> = stmt
-            .query_map(params![user_id, before_ms, before_id, cursor.is_none(), limit as i64 + 1], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-            })
+            .query_map(
+                params![
+                    user_id,
+                    before_ms,
+                    before_id,
+                    cursor.is_none(),
+                    limit as i64 + 1
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
             .map_err(backend)?
             .collect::<Result<_, _>>()
             .map_err(backend)?;
@@ -221,8 +271,18 @@ impl VideoStore for SqliteStore {
     }
 
     async fn set_title(&self, id: &str, title: &str) -> StoreResult<()> {
-        let changed = self.db().execute("UPDATE videos SET title = ?2 WHERE id = ?1", params![id, title]).map_err(backend)?;
-        if changed == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+        let changed = self
+            .db()
+            .execute(
+                "UPDATE videos SET title = ?2 WHERE id = ?1",
+                params![id, title],
+            )
+            .map_err(backend)?;
+        if changed == 0 {
+            Err(StoreError::NotFound)
+        } else {
+            Ok(())
+        }
     }
 
     async fn set_analysis(&self, id: &str, state: &AnalysisState) -> StoreResult<()> {
@@ -230,16 +290,26 @@ impl VideoStore for SqliteStore {
             .db()
             .execute(
                 "UPDATE videos SET status = ?2, analysis = ?3 WHERE id = ?1",
-                params![id, state.status.as_str(), serde_json::to_string(state).map_err(backend)?],
+                params![
+                    id,
+                    state.status.as_str(),
+                    serde_json::to_string(state).map_err(backend)?
+                ],
             )
             .map_err(backend)?;
-        if changed == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+        if changed == 0 {
+            Err(StoreError::NotFound)
+        } else {
+            Ok(())
+        }
     }
 
     async fn claim_for_analysis(&self, id: &str) -> StoreResult<bool> {
         let db = self.db();
         let Some(analysis) = db
-            .query_row("SELECT analysis FROM videos WHERE id = ?1", [id], |r| r.get::<_, String>(0))
+            .query_row("SELECT analysis FROM videos WHERE id = ?1", [id], |r| {
+                r.get::<_, String>(0)
+            })
             .optional()
             .map_err(backend)?
         else {
@@ -259,7 +329,10 @@ impl VideoStore for SqliteStore {
     }
 
     async fn delete_video(&self, id: &str) -> StoreResult<()> {
-        self.db().execute("DELETE FROM videos WHERE id = ?1", [id]).map(|_| ()).map_err(backend)
+        self.db()
+            .execute("DELETE FROM videos WHERE id = ?1", [id])
+            .map(|_| ())
+            .map_err(backend)
     }
 }
 
@@ -269,31 +342,59 @@ impl ResultStore for SqliteStore {
         let mut db = self.db();
         let tx = db.transaction().map_err(backend)?;
         {
-            let mut stmt = tx.prepare_cached("INSERT OR REPLACE INTO frames (video_id, frame, data) VALUES (?1, ?2, ?3)").map_err(backend)?;
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO frames (video_id, frame, data) VALUES (?1, ?2, ?3)",
+                )
+                .map_err(backend)?;
             for frame in frames {
-                stmt.execute(params![video_id, frame.frame as i64, serde_json::to_string(frame).map_err(backend)?]).map_err(backend)?;
+                stmt.execute(params![
+                    video_id,
+                    frame.frame as i64,
+                    serde_json::to_string(frame).map_err(backend)?
+                ])
+                .map_err(backend)?;
             }
         }
         tx.commit().map_err(backend)
     }
 
-    async fn frames(&self, video_id: &str, after: Option<u64>, limit: usize) -> StoreResult<(Vec<FrameResult>, Option<u64>)> {
+    async fn frames(
+        &self,
+        video_id: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> StoreResult<(Vec<FrameResult>, Option<u64>)> {
         let db = self.db();
         let mut stmt = db
             .prepare_cached("SELECT data FROM frames WHERE video_id = ?1 AND frame > ?2 ORDER BY frame LIMIT ?3")
             .map_err(backend)?;
         let rows: Vec<String> = stmt
-            .query_map(params![video_id, after.map_or(-1, |a| a as i64), limit as i64 + 1], |r| r.get(0))
+            .query_map(
+                params![video_id, after.map_or(-1, |a| a as i64), limit as i64 + 1],
+                |r| r.get(0),
+            )
             .map_err(backend)?
             .collect::<Result<_, _>>()
             .map_err(backend)?;
         let more = rows.len() > limit;
-        let frames: Vec<FrameResult> = rows.iter().take(limit).map(|d| serde_json::from_str(d).map_err(backend)).collect::<Result<_, _>>()?;
-        let next = if more { frames.last().map(|f| f.frame) } else { None };
+        let frames: Vec<FrameResult> = rows
+            .iter()
+            .take(limit)
+            .map(|d| serde_json::from_str(d).map_err(backend))
+            .collect::<Result<_, _>>()?;
+        let next = if more {
+            frames.last().map(|f| f.frame)
+        } else {
+            None
+        };
         Ok((frames, next))
     }
 
     async fn delete_frames(&self, video_id: &str) -> StoreResult<()> {
-        self.db().execute("DELETE FROM frames WHERE video_id = ?1", [video_id]).map(|_| ()).map_err(backend)
+        self.db()
+            .execute("DELETE FROM frames WHERE video_id = ?1", [video_id])
+            .map(|_| ())
+            .map_err(backend)
     }
 }

@@ -1,0 +1,709 @@
+//! AWS adapters: DynamoDB (one table for users, videos and frame results), S3 (blobs, presigned
+//! URLs) and SQS (jobs). Clients are built once per process; tests point them at moto.
+//!
+//! Table design (see README "DynamoDB design"):
+//! | item          | pk                 | sk                | gsi1pk          | gsi1sk                    |
+//! |---------------|--------------------|-------------------|-----------------|---------------------------|
+//! | user          | `USER#{id}`        | `PROFILE`         |                 |                           |
+//! | email claim   | `EMAIL#{email}`    | `EMAIL`           |                 |                           |
+//! | video         | `VIDEO#{id}`       | `META`            | `USER#{owner}`  | `{uploaded_at}#{id}`      |
+//! | frame result  | `VIDEO#{id}`       | `FRAME#{n:010}`   |                 |                           |
+//! One item per analysed frame keeps every item a few KB, far below the 400 KB limit, however
+//! long the video.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::BehaviorVersion;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, DeleteRequest, GlobalSecondaryIndex,
+    KeySchemaElement, KeyType, Projection, ProjectionType, Put, PutRequest, ScalarAttributeType,
+    TransactWriteItem, WriteRequest,
+};
+use aws_sdk_s3::presigning::PresigningConfig;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, SecondsFormat, Utc};
+use tokio::io::AsyncWriteExt;
+
+use crate::ports::*;
+use crate::{AnalysisState, FrameResult, User, Video, VideoStatus};
+
+/// Where the AWS resources are. `endpoint_url` is for moto/LocalStack; unset on AWS.
+#[derive(Debug, Clone)]
+pub struct AwsConfig {
+    pub region: String,
+    pub endpoint_url: Option<String>,
+    pub table: String,
+    pub bucket: String,
+    pub queue_url: Option<String>,
+}
+
+/// SDK clients, built once per process.
+#[derive(Clone)]
+pub struct AwsClients {
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub s3: aws_sdk_s3::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub sdk: aws_config::SdkConfig,
+}
+
+impl AwsClients {
+    pub async fn new(config: &AwsConfig) -> Self {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(aws_config::Region::new(config.region.clone()));
+        if let Some(url) = &config.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        let sdk = loader.load().await;
+        // Presigned PUTs must not carry a checksum of an empty body (awslabs/aws-sdk-rust#1240),
+        // and a local endpoint only understands path-style bucket addressing.
+        let s3_config = aws_sdk_s3::config::Builder::from(&sdk)
+            .request_checksum_calculation(
+                aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
+            )
+            .force_path_style(config.endpoint_url.is_some())
+            .build();
+        Self {
+            dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
+            s3: aws_sdk_s3::Client::from_conf(s3_config),
+            sqs: aws_sdk_sqs::Client::new(&sdk),
+            sdk,
+        }
+    }
+}
+
+fn backend<E: std::error::Error + 'static>(e: E) -> StoreError {
+    StoreError::Backend(aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn text(item: &HashMap<String, AttributeValue>, name: &str) -> StoreResult<String> {
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .cloned()
+        .ok_or_else(|| StoreError::Backend(format!("item has no string attribute {name}")))
+}
+
+fn json_attr<T: serde::Serialize>(value: &T) -> StoreResult<AttributeValue> {
+    serde_json::to_string(value)
+        .map(AttributeValue::S)
+        .map_err(|e| StoreError::Backend(e.to_string()))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(
+    item: &HashMap<String, AttributeValue>,
+    name: &str,
+) -> StoreResult<T> {
+    serde_json::from_str(&text(item, name)?).map_err(|e| StoreError::Backend(e.to_string()))
+}
+
+fn time_key(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn frame_sk(n: u64) -> String {
+    format!("FRAME#{n:010}")
+}
+
+/// Users, videos and frame results in one DynamoDB table.
+pub struct DynamoStore {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+impl DynamoStore {
+    pub fn new(clients: &AwsClients, table: impl Into<String>) -> Self {
+        Self {
+            client: clients.dynamodb.clone(),
+            table: table.into(),
+        }
+    }
+
+    /// Creates the table with its index (tests and first deployments; SAM declares the same).
+    pub async fn create_table(&self) -> StoreResult<()> {
+        let attr = |name: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(backend)
+        };
+        let key = |name: &str, kind: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(kind)
+                .build()
+                .map_err(backend)
+        };
+        self.client
+            .create_table()
+            .table_name(&self.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attr("pk")?)
+            .attribute_definitions(attr("sk")?)
+            .attribute_definitions(attr("gsi1pk")?)
+            .attribute_definitions(attr("gsi1sk")?)
+            .key_schema(key("pk", KeyType::Hash)?)
+            .key_schema(key("sk", KeyType::Range)?)
+            .global_secondary_indexes(
+                GlobalSecondaryIndex::builder()
+                    .index_name("gsi1")
+                    .key_schema(key("gsi1pk", KeyType::Hash)?)
+                    .key_schema(key("gsi1sk", KeyType::Range)?)
+                    .projection(
+                        Projection::builder()
+                            .projection_type(ProjectionType::All)
+                            .build(),
+                    )
+                    .build()
+                    .map_err(backend)?,
+            )
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn item(
+        &self,
+        pk: String,
+        sk: &str,
+    ) -> StoreResult<Option<HashMap<String, AttributeValue>>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(out.item)
+    }
+
+    fn user_from(item: &HashMap<String, AttributeValue>) -> StoreResult<User> {
+        from_json(item, "data")
+    }
+
+    fn video_from(item: &HashMap<String, AttributeValue>) -> StoreResult<Video> {
+        let mut video: Video = from_json(item, "record")?;
+        video.title = text(item, "title")?;
+        video.analysis = from_json(item, "analysis")?;
+        // `status` is its own attribute so claims can be conditional on it
+        video.analysis.status = VideoStatus::parse(&text(item, "status")?)
+            .ok_or_else(|| StoreError::Backend("bad status".into()))?;
+        Ok(video)
+    }
+
+    /// Writes items 25 at a time, retrying what DynamoDB hands back as unprocessed.
+    async fn batch_write(&self, requests: Vec<WriteRequest>) -> StoreResult<()> {
+        for chunk in requests.chunks(25) {
+            let mut pending = chunk.to_vec();
+            for attempt in 0..8 {
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, pending)
+                    .send()
+                    .await
+                    .map_err(backend)?;
+                pending = out
+                    .unprocessed_items
+                    .and_then(|mut m| m.remove(&self.table))
+                    .unwrap_or_default();
+                if pending.is_empty() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+            }
+            if !pending.is_empty() {
+                return Err(StoreError::Backend(format!(
+                    "{} writes still unprocessed after retries",
+                    pending.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl UserStore for DynamoStore {
+    async fn create_user(&self, user: &User) -> StoreResult<()> {
+        let email = user.email.to_lowercase();
+        let put = |item: HashMap<String, AttributeValue>| -> StoreResult<TransactWriteItem> {
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(pk)")
+                .build()
+                .map_err(backend)?;
+            Ok(TransactWriteItem::builder().put(put).build())
+        };
+        let profile = HashMap::from([
+            ("pk".to_string(), s(format!("USER#{}", user.id))),
+            ("sk".to_string(), s("PROFILE")),
+            (
+                "data".to_string(),
+                json_attr(&User {
+                    email: email.clone(),
+                    ..user.clone()
+                })?,
+            ),
+        ]);
+        let claim = HashMap::from([
+            ("pk".to_string(), s(format!("EMAIL#{email}"))),
+            ("sk".to_string(), s("EMAIL")),
+            ("user_id".to_string(), s(&user.id)),
+        ]);
+        // both or neither: the email claim makes emails unique
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(put(claim)?)
+            .transact_items(put(profile)?)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => match e.into_service_error() {
+                aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(_) => {
+                    Err(StoreError::Conflict("email already registered".into()))
+                }
+                other => Err(backend(other)),
+            },
+        }
+    }
+
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
+        let Some(claim) = self
+            .item(format!("EMAIL#{}", email.to_lowercase()), "EMAIL")
+            .await?
+        else {
+            return Ok(None);
+        };
+        self.user_by_id(&text(&claim, "user_id")?).await
+    }
+
+    async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
+        self.item(format!("USER#{id}"), "PROFILE")
+            .await?
+            .as_ref()
+            .map(Self::user_from)
+            .transpose()
+    }
+}
+
+#[async_trait]
+impl VideoStore for DynamoStore {
+    async fn create_video(&self, video: &Video) -> StoreResult<()> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("VIDEO#{}", video.id)))
+            .item("sk", s("META"))
+            .item("gsi1pk", s(format!("USER#{}", video.user_id)))
+            .item(
+                "gsi1sk",
+                s(format!("{}#{}", time_key(&video.uploaded_at), video.id)),
+            )
+            .item("title", s(&video.title))
+            .item("status", s(video.analysis.status.as_str()))
+            .item("record", json_attr(video)?)
+            .item("analysis", json_attr(&video.analysis)?)
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn video(&self, id: &str) -> StoreResult<Option<Video>> {
+        self.item(format!("VIDEO#{id}"), "META")
+            .await?
+            .as_ref()
+            .map(Self::video_from)
+            .transpose()
+    }
+
+    async fn videos_of(
+        &self,
+        user_id: &str,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> StoreResult<Page<Video>> {
+        let start = match cursor {
+            None => None,
+            Some(c) => {
+                let raw = URL_SAFE_NO_PAD
+                    .decode(c)
+                    .map_err(|_| StoreError::BadCursor)?;
+                let keys: HashMap<String, String> =
+                    serde_json::from_slice(&raw).map_err(|_| StoreError::BadCursor)?;
+                let expected = ["pk", "sk", "gsi1pk", "gsi1sk"];
+                if keys.len() != 4
+                    || expected.iter().any(|k| !keys.contains_key(*k))
+                    || keys["gsi1pk"] != format!("USER#{user_id}")
+                {
+                    return Err(StoreError::BadCursor);
+                }
+                Some(
+                    keys.into_iter()
+                        .map(|(k, v)| (k, s(v)))
+                        .collect::<HashMap<_, _>>(),
+                )
+            }
+        };
+        // one extra item tells whether there is a next page
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name("gsi1")
+            .key_condition_expression("gsi1pk = :owner")
+            .expression_attribute_values(":owner", s(format!("USER#{user_id}")))
+            .scan_index_forward(false)
+            .limit(limit as i32 + 1)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(backend)?;
+        let items = out.items.unwrap_or_default();
+        let more = items.len() > limit;
+        let mut videos = Vec::with_capacity(limit.min(items.len()));
+        let mut next = None;
+        for item in items.iter().take(limit) {
+            videos.push(Self::video_from(item)?);
+            if more {
+                let keys: HashMap<String, String> = ["pk", "sk", "gsi1pk", "gsi1sk"]
+                    .iter()
+                    .map(|k| Ok((k.to_string(), text(item, k)?)))
+                    .collect::<StoreResult<_>>()?;
+                next = Some(URL_SAFE_NO_PAD.encode(
+                    serde_json::to_vec(&keys).map_err(|e| StoreError::Backend(e.to_string()))?,
+                ));
+            }
+        }
+        Ok(Page {
+            items: videos,
+            next,
+        })
+    }
+
+    async fn set_title(&self, id: &str, title: &str) -> StoreResult<()> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("VIDEO#{id}")))
+            .key("sk", s("META"))
+            .update_expression("SET title = :t")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":t", s(title))
+            .send()
+            .await
+            .map_err(|e| match e.into_service_error() {
+                aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(_) => StoreError::NotFound,
+                other => backend(other),
+            })?;
+        Ok(())
+    }
+
+    async fn set_analysis(&self, id: &str, state: &AnalysisState) -> StoreResult<()> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("VIDEO#{id}")))
+            .key("sk", s("META"))
+            .update_expression("SET analysis = :a, #status = :s")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":a", json_attr(state)?)
+            .expression_attribute_values(":s", s(state.status.as_str()))
+            .send()
+            .await
+            .map_err(|e| match e.into_service_error() {
+                aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(_) => StoreError::NotFound,
+                other => backend(other),
+            })?;
+        Ok(())
+    }
+
+    async fn claim_for_analysis(&self, id: &str) -> StoreResult<bool> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("VIDEO#{id}")))
+            .key("sk", s("META"))
+            .update_expression("SET #status = :processing")
+            .condition_expression(
+                "attribute_exists(pk) AND (#status = :pending OR #status = :failed)",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":processing", s("PROCESSING"))
+            .expression_attribute_values(":pending", s("PENDING"))
+            .expression_attribute_values(":failed", s("FAILED"))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) => match e.into_service_error() {
+                aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(_) => Ok(false),
+                other => Err(backend(other)),
+            },
+        }
+    }
+
+    async fn delete_video(&self, id: &str) -> StoreResult<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("VIDEO#{id}")))
+            .key("sk", s("META"))
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ResultStore for DynamoStore {
+    async fn put_frames(&self, video_id: &str, frames: &[FrameResult]) -> StoreResult<()> {
+        let mut requests = Vec::with_capacity(frames.len());
+        // BatchWriteItem rejects two writes to one key in a batch; the last one wins anyway
+        let mut latest: HashMap<u64, &FrameResult> = HashMap::new();
+        for f in frames {
+            latest.insert(f.frame, f);
+        }
+        for frame in latest.values() {
+            let item = HashMap::from([
+                ("pk".to_string(), s(format!("VIDEO#{video_id}"))),
+                ("sk".to_string(), s(frame_sk(frame.frame))),
+                ("data".to_string(), json_attr(frame)?),
+            ]);
+            requests.push(
+                WriteRequest::builder()
+                    .put_request(
+                        PutRequest::builder()
+                            .set_item(Some(item))
+                            .build()
+                            .map_err(backend)?,
+                    )
+                    .build(),
+            );
+        }
+        self.batch_write(requests).await
+    }
+
+    async fn frames(
+        &self,
+        video_id: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> StoreResult<(Vec<FrameResult>, Option<u64>)> {
+        let from = frame_sk(after.map_or(0, |a| a + 1));
+        let mut frames = Vec::new();
+        let mut start = None;
+        // a page of items may be cut at 1 MB: keep querying until limit + 1 frames or the end
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                .expression_attribute_values(":pk", s(format!("VIDEO#{video_id}")))
+                .expression_attribute_values(":from", s(&from))
+                .expression_attribute_values(":to", s("FRAME#9999999999"))
+                .limit((limit + 1 - frames.len()) as i32)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(backend)?;
+            for item in out.items.unwrap_or_default() {
+                frames.push(from_json::<FrameResult>(&item, "data")?);
+            }
+            start = out.last_evaluated_key;
+            if frames.len() > limit || start.is_none() {
+                break;
+            }
+        }
+        let more = frames.len() > limit;
+        frames.truncate(limit);
+        let next = if more {
+            frames.last().map(|f| f.frame)
+        } else {
+            None
+        };
+        Ok((frames, next))
+    }
+
+    async fn delete_frames(&self, video_id: &str) -> StoreResult<()> {
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :frame)")
+                .expression_attribute_values(":pk", s(format!("VIDEO#{video_id}")))
+                .expression_attribute_values(":frame", s("FRAME#"))
+                .projection_expression("pk, sk")
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(backend)?;
+            let mut requests = Vec::new();
+            for item in out.items.unwrap_or_default() {
+                let delete = DeleteRequest::builder()
+                    .set_key(Some(item))
+                    .build()
+                    .map_err(backend)?;
+                requests.push(WriteRequest::builder().delete_request(delete).build());
+            }
+            self.batch_write(requests).await?;
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Blobs in an S3 bucket.
+pub struct S3Blobs {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+impl S3Blobs {
+    pub fn new(clients: &AwsClients, bucket: impl Into<String>) -> Self {
+        Self {
+            client: clients.s3.clone(),
+            bucket: bucket.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl BlobStore for S3Blobs {
+    async fn presign_put(
+        &self,
+        key: &str,
+        content_type: &str,
+        expires_in: Duration,
+    ) -> StoreResult<PresignedUpload> {
+        let expires_at = Utc::now() + chrono::Duration::from_std(expires_in).unwrap_or_default();
+        let presigned = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .presigned(PresigningConfig::expires_in(expires_in).map_err(backend)?)
+            .await
+            .map_err(backend)?;
+        Ok(PresignedUpload {
+            url: presigned.uri().to_string(),
+            expires_at,
+        })
+    }
+
+    async fn presign_get(&self, key: &str, expires_in: Duration) -> StoreResult<String> {
+        let presigned = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .presigned(PresigningConfig::expires_in(expires_in).map_err(backend)?)
+            .await
+            .map_err(backend)?;
+        Ok(presigned.uri().to_string())
+    }
+
+    async fn head(&self, key: &str) -> StoreResult<Option<u64>> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(out.content_length.unwrap_or(0).max(0) as u64)),
+            Err(e) => {
+                let e = e.into_service_error();
+                if e.is_not_found() {
+                    Ok(None)
+                } else {
+                    Err(backend(e))
+                }
+            }
+        }
+    }
+
+    async fn delete(&self, key: &str) -> StoreResult<()> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn download(&self, key: &str, to: &Path) -> StoreResult<()> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(backend)?;
+        let mut body = out.body;
+        let mut file = tokio::fs::File::create(to).await.map_err(backend)?;
+        while let Some(chunk) = body.try_next().await.map_err(backend)? {
+            file.write_all(&chunk).await.map_err(backend)?;
+        }
+        file.flush().await.map_err(backend)
+    }
+}
+
+/// Jobs as SQS messages (the same JSON the S3 event handler understands).
+pub struct SqsJobs {
+    client: aws_sdk_sqs::Client,
+    queue_url: String,
+}
+
+impl SqsJobs {
+    pub fn new(clients: &AwsClients, queue_url: impl Into<String>) -> Self {
+        Self {
+            client: clients.sqs.clone(),
+            queue_url: queue_url.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl JobQueue for SqsJobs {
+    async fn enqueue(&self, job: AnalysisJob) -> StoreResult<()> {
+        let body = serde_json::to_string(&job).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.client
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+}

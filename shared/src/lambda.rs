@@ -1,0 +1,113 @@
+//! Wiring for the Lambda functions: typed configuration from the environment and the app state
+//! over AWS adapters. The `functions/*` binaries only call these.
+
+use std::sync::Arc;
+
+use crate::adapters::aws::{AwsClients, AwsConfig, DynamoStore, S3Blobs, SqsJobs};
+use crate::http::{ApiConfig, AppState, TokenKeys};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LambdaConfigError {
+    #[error("environment variable {0} is not set")]
+    Missing(&'static str),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("reading the token secret from SSM parameter {name}: {cause}")]
+    Secret { name: String, cause: String },
+}
+
+/// Read once at cold start.
+#[derive(Debug, Clone)]
+pub struct ApiLambdaConfig {
+    pub aws: AwsConfig,
+    /// SSM SecureString parameter holding the token secret (`JWT_SECRET_PARAMETER`).
+    pub jwt_secret_parameter: Option<String>,
+    /// The secret itself, only with `DEEPEMOTION_DEV=1` (`DEEPEMOTION_JWT_SECRET`).
+    pub dev_jwt_secret: Option<String>,
+    pub api: ApiConfig,
+}
+
+impl ApiLambdaConfig {
+    pub fn from_env() -> Result<Self, LambdaConfigError> {
+        let var = |name: &'static str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let required = |name: &'static str| var(name).ok_or(LambdaConfigError::Missing(name));
+        let dev = var("DEEPEMOTION_DEV").is_some_and(|v| v == "1");
+        let jwt_secret_parameter = var("JWT_SECRET_PARAMETER");
+        let dev_jwt_secret = if dev {
+            var("DEEPEMOTION_JWT_SECRET")
+        } else {
+            None
+        };
+        if jwt_secret_parameter.is_none() && dev_jwt_secret.is_none() {
+            // refuse to start without a real secret outside explicit dev mode
+            return Err(LambdaConfigError::Missing("JWT_SECRET_PARAMETER"));
+        }
+        let mut api = ApiConfig::default();
+        if let Some(v) = var("MAX_UPLOAD_BYTES") {
+            api.max_upload_bytes = v
+                .parse()
+                .map_err(|_| LambdaConfigError::Invalid(format!("MAX_UPLOAD_BYTES={v:?}")))?;
+        }
+        Ok(Self {
+            aws: AwsConfig {
+                region: var("AWS_REGION").unwrap_or_else(|| "us-east-1".into()),
+                endpoint_url: var("AWS_ENDPOINT_URL"),
+                table: required("TABLE_NAME")?,
+                bucket: required("BUCKET_NAME")?,
+                queue_url: var("QUEUE_URL"),
+            },
+            jwt_secret_parameter,
+            dev_jwt_secret,
+            api,
+        })
+    }
+}
+
+/// Builds clients once and reads the token secret.
+pub async fn app_state(config: &ApiLambdaConfig) -> Result<AppState, LambdaConfigError> {
+    let clients = AwsClients::new(&config.aws).await;
+    let secret = match (&config.dev_jwt_secret, &config.jwt_secret_parameter) {
+        (Some(s), _) => s.clone(),
+        (None, Some(name)) => {
+            let ssm = aws_sdk_ssm::Client::new(&clients.sdk);
+            let out = ssm
+                .get_parameter()
+                .name(name)
+                .with_decryption(true)
+                .send()
+                .await
+                .map_err(|e| LambdaConfigError::Secret {
+                    name: name.clone(),
+                    cause: aws_sdk_ssm::error::DisplayErrorContext(e).to_string(),
+                })?;
+            out.parameter
+                .and_then(|p| p.value)
+                .ok_or_else(|| LambdaConfigError::Secret {
+                    name: name.clone(),
+                    cause: "empty parameter".into(),
+                })?
+        }
+        (None, None) => return Err(LambdaConfigError::Missing("JWT_SECRET_PARAMETER")),
+    };
+    if secret.len() < 32 {
+        return Err(LambdaConfigError::Invalid(
+            "the token secret must be at least 32 characters".into(),
+        ));
+    }
+    let store = Arc::new(DynamoStore::new(&clients, &config.aws.table));
+    let blobs = Arc::new(S3Blobs::new(&clients, &config.aws.bucket));
+    let queue = Arc::new(SqsJobs::new(
+        &clients,
+        config.aws.queue_url.clone().unwrap_or_default(),
+    ));
+    Ok(AppState {
+        users: store.clone(),
+        videos: store.clone(),
+        results: store,
+        blobs,
+        jobs: queue,
+        tokens: TokenKeys::new(secret.as_bytes(), 3600),
+        config: config.api.clone(),
+        local_files: None,
+    })
+}
