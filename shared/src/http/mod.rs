@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::Request;
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
 pub use auth::{AuthUser, TokenKeys, hash_password, verify_password};
@@ -71,8 +71,39 @@ pub fn router(state: AppState) -> Router {
         app = app.merge(local::upload_routes());
     }
     app.fallback(|| async { ApiError::NotFound })
+        .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn(request_id))
         .with_state(state)
+}
+
+/// Errors axum produces itself (405, a body over the 2 MB JSON limit, ...) come as plain text;
+/// clients get `{"error": ...}` from every route, whatever failed.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if status.is_client_error() && !is_json {
+        let message = status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_lowercase();
+        let mut replaced =
+            (status, axum::Json(serde_json::json!({ "error": message }))).into_response();
+        for name in [
+            axum::http::header::WWW_AUTHENTICATE,
+            axum::http::header::ALLOW,
+        ] {
+            if let Some(v) = response.headers().get(&name) {
+                replaced.headers_mut().insert(name, v.clone());
+            }
+        }
+        return replaced;
+    }
+    response
 }
 
 /// Gives every request an id (the caller's `x-request-id`, or API Gateway's, or a new one),

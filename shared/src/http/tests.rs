@@ -799,6 +799,20 @@ async fn forged_expired_and_tampered_tokens_are_401() {
 async fn errors_are_json_everywhere() {
     let api = api();
     let r = api
+        .call(Method::PUT, "/api/v2/auth/login", None, None)
+        .await;
+    assert_error(&r, StatusCode::METHOD_NOT_ALLOWED);
+    let r = api
+        .raw(
+            Method::POST,
+            "/api/v2/auth/login",
+            None,
+            "application/json",
+            vec![b' '; 3_000_000],
+        )
+        .await;
+    assert_error(&r, StatusCode::PAYLOAD_TOO_LARGE);
+    let r = api
         .call(Method::GET, "/api/v2/nothing-here", None, None)
         .await;
     assert_error(&r, StatusCode::NOT_FOUND);
