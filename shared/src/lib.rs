@@ -4,6 +4,7 @@
 
 pub mod adapters;
 pub mod domain;
+pub mod events;
 pub mod http;
 #[cfg(feature = "aws")]
 pub mod lambda;

@@ -865,3 +865,54 @@ async fn every_route_in_the_openapi_document_exists() {
         }
     }
 }
+
+fn event_fixture(name: &str) -> String {
+    std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../events")
+            .join(name),
+    )
+    .unwrap()
+}
+
+/// The events/ fixtures (API Gateway HTTP API, payload v2) drive the same router Lambda runs.
+#[tokio::test]
+async fn api_gateway_events_drive_the_router() {
+    let api = api();
+    let send = |json: String| {
+        let app = api.app.clone();
+        async move {
+            let request =
+                lambda_http::request::from_str(&json).expect("a valid API Gateway v2 event");
+            let response = app.oneshot(request).await.unwrap();
+            let status = response.status();
+            let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            (
+                status,
+                serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (status, _) = send(event_fixture("apigw-register.json")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, login) = send(event_fixture("apigw-login.json")).await;
+    assert_eq!(status, StatusCode::OK);
+    let token = login["access_token"].as_str().unwrap();
+    let (status, init) = send(
+        event_fixture("apigw-initialize-upload.json").replace("REPLACE_WITH_ACCESS_TOKEN", token),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{init}");
+    let (status, list) =
+        send(event_fixture("apigw-list-videos.json").replace("REPLACE_WITH_ACCESS_TOKEN", token))
+            .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list[0]["id"], init["video_id"]);
+    let (status, doc) = send(event_fixture("apigw-openapi.json")).await;
+    assert_eq!(
+        (status, doc["openapi"].as_str()),
+        (StatusCode::OK, Some("3.1.0"))
+    );
+}
