@@ -62,7 +62,7 @@ fn child(sample_fps: f64) {
         let outcome = analyzer
             .analyze(
                 &clip(),
-                &AnalysisOptions { sample_fps },
+                &AnalysisOptions::sampled(sample_fps),
                 &mut CountingSink(0),
             )
             .expect("analysis");

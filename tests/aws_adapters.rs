@@ -130,12 +130,6 @@ async fn videos_list_newest_first_in_pages_and_updates_do_not_clobber() {
         Err(StoreError::BadCursor)
     ));
 
-    assert!(store.claim_for_analysis("v1").await.unwrap());
-    assert!(
-        !store.claim_for_analysis("v1").await.unwrap(),
-        "a duplicate event cannot claim it twice"
-    );
-    assert!(!store.claim_for_analysis("missing").await.unwrap());
     let state = AnalysisState {
         status: VideoStatus::Completed,
         progress: 100,
@@ -159,6 +153,158 @@ async fn videos_list_newest_first_in_pages_and_updates_do_not_clobber() {
     ));
     store.delete_video("v1").await.unwrap();
     assert!(store.video("v1").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn the_ledger_plans_once_leases_segments_and_counts_them_once() {
+    use shared::ports::{AnalysisLedger, PlanDecision, ProgressDelta, SegmentClaim};
+    use shared::{AnalysisPlan, Checkpoint};
+    use std::time::Duration;
+
+    let store = store().await;
+    store.create_video(&video("v9", "ann", 10)).await.unwrap();
+    let plan = AnalysisPlan::split(
+        5.0,
+        0.0,
+        20_000,
+        10.0,
+        &(0..500)
+            .map(|i| i as f64 / 25.0 + 0.001)
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(plan.segments.len(), 2);
+    assert_eq!(store.plan("v9").await.unwrap(), None);
+    assert_eq!(
+        store.start_analysis("v9", &plan).await.unwrap(),
+        PlanDecision::Recorded
+    );
+    // a duplicate event finds the plan in force
+    let other = AnalysisPlan::single(5.0, 0.0, 20_000);
+    assert_eq!(
+        store.start_analysis("v9", &other).await.unwrap(),
+        PlanDecision::Existing(plan.clone())
+    );
+    assert_eq!(store.plan("v9").await.unwrap(), Some(plan.clone()));
+    assert_eq!(
+        store.start_analysis("missing", &plan).await.unwrap(),
+        PlanDecision::Finished
+    );
+
+    let lease = Duration::from_secs(60);
+    let claim = store
+        .claim_segment("v9", 0, "worker-a", lease)
+        .await
+        .unwrap();
+    assert_eq!(
+        claim,
+        SegmentClaim::Claimed {
+            attempt: 1,
+            checkpoint: None
+        }
+    );
+    assert_eq!(
+        store
+            .claim_segment("v9", 0, "worker-b", lease)
+            .await
+            .unwrap(),
+        SegmentClaim::Busy
+    );
+    let at = Checkpoint {
+        frame: 120,
+        t_ms: 5005,
+    };
+    let delta = ProgressDelta {
+        covered_ms: 5000,
+        frames: 26,
+    };
+    assert!(
+        store
+            .checkpoint("v9", 0, "worker-a", &at, delta, lease)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .checkpoint("v9", 0, "worker-b", &at, delta, lease)
+            .await
+            .unwrap()
+    );
+    let v = store.video("v9").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            v.analysis.status,
+            v.analysis.progress,
+            v.analysis.frames_analyzed
+        ),
+        (VideoStatus::Processing, 25, 26)
+    );
+    // released (or expired): the next claim resumes from the checkpoint
+    store.release_segment("v9", 0, "worker-a").await.unwrap();
+    assert_eq!(
+        store
+            .claim_segment("v9", 0, "worker-b", lease)
+            .await
+            .unwrap(),
+        SegmentClaim::Claimed {
+            attempt: 2,
+            checkpoint: Some(at)
+        }
+    );
+    let statuses = store.segments("v9").await.unwrap();
+    assert_eq!(statuses.len(), 1);
+    assert!(statuses[0].leased && !statuses[0].done);
+    assert!(matches!(
+        store.finish_segment("v9", 0, Some("worker-a"), None).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let tally = store
+        .finish_segment("v9", 0, Some("worker-b"), None)
+        .await
+        .unwrap();
+    assert_eq!((tally.done, tally.total), (1, 2));
+    // counting the same segment again (after a crash between the two writes) counts it once
+    let tally = store.finish_segment("v9", 0, None, None).await.unwrap();
+    assert_eq!((tally.done, tally.total), (1, 2));
+    assert_eq!(
+        store
+            .claim_segment("v9", 0, "worker-c", lease)
+            .await
+            .unwrap(),
+        SegmentClaim::Done
+    );
+
+    store
+        .claim_segment("v9", 1, "worker-c", lease)
+        .await
+        .unwrap();
+    let info = shared::VideoInfo {
+        duration_ms: 20_000,
+        frame_count: 500,
+        ..Default::default()
+    };
+    let tally = store
+        .finish_segment("v9", 1, Some("worker-c"), Some(&info))
+        .await
+        .unwrap();
+    assert_eq!((tally.done, tally.total, tally.video), (2, 2, Some(info)));
+
+    let done = AnalysisState {
+        status: VideoStatus::Completed,
+        progress: 100,
+        ..AnalysisState::pending()
+    };
+    assert!(store.end_analysis("v9", &done).await.unwrap());
+    assert!(
+        !store.end_analysis("v9", &done).await.unwrap(),
+        "only a PROCESSING video can end"
+    );
+    assert_eq!(
+        store.video("v9").await.unwrap().unwrap().analysis.progress,
+        100
+    );
+    // deleting the results also deletes the segment records
+    store.delete_frames("v9").await.unwrap();
+    assert!(store.segments("v9").await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -268,9 +414,7 @@ async fn jobs_go_onto_the_queue_as_json() {
         .queue_url
         .unwrap();
     SqsJobs::new(&clients, &queue_url)
-        .enqueue(AnalysisJob {
-            key: "uploads/u/v.mp4".into(),
-        })
+        .enqueue(AnalysisJob::upload("uploads/u/v.mp4"))
         .await
         .unwrap();
     let out = clients

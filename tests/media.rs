@@ -11,7 +11,7 @@ use shared::{AnalysisError, EmotionLabel, EmotionScores, FrameResult};
 #[allow(clippy::result_large_err)] // test helper: the sink is returned with the error on purpose
 fn analyze(path: &Path, sample_fps: f64) -> Result<Collect, (AnalysisError, Collect)> {
     let mut sink = Collect::default();
-    match analyzer().analyze(path, &AnalysisOptions { sample_fps }, &mut sink) {
+    match analyzer().analyze(path, &AnalysisOptions::sampled(sample_fps), &mut sink) {
         Ok(_) => Ok(sink),
         Err(e) => Err((e, sink)),
     }
@@ -226,7 +226,7 @@ fn tracks_stay_stable_with_sparse_detection() {
     let outcome = engine
         .analyze(
             &video("single_face.mp4"),
-            &AnalysisOptions { sample_fps: 0.0 },
+            &AnalysisOptions::sampled(0.0),
             &mut sink,
         )
         .unwrap();
@@ -409,7 +409,7 @@ fn a_failing_sink_stops_the_analysis_promptly_and_says_why() {
     let err = analyzer()
         .analyze(
             &video("WolfgangLanger_Pexels.mp4"),
-            &AnalysisOptions { sample_fps: 0.0 },
+            &AnalysisOptions::sampled(0.0),
             &mut sink,
         )
         .unwrap_err();

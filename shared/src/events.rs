@@ -82,14 +82,24 @@ pub fn objects_created(body: &str) -> Result<Vec<ObjectCreated>, MalformedEvent>
         .collect())
 }
 
-/// The analysis jobs in one message body: created objects under `uploads/`. Other keys are
-/// logged and dropped (retrying them could never succeed).
+/// The analysis jobs in one message body: created objects under `uploads/` from an S3
+/// notification, or a job this service queued itself (`{"key": ..., "segment": n}`: a finalize
+/// call, a segment of a long video, a continuation). Other keys are logged and dropped
+/// (retrying them could never succeed).
 pub fn jobs_from_body(body: &str) -> Result<Vec<AnalysisJob>, MalformedEvent> {
+    if let Ok(job) = serde_json::from_str::<AnalysisJob>(body) {
+        return Ok(if crate::parse_object_key(&job.key).is_some() {
+            vec![job]
+        } else {
+            tracing::warn!(key = %job.key, "ignoring a job that is not an upload");
+            vec![]
+        });
+    }
     Ok(objects_created(body)?
         .into_iter()
         .filter_map(|o| {
             if crate::parse_object_key(&o.key).is_some() {
-                Some(AnalysisJob { key: o.key })
+                Some(AnalysisJob::upload(o.key))
             } else {
                 tracing::warn!(bucket = %o.bucket, key = %o.key, "ignoring an object that is not an upload");
                 None
@@ -121,9 +131,12 @@ mod tests {
     #[test]
     fn a_real_s3_event_in_sqs_gives_the_upload_job() {
         let jobs = jobs_from_body(&bodies("sqs-s3-object-created.json")[0]).unwrap();
-        assert_eq!(jobs, vec![AnalysisJob {
-            key: "uploads/0f8fad5b-d9cb-469f-a165-70867728950e/7c9e6679-7425-40de-944b-e07fc1f90ae7.mp4".into()
-        }]);
+        assert_eq!(
+            jobs,
+            vec![AnalysisJob::upload(
+                "uploads/0f8fad5b-d9cb-469f-a165-70867728950e/7c9e6679-7425-40de-944b-e07fc1f90ae7.mp4"
+            )]
+        );
         // the same notification also parses with the SDK's strict type
         let strict: aws_lambda_events::event::s3::S3Event =
             serde_json::from_str(&fixture("s3-object-created.json")).unwrap();
@@ -145,6 +158,25 @@ mod tests {
         );
         assert!(jobs_from_body(&bodies("sqs-malformed.json")[0]).is_err());
         assert!(jobs_from_body(r#"{"hello": "world"}"#).is_err());
+    }
+
+    #[test]
+    fn jobs_the_service_queued_itself_round_trip() {
+        let segment = AnalysisJob {
+            key: "uploads/u-1/v-2.mp4".into(),
+            segment: Some(3),
+        };
+        let body = serde_json::to_string(&segment).unwrap();
+        assert_eq!(body, r#"{"key":"uploads/u-1/v-2.mp4","segment":3}"#);
+        assert_eq!(jobs_from_body(&body).unwrap(), vec![segment]);
+        assert_eq!(
+            jobs_from_body(r#"{"key":"uploads/u-1/v-2.mp4"}"#).unwrap(),
+            vec![AnalysisJob::upload("uploads/u-1/v-2.mp4")]
+        );
+        assert_eq!(
+            jobs_from_body(r#"{"key":"../etc/passwd"}"#).unwrap(),
+            vec![]
+        );
     }
 
     #[test]

@@ -2,9 +2,14 @@
 //! over AWS adapters. The `functions/*` binaries only call these.
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 
 use crate::adapters::aws::{AwsClients, AwsConfig, DynamoStore, S3Blobs, SqsJobs};
 use crate::http::{ApiConfig, AppState, TokenKeys};
+use crate::worker::{AnalysisWorker, JobOutcome, WorkerConfig};
+use crate::{Analyzer, EngineConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LambdaConfigError {
@@ -110,4 +115,116 @@ pub async fn app_state(config: &ApiLambdaConfig) -> Result<AppState, LambdaConfi
         config: config.api.clone(),
         local_files: None,
     })
+}
+
+/// The analysis function's configuration, read once at cold start.
+#[derive(Debug, Clone)]
+pub struct AnalysisLambdaConfig {
+    /// `TABLE_NAME`, `BUCKET_NAME`, `QUEUE_URL` (segments and continuations go there).
+    pub aws: AwsConfig,
+    pub engine: EngineConfig,
+    pub worker: WorkerConfig,
+}
+
+impl AnalysisLambdaConfig {
+    pub fn from_env() -> Result<Self, LambdaConfigError> {
+        let var = |name: &'static str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let required = |name: &'static str| var(name).ok_or(LambdaConfigError::Missing(name));
+        Ok(Self {
+            aws: AwsConfig {
+                region: var("AWS_REGION").unwrap_or_else(|| "us-east-1".into()),
+                endpoint_url: var("AWS_ENDPOINT_URL"),
+                table: required("TABLE_NAME")?,
+                bucket: required("BUCKET_NAME")?,
+                queue_url: Some(required("QUEUE_URL")?),
+            },
+            engine: EngineConfig::from_env()
+                .map_err(|e| LambdaConfigError::Invalid(e.to_string()))?,
+            worker: WorkerConfig::from_env().map_err(LambdaConfigError::Invalid)?,
+        })
+    }
+}
+
+/// Builds the clients and loads the models (once per container).
+pub async fn analysis_worker(
+    config: &AnalysisLambdaConfig,
+) -> Result<AnalysisWorker, LambdaConfigError> {
+    let clients = AwsClients::new(&config.aws).await;
+    worker_over(&clients, config)
+}
+
+/// The worker over already-built clients (tests hand in clients pointed at moto).
+pub fn worker_over(
+    clients: &AwsClients,
+    config: &AnalysisLambdaConfig,
+) -> Result<AnalysisWorker, LambdaConfigError> {
+    let engine = config.engine.clone();
+    let analyzer = Analyzer::new(engine).map_err(|e| LambdaConfigError::Invalid(e.to_string()))?;
+    let store = Arc::new(DynamoStore::new(clients, &config.aws.table));
+    Ok(AnalysisWorker {
+        videos: store.clone(),
+        ledger: store.clone(),
+        results: store,
+        blobs: Arc::new(S3Blobs::new(clients, &config.aws.bucket)),
+        jobs: Arc::new(SqsJobs::new(
+            clients,
+            config.aws.queue_url.clone().unwrap_or_default(),
+        )),
+        analyzer: Arc::new(analyzer),
+        config: config.worker.clone(),
+    })
+}
+
+/// Handles one SQS batch and names the messages that must come back: a busy segment, a
+/// throttled or failed store, an error in the analysis service. A malformed body, an unknown
+/// key and a rejected video are acknowledged (retrying them could never succeed); so is an
+/// `s3:TestEvent`.
+pub async fn handle_sqs_event(
+    worker: &AnalysisWorker,
+    event: SqsEvent,
+    deadline: Option<SystemTime>,
+) -> SqsBatchResponse {
+    let mut response = SqsBatchResponse::default();
+    for record in event.records {
+        let id = record.message_id.clone().unwrap_or_default();
+        let receives = record
+            .attributes
+            .get("ApproximateReceiveCount")
+            .cloned()
+            .unwrap_or_default();
+        // too little time left to start: hand the message back untouched
+        let left = deadline.map(|d| d.duration_since(SystemTime::now()).unwrap_or_default());
+        if left.is_some_and(|l| l < worker.config.deadline_margin + Duration::from_secs(1)) {
+            tracing::warn!(message_id = %id, "no time left in this invocation; message returned");
+            response.add_failure(id);
+            continue;
+        }
+        let body = record.body.unwrap_or_default();
+        let jobs = match crate::events::jobs_from_body(&body) {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                tracing::error!(message_id = %id, error = %e, "dropping a malformed message");
+                continue;
+            }
+        };
+        let mut retry = false;
+        for job in jobs {
+            match worker.handle(&job, deadline).await {
+                Ok(JobOutcome::Skipped { reason }) => {
+                    tracing::info!(message_id = %id, key = %job.key, segment = ?job.segment, %reason, "job skipped")
+                }
+                Ok(outcome) => {
+                    tracing::info!(message_id = %id, key = %job.key, segment = ?job.segment, ?outcome, "job done")
+                }
+                Err(e) => {
+                    tracing::warn!(message_id = %id, key = %job.key, segment = ?job.segment, %receives, error = %e, "job failed; the message will be retried");
+                    retry = true;
+                }
+            }
+        }
+        if retry {
+            response.add_failure(id);
+        }
+    }
+    response
 }

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::adapters::local::{FileBlobs, LocalQueue, SqliteStore};
 use crate::http::{ApiConfig, AppState, TokenKeys};
 use crate::ports::{AnalysisJob, JobQueue};
-use crate::worker::{AnalysisWorker, JobOutcome};
+use crate::worker::{AnalysisWorker, JobOutcome, WorkerConfig};
 use crate::{Analyzer, EngineConfig};
 
 #[derive(Debug, Clone)]
@@ -25,6 +25,7 @@ pub struct LocalServerConfig {
     pub dev: bool,
     pub engine: EngineConfig,
     pub api: ApiConfig,
+    pub worker: WorkerConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,25 +108,33 @@ pub async fn serve(
 
     let worker = AnalysisWorker {
         videos: store.clone(),
+        ledger: store.clone(),
         results: store.clone(),
         blobs: files.clone(),
+        jobs: Arc::new(queue.clone()),
         analyzer: Arc::new(analyzer),
-        scratch_dir: config.data_dir.join("scratch"),
+        config: config.worker.clone(),
     };
+    // the same processing function the analysis Lambda runs, fed by the in-process queue
     tokio::spawn(async move {
         while let Some(job) = jobs.recv().await {
-            match worker.handle(&job).await {
+            match worker.handle(&job, None).await {
                 Ok(JobOutcome::Skipped { reason }) => {
-                    tracing::info!(key = %job.key, %reason, "job skipped")
+                    tracing::info!(key = %job.key, segment = ?job.segment, %reason, "job skipped")
                 }
                 Ok(outcome) => tracing::info!(key = %job.key, ?outcome, "job done"),
-                Err(e) => tracing::error!(key = %job.key, error = %e, "job failed"),
+                Err(e) => {
+                    tracing::error!(key = %job.key, error = %e, "job failed; it resumes at the next start")
+                }
             }
         }
     });
     for key in store.requeue_interrupted().map_err(startup)? {
         tracing::warn!(%key, "resuming an analysis interrupted by a restart");
-        queue.enqueue(AnalysisJob { key }).await.map_err(startup)?;
+        queue
+            .enqueue(AnalysisJob::upload(key))
+            .await
+            .map_err(startup)?;
     }
 
     let state = AppState {

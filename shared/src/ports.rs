@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{AnalysisState, FrameResult, User, Video};
+use crate::{AnalysisPlan, AnalysisState, Checkpoint, FrameResult, User, Video, VideoInfo};
 
 /// Failures of a store or service behind a port.
 #[derive(Debug, thiserror::Error)]
@@ -54,10 +54,8 @@ pub trait VideoStore: Send + Sync {
         cursor: Option<&str>,
     ) -> StoreResult<Page<Video>>;
     async fn set_title(&self, id: &str, title: &str) -> StoreResult<()>;
+    /// Overwrites the analysis state (the API uses it to reset a video for a new upload).
     async fn set_analysis(&self, id: &str, state: &AnalysisState) -> StoreResult<()>;
-    /// Moves a `PENDING` (or `FAILED`) video to `PROCESSING`; false when another worker already
-    /// has it or it is done. This is what makes a duplicate upload event harmless.
-    async fn claim_for_analysis(&self, id: &str) -> StoreResult<bool>;
     async fn delete_video(&self, id: &str) -> StoreResult<()>;
 }
 
@@ -73,6 +71,106 @@ pub trait ResultStore: Send + Sync {
         limit: usize,
     ) -> StoreResult<(Vec<FrameResult>, Option<u64>)>;
     async fn delete_frames(&self, video_id: &str) -> StoreResult<()>;
+}
+
+/// What `start_analysis` found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PlanDecision {
+    /// This plan is now the video's; the video is `PROCESSING`.
+    Recorded,
+    /// Another worker planned first: its plan is the one in force.
+    Existing(AnalysisPlan),
+    /// The video is `COMPLETED` or `FAILED` (or gone): nothing to do.
+    Finished,
+}
+
+/// What `claim_segment` found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SegmentClaim {
+    /// Ours until the lease expires; continue after `checkpoint` when there is one.
+    Claimed {
+        attempt: u32,
+        checkpoint: Option<Checkpoint>,
+    },
+    /// Another worker holds a live lease on it.
+    Busy,
+    Done,
+}
+
+/// A segment as the ledger knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentStatus {
+    pub index: u32,
+    pub done: bool,
+    /// Whether a worker holds an unexpired lease on it.
+    pub leased: bool,
+}
+
+/// Segments done so far, after recording one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentTally {
+    pub done: u32,
+    pub total: u32,
+    /// The video's metadata as the segment that reached the end of the stream saw it.
+    pub video: Option<VideoInfo>,
+}
+
+/// The analysis bookkeeping that makes workers safe to run twice, in parallel and after a
+/// crash: a video's plan, a lease per segment (owner + expiry, with an attempt count), where
+/// each segment got to, and which segments are done. Every write is conditional, so two workers
+/// never both think they own a segment, and a late worker cannot overwrite a finished video.
+#[async_trait]
+pub trait AnalysisLedger: Send + Sync {
+    /// The video's plan, once one is recorded.
+    async fn plan(&self, video_id: &str) -> StoreResult<Option<AnalysisPlan>>;
+    /// Records `plan` and moves the video `PENDING → PROCESSING`, unless it is not `PENDING`.
+    async fn start_analysis(
+        &self,
+        video_id: &str,
+        plan: &AnalysisPlan,
+    ) -> StoreResult<PlanDecision>;
+    /// Takes the segment for `lease` when it is new or its lease has expired.
+    async fn claim_segment(
+        &self,
+        video_id: &str,
+        index: u32,
+        owner: &str,
+        lease: Duration,
+    ) -> StoreResult<SegmentClaim>;
+    /// Records where the segment got to, renews the lease and adds `covered_ms` of video time
+    /// and `frames` to the video's progress. False when `owner` no longer holds the lease.
+    async fn checkpoint(
+        &self,
+        video_id: &str,
+        index: u32,
+        owner: &str,
+        checkpoint: &Checkpoint,
+        progress: ProgressDelta,
+        lease: Duration,
+    ) -> StoreResult<bool>;
+    /// Gives the lease up early (the work stopped cleanly, or failed in a way worth retrying).
+    async fn release_segment(&self, video_id: &str, index: u32, owner: &str) -> StoreResult<()>;
+    /// Marks the segment done and counts it on the video; `video` is given by the segment that
+    /// decoded to the end of the stream. Counting is idempotent, so calling this again for a
+    /// segment already done (after a crash between the two writes) is safe and returns the tally.
+    async fn finish_segment(
+        &self,
+        video_id: &str,
+        index: u32,
+        owner: Option<&str>,
+        video: Option<&VideoInfo>,
+    ) -> StoreResult<SegmentTally>;
+    async fn segments(&self, video_id: &str) -> StoreResult<Vec<SegmentStatus>>;
+    /// Writes the final state (`COMPLETED` or `FAILED`) if the video is still `PROCESSING`;
+    /// false otherwise.
+    async fn end_analysis(&self, video_id: &str, state: &AnalysisState) -> StoreResult<bool>;
+}
+
+/// Video time and frames a checkpoint adds to a video's progress.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ProgressDelta {
+    pub covered_ms: u64,
+    pub frames: u64,
 }
 
 /// A URL the client uploads to directly.
@@ -95,14 +193,29 @@ pub trait BlobStore: Send + Sync {
     /// The object's size, or `None` when it does not exist.
     async fn head(&self, key: &str) -> StoreResult<Option<u64>>;
     async fn delete(&self, key: &str) -> StoreResult<()>;
-    /// Copies the object to a local file (the analysis reads files).
+    /// Copies the object to a local file.
     async fn download(&self, key: &str, to: &Path) -> StoreResult<()>;
+    /// What ffmpeg should read for analysis: a file path for local blobs, a presigned GET URL
+    /// for S3 (ffmpeg streams it with range requests, so nothing is copied to /tmp).
+    async fn analysis_source(&self, key: &str, expires_in: Duration) -> StoreResult<String>;
 }
 
-/// A request to analyse the object at `key`: what an S3 ObjectCreated event carries.
+/// A request to analyse the object at `key`: what an S3 ObjectCreated event carries, or (with
+/// `segment`) one segment of a long video's plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AnalysisJob {
     pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<u32>,
+}
+
+impl AnalysisJob {
+    pub fn upload(key: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            segment: None,
+        }
+    }
 }
 
 #[async_trait]

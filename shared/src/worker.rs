@@ -1,208 +1,615 @@
-//! The analysis worker: turns an upload event into stored results. The local server runs it on
-//! its in-process queue; the analysis Lambda runs it on SQS messages.
+//! The analysis worker: turns an upload event (or one segment of a long video) into stored
+//! results. The analysis Lambda runs it on SQS messages; the local server runs the same code on
+//! its in-process queue.
+//!
+//! Safe to run twice, in parallel, and after a crash:
+//! - the first worker to see an upload records a plan (one segment, or several for a long video,
+//!   each then its own queue message) and moves the video to `PROCESSING`;
+//! - a segment is run under a lease (owner + expiry, renewed at every checkpoint); a live lease
+//!   held by someone else makes the message fail so the queue retries it later, an expired one
+//!   is taken over and the run resumes from the last checkpoint;
+//! - frame results are keyed by frame number, so rewriting a frame never duplicates it;
+//! - the worker that finishes the last segment assembles the summary from the stored frames and
+//!   writes `COMPLETED`, only if the video is still `PROCESSING`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use chrono::Utc;
 use tokio::runtime::Handle;
 
-use crate::pipeline::{AnalysisOptions, AnalysisSink, SinkError};
-use crate::ports::{AnalysisJob, BlobStore, ResultStore, StoreError, VideoStore};
+use crate::pipeline::{AnalysisOptions, AnalysisSink, DecodeWindow, SinkError};
+use crate::ports::{
+    AnalysisJob, AnalysisLedger, BlobStore, JobQueue, PlanDecision, ProgressDelta, ResultStore,
+    SegmentClaim, SegmentTally, StoreError, VideoStore,
+};
 use crate::{
-    AnalysisState, Analyzer, FrameResult, ModelInfo, Summary, VideoInfo, VideoStatus,
-    parse_object_key,
+    AnalysisError, AnalysisPlan, AnalysisState, Analyzer, Checkpoint, FrameResult, ModelInfo,
+    SegmentPlan, Summary, SummaryBuilder, Video, VideoInfo, VideoStatus, parse_object_key,
 };
 
 /// What became of a job.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobOutcome {
-    Completed {
-        frames: u64,
-    },
-    /// The input was bad (not a video, truncated...): recorded on the video, not worth a retry.
-    Rejected {
-        error: String,
-    },
-    /// Nothing to do: unknown key, deleted video, or already analysed / being analysed.
-    Skipped {
-        reason: String,
-    },
+    /// The video is analysed; this worker wrote the summary.
+    Completed { frames: u64 },
+    /// One segment of several is done; others are still running.
+    SegmentDone { index: u32, done: u32, total: u32 },
+    /// The deadline came first: progress is saved and the rest of the segment is queued again.
+    Continued { index: u32 },
+    /// The input was bad (not a video, truncated, too long...): recorded on the video as
+    /// `FAILED`, not worth a retry.
+    Rejected { error: String },
+    /// Nothing to do: unknown key, deleted video, already analysed, or the lease was lost.
+    Skipped { reason: String },
 }
 
+/// A failure worth retrying: the queue should deliver the message again later.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
+    #[error("segment {0} is being analysed by another worker")]
+    Busy(u32),
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("analysis failed: {0}")]
     Analysis(String),
 }
 
-pub struct AnalysisWorker {
-    pub videos: Arc<dyn VideoStore>,
-    pub results: Arc<dyn ResultStore>,
-    pub blobs: Arc<dyn BlobStore>,
-    pub analyzer: Arc<Analyzer>,
-    /// Where uploads are downloaded to for analysis.
-    pub scratch_dir: PathBuf,
+/// Worker settings, read once at start-up.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// How long a segment's lease lasts; renewed at every checkpoint
+    /// (`DEEPEMOTION_LEASE_SECONDS`, default 120).
+    pub lease: Duration,
+    /// Progress is saved (and the lease renewed) at most this often
+    /// (`DEEPEMOTION_CHECKPOINT_SECONDS`, default 3).
+    pub checkpoint_every: Duration,
+    /// Videos longer than this many seconds of video are split into segments that run in
+    /// parallel (`DEEPEMOTION_SEGMENT_SECONDS`, default 600).
+    pub segment_seconds: f64,
+    /// Analysed frames per second one worker sustains, to plan segments that fit before the
+    /// deadline (`DEEPEMOTION_PLANNING_FPS`, default 80: half the 2-core benchmark figure).
+    pub planning_fps: f64,
+    /// A run stops this long before its deadline to save its checkpoint and queue the rest
+    /// (`DEEPEMOTION_DEADLINE_MARGIN_SECONDS`, default 20).
+    pub deadline_margin: Duration,
+    /// Longer videos are rejected (`DEEPEMOTION_MAX_VIDEO_SECONDS`, default 4 hours).
+    pub max_video: Duration,
+    /// Lifetime of the URL ffmpeg reads the upload through (default 2 hours).
+    pub source_ttl: Duration,
 }
 
-/// Frames are written in batches of this many; progress is saved at most every 5 %.
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            lease: Duration::from_secs(120),
+            checkpoint_every: Duration::from_secs(3),
+            segment_seconds: 600.0,
+            planning_fps: 80.0,
+            deadline_margin: Duration::from_secs(20),
+            max_video: Duration::from_secs(4 * 3600),
+            source_ttl: Duration::from_secs(2 * 3600),
+        }
+    }
+}
+
+impl WorkerConfig {
+    /// Reads the `DEEPEMOTION_*` variables above over the defaults.
+    pub fn from_env() -> Result<Self, String> {
+        let defaults = Self::default();
+        let number = |name: &str, default: f64| -> Result<f64, String> {
+            match std::env::var(name).ok().filter(|v| !v.is_empty()) {
+                None => Ok(default),
+                Some(v) => v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|n| n.is_finite() && *n > 0.0)
+                    .ok_or_else(|| format!("{name}={v:?} must be a positive number")),
+            }
+        };
+        let seconds = |name: &str, default: Duration| -> Result<Duration, String> {
+            number(name, default.as_secs_f64()).map(Duration::from_secs_f64)
+        };
+        Ok(Self {
+            lease: seconds("DEEPEMOTION_LEASE_SECONDS", defaults.lease)?,
+            checkpoint_every: seconds("DEEPEMOTION_CHECKPOINT_SECONDS", defaults.checkpoint_every)?,
+            segment_seconds: number("DEEPEMOTION_SEGMENT_SECONDS", defaults.segment_seconds)?,
+            planning_fps: number("DEEPEMOTION_PLANNING_FPS", defaults.planning_fps)?,
+            deadline_margin: seconds(
+                "DEEPEMOTION_DEADLINE_MARGIN_SECONDS",
+                defaults.deadline_margin,
+            )?,
+            max_video: seconds("DEEPEMOTION_MAX_VIDEO_SECONDS", defaults.max_video)?,
+            source_ttl: defaults.source_ttl,
+        })
+    }
+}
+
+pub struct AnalysisWorker {
+    pub videos: Arc<dyn VideoStore>,
+    pub ledger: Arc<dyn AnalysisLedger>,
+    pub results: Arc<dyn ResultStore>,
+    pub blobs: Arc<dyn BlobStore>,
+    /// Where segments of long videos (and continuations) are queued.
+    pub jobs: Arc<dyn JobQueue>,
+    pub analyzer: Arc<Analyzer>,
+    pub config: WorkerConfig,
+}
+
+/// Frames are written in batches of this many.
 const BATCH: usize = 50;
+/// Attempts at one batch write before the run gives up (and the message is retried).
+const WRITE_ATTEMPTS: u32 = 4;
+
+fn remaining(deadline: Option<SystemTime>) -> Option<Duration> {
+    deadline.map(|d| d.duration_since(SystemTime::now()).unwrap_or_default())
+}
+
+/// ffmpeg errors that mean the network, not the file, failed: worth a retry.
+fn network_trouble(e: &AnalysisError) -> bool {
+    let text = e.to_string();
+    [
+        "Server returned 5",
+        "Connection reset",
+        "Connection refused",
+        "Connection timed out",
+        "Network is unreachable",
+        "End of file while parsing",
+        "HTTP error 5",
+        "Server returned 403",
+    ]
+    .iter()
+    .any(|needle| text.contains(needle))
+}
 
 impl AnalysisWorker {
-    pub async fn handle(&self, job: &AnalysisJob) -> Result<JobOutcome, WorkerError> {
+    /// Handles one job. `deadline` is the Lambda invocation's; `None` runs to the end.
+    pub async fn handle(
+        &self,
+        job: &AnalysisJob,
+        deadline: Option<SystemTime>,
+    ) -> Result<JobOutcome, WorkerError> {
+        let skipped = |reason: String| Ok(JobOutcome::Skipped { reason });
         let Some((_, video_id)) = parse_object_key(&job.key) else {
-            return Ok(JobOutcome::Skipped {
-                reason: format!("not an upload key: {}", job.key),
-            });
+            return skipped(format!("not an upload key: {}", job.key));
         };
         let Some(video) = self.videos.video(video_id).await? else {
-            return Ok(JobOutcome::Skipped {
-                reason: "no such video (deleted?)".into(),
-            });
+            return skipped("no such video (deleted?)".into());
         };
         if video.s3_key != job.key {
-            return Ok(JobOutcome::Skipped {
-                reason: "key does not match the video".into(),
-            });
+            return skipped("key does not match the video".into());
         }
-        // a duplicate event finds the video already claimed or done
-        if !self.videos.claim_for_analysis(&video.id).await? {
-            return Ok(JobOutcome::Skipped {
-                reason: format!("already {}", video.analysis.status.as_str()),
-            });
+        if matches!(
+            video.analysis.status,
+            VideoStatus::Completed | VideoStatus::Failed
+        ) {
+            return skipped(format!("already {}", video.analysis.status.as_str()));
         }
-        tracing::info!(video_id = %video.id, key = %job.key, "analysis claimed");
-        let ext = job.key.rsplit_once('.').map_or("bin", |(_, e)| e);
-        tokio::fs::create_dir_all(&self.scratch_dir)
+        let source = self
+            .blobs
+            .analysis_source(&job.key, self.config.source_ttl)
+            .await?;
+        let plan = match (self.ledger.plan(&video.id).await?, job.segment) {
+            (Some(plan), _) => plan,
+            (None, Some(_)) => return skipped("no plan recorded for this segment".into()),
+            (None, None) => match self.plan(&video, &source, deadline).await? {
+                Ok(plan) => plan,
+                Err(outcome) => return Ok(outcome),
+            },
+        };
+        let index = job.segment.unwrap_or(0);
+        if job.segment.is_none() && plan.segments.len() > 1 {
+            self.dispatch_segments(&video, &plan).await?;
+        }
+        let Some(segment) = plan.segment(index).copied() else {
+            return skipped(format!("the plan has no segment {index}"));
+        };
+        self.run_segment(&video, &plan, segment, &source, deadline)
             .await
-            .map_err(|e| StoreError::Backend(e.to_string()))?;
-        let local = self.scratch_dir.join(format!("{}.{ext}", video.id));
-        let result = self
-            .analyse(&video.id, &job.key, video.sample_fps, &local)
-            .await;
-        let _ = tokio::fs::remove_file(&local).await;
-        result
     }
 
-    async fn analyse(
+    /// Probes the upload and records how to analyse it; `Err(outcome)` when it is rejected or
+    /// another worker finished it meanwhile.
+    async fn plan(
         &self,
-        video_id: &str,
-        key: &str,
-        sample_fps: f64,
-        local: &std::path::Path,
-    ) -> Result<JobOutcome, WorkerError> {
-        let mut state = AnalysisState {
-            status: VideoStatus::Processing,
-            ..AnalysisState::pending()
+        video: &Video,
+        source: &str,
+        deadline: Option<SystemTime>,
+    ) -> Result<Result<AnalysisPlan, JobOutcome>, WorkerError> {
+        let analyzer = self.analyzer.clone();
+        let path = PathBuf::from(source);
+        let probe = tokio::task::spawn_blocking(move || analyzer.probe(&path))
+            .await
+            .map_err(|e| WorkerError::Analysis(format!("probe task: {e}")))?;
+        let probe = match probe {
+            Ok(p) => p,
+            Err(e) if e.is_bad_input() && !network_trouble(&e) => {
+                return Ok(Err(self.reject_unplanned(video, source, &e).await?));
+            }
+            Err(e) => return Err(WorkerError::Analysis(e.to_string())),
         };
-        if let Err(e) = self.blobs.download(key, local).await {
-            state.status = VideoStatus::Failed;
-            state.error = Some("the uploaded file could not be read".into());
-            self.videos.set_analysis(video_id, &state).await?;
-            return Err(e.into());
+        let duration = Duration::from_millis(probe.video.duration_ms);
+        if duration > self.config.max_video {
+            let error = format!(
+                "the video is {} long; the limit is {}",
+                clock(duration),
+                clock(self.config.max_video)
+            );
+            self.videos
+                .set_analysis(&video.id, &failed_state(&error, Some(probe.video)))
+                .await?;
+            return Ok(Err(JobOutcome::Rejected { error }));
         }
+        let sample_fps = video.sample_fps;
+        let analysed_per_video_second = if sample_fps > 0.0 {
+            sample_fps.min(probe.video.fps.max(1.0))
+        } else {
+            probe.video.fps.max(1.0)
+        };
+        let mut segment_s = self.config.segment_seconds;
+        if let Some(left) = remaining(deadline) {
+            // what one run can analyse before it must stop
+            let budget = left
+                .saturating_sub(self.config.deadline_margin)
+                .as_secs_f64();
+            let fits = budget * self.config.planning_fps / analysed_per_video_second;
+            segment_s = segment_s.min(fits.max(1.0));
+        }
+        let plan = if duration.as_secs_f64() > segment_s {
+            let analyzer = self.analyzer.clone();
+            let path = PathBuf::from(source);
+            let times = tokio::task::spawn_blocking(move || analyzer.frame_times(&path))
+                .await
+                .map_err(|e| WorkerError::Analysis(format!("probe task: {e}")))?
+                .map_err(|e| WorkerError::Analysis(e.to_string()))?;
+            AnalysisPlan::split(
+                sample_fps,
+                probe.start_s,
+                probe.video.duration_ms,
+                segment_s,
+                &times,
+            )
+        } else {
+            AnalysisPlan::single(sample_fps, probe.start_s, probe.video.duration_ms)
+        };
+        match self.ledger.start_analysis(&video.id, &plan).await? {
+            PlanDecision::Recorded => {
+                tracing::info!(video_id = %video.id, segments = plan.segments.len(),
+                    duration_ms = plan.duration_ms, "analysis planned");
+                Ok(Ok(plan))
+            }
+            PlanDecision::Existing(plan) => Ok(Ok(plan)),
+            PlanDecision::Finished => Ok(Err(JobOutcome::Skipped {
+                reason: "finished by another worker".into(),
+            })),
+        }
+    }
+
+    async fn reject_unplanned(
+        &self,
+        video: &Video,
+        source: &str,
+        e: &AnalysisError,
+    ) -> Result<JobOutcome, WorkerError> {
+        let error = user_facing(e, source);
+        tracing::warn!(video_id = %video.id, error = %error, "input rejected");
+        self.videos
+            .set_analysis(&video.id, &failed_state(&error, None))
+            .await?;
+        Ok(JobOutcome::Rejected { error })
+    }
+
+    /// Queues the segments no worker has started (the first run plans them; a redelivered
+    /// upload event re-queues any a crash kept from being queued).
+    async fn dispatch_segments(
+        &self,
+        video: &Video,
+        plan: &AnalysisPlan,
+    ) -> Result<(), WorkerError> {
+        let known = self.ledger.segments(&video.id).await?;
+        for segment in plan.segments.iter().skip(1) {
+            let status = known.iter().find(|s| s.index == segment.index);
+            if status.is_none_or(|s| !s.done && !s.leased) {
+                self.jobs
+                    .enqueue(AnalysisJob {
+                        key: video.s3_key.clone(),
+                        segment: Some(segment.index),
+                    })
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn run_segment(
+        &self,
+        video: &Video,
+        plan: &AnalysisPlan,
+        segment: SegmentPlan,
+        source: &str,
+        deadline: Option<SystemTime>,
+    ) -> Result<JobOutcome, WorkerError> {
+        let owner = uuid::Uuid::new_v4().to_string();
+        let index = segment.index;
+        let (attempt, checkpoint) = match self
+            .ledger
+            .claim_segment(&video.id, index, &owner, self.config.lease)
+            .await?
+        {
+            SegmentClaim::Busy => return Err(WorkerError::Busy(index)),
+            SegmentClaim::Done => {
+                // a crash may have come between marking it done and counting it
+                let tally = self
+                    .ledger
+                    .finish_segment(&video.id, index, None, None)
+                    .await?;
+                return self.assemble_if_last(video, plan, index, tally).await;
+            }
+            SegmentClaim::Claimed {
+                attempt,
+                checkpoint,
+            } => (attempt, checkpoint),
+        };
+        let window = match &checkpoint {
+            Some(c) => segment.resume_after(plan.start_s, c),
+            None => segment,
+        };
+        tracing::info!(video_id = %video.id, segment = index, attempt, resume = ?checkpoint,
+            "segment claimed");
+        let options = AnalysisOptions {
+            sample_fps: plan.sample_fps,
+            window: DecodeWindow {
+                seek_s: window.seek_s,
+                end_s: window.end_s,
+                first_frame: window.first_frame,
+            },
+            first_track: window.first_track(),
+        };
         let mut sink = StoreSink {
             handle: Handle::current(),
-            videos: self.videos.clone(),
+            ledger: self.ledger.clone(),
             results: self.results.clone(),
-            video_id: video_id.to_string(),
+            video_id: video.id.clone(),
+            index,
+            owner: owner.clone(),
             batch: Vec::with_capacity(BATCH),
-            state: state.clone(),
-            duration_ms: 0,
+            stored: None,
+            covered_ms: window.start_ms,
+            segment_end_ms: segment.end_ms,
+            frames_since_checkpoint: 0,
+            last_checkpoint: Instant::now(),
+            checkpoint_every: self.config.checkpoint_every,
+            lease: self.config.lease,
+            stop_at: deadline.map(|d| d - self.config.deadline_margin),
+            stopped: None,
+            frames_stored: 0,
         };
         let analyzer = self.analyzer.clone();
-        let path = local.to_path_buf();
+        let path = PathBuf::from(source);
         let (sink, result) = tokio::task::spawn_blocking(move || {
-            let result = analyzer.analyze(&path, &AnalysisOptions { sample_fps }, &mut sink);
+            let result = analyzer.analyze(&path, &options, &mut sink);
             (sink, result)
         })
         .await
         .map_err(|e| WorkerError::Analysis(format!("analysis task: {e}")))?;
 
-        let mut state = sink.state;
-        match result {
-            Ok(outcome) => {
-                state.status = VideoStatus::Completed;
-                state.progress = 100;
-                state.video = Some(outcome.video);
-                state.frames_analyzed = outcome.summary.frames_analyzed;
-                state.summary = Some(outcome.summary);
-                state.processed_at = Some(Utc::now());
-                self.videos.set_analysis(video_id, &state).await?;
-                tracing::info!(
-                    video_id,
-                    frames = state.frames_analyzed,
-                    "analysis completed"
-                );
-                Ok(JobOutcome::Completed {
-                    frames: state.frames_analyzed,
-                })
+        match (result, sink.stopped) {
+            (Ok(outcome), _) => {
+                let reached_end = segment.end_s.is_none();
+                let tally = self
+                    .ledger
+                    .finish_segment(
+                        &video.id,
+                        index,
+                        Some(&owner),
+                        reached_end.then_some(&outcome.video),
+                    )
+                    .await;
+                match tally {
+                    Ok(tally) => self.assemble_if_last(video, plan, index, tally).await,
+                    Err(StoreError::Conflict(_)) => Ok(JobOutcome::Skipped {
+                        reason: "the lease was lost to another worker".into(),
+                    }),
+                    Err(e) => Err(e.into()),
+                }
             }
-            Err(e) => {
-                // frames analysed before the failure are kept: a partial analysis is still
-                // useful, and nothing is lost
-                if !sink.batch.is_empty() {
-                    self.results.put_frames(video_id, &sink.batch).await?;
-                    state.frames_analyzed += sink.batch.len() as u64;
-                }
-                state.status = VideoStatus::Failed;
-                state.processed_at = Some(Utc::now());
-                if e.is_bad_input() {
-                    state.error = Some(
-                        e.to_string()
-                            .replace(&local.display().to_string(), "the uploaded file"),
-                    );
-                    self.videos.set_analysis(video_id, &state).await?;
-                    tracing::warn!(video_id, error = %e, "input rejected");
-                    Ok(JobOutcome::Rejected {
-                        error: state.error.unwrap_or_default(),
+            (Err(_), Some(Stop::Deadline)) => {
+                self.ledger
+                    .release_segment(&video.id, index, &owner)
+                    .await?;
+                self.jobs
+                    .enqueue(AnalysisJob {
+                        key: video.s3_key.clone(),
+                        segment: Some(index),
                     })
-                } else {
-                    state.error = Some(
-                        "analysis failed because of a server error; it will be retried".into(),
-                    );
-                    self.videos.set_analysis(video_id, &state).await?;
-                    tracing::error!(video_id, error = %e, "analysis failed");
-                    Err(WorkerError::Analysis(e.to_string()))
-                }
+                    .await?;
+                tracing::info!(video_id = %video.id, segment = index, "deadline near: continuation queued");
+                Ok(JobOutcome::Continued { index })
+            }
+            (Err(_), Some(Stop::LeaseLost)) => Ok(JobOutcome::Skipped {
+                reason: "the lease was lost to another worker".into(),
+            }),
+            (Err(e), None) if e.is_bad_input() && !network_trouble(&e) => {
+                let error = user_facing(&e, source);
+                let mut state = failed_state(&error, None);
+                state.frames_analyzed = sink.frames_stored;
+                self.ledger.end_analysis(&video.id, &state).await?;
+                self.ledger
+                    .release_segment(&video.id, index, &owner)
+                    .await?;
+                tracing::warn!(video_id = %video.id, segment = index, error = %e, "input rejected");
+                Ok(JobOutcome::Rejected { error })
+            }
+            (Err(e), None) => {
+                // frames stored so far stay; the retry resumes from the last checkpoint
+                let _ = self.ledger.release_segment(&video.id, index, &owner).await;
+                tracing::error!(video_id = %video.id, segment = index, error = %e, "analysis failed; will be retried");
+                Err(WorkerError::Analysis(e.to_string()))
             }
         }
     }
+
+    /// Writes the summary and `COMPLETED` once every segment is done.
+    async fn assemble_if_last(
+        &self,
+        video: &Video,
+        plan: &AnalysisPlan,
+        index: u32,
+        tally: SegmentTally,
+    ) -> Result<JobOutcome, WorkerError> {
+        if tally.done < tally.total {
+            return Ok(JobOutcome::SegmentDone {
+                index,
+                done: tally.done,
+                total: tally.total,
+            });
+        }
+        let mut summary = SummaryBuilder::new(self.analyzer.has_contempt());
+        let mut after = None;
+        loop {
+            let (frames, next) = self.results.frames(&video.id, after, 1000).await?;
+            for frame in &frames {
+                summary.add(frame);
+            }
+            match next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        let summary = summary.finish();
+        let info = tally.video.unwrap_or_else(|| VideoInfo {
+            duration_ms: plan.duration_ms,
+            ..VideoInfo::default()
+        });
+        let frames = summary.frames_analyzed;
+        let state = AnalysisState {
+            status: VideoStatus::Completed,
+            progress: 100,
+            error: None,
+            video: Some(info),
+            frames_analyzed: frames,
+            summary: Some(summary),
+            processed_at: Some(Utc::now()),
+        };
+        if !self.ledger.end_analysis(&video.id, &state).await? {
+            return Ok(JobOutcome::Skipped {
+                reason: "finished by another worker".into(),
+            });
+        }
+        tracing::info!(video_id = %video.id, frames, segments = tally.total, "analysis completed");
+        Ok(JobOutcome::Completed { frames })
+    }
 }
 
-/// Streams frames to the result store in batches and keeps the video's progress current. Runs
-/// on the analysis thread, so it blocks on the async stores through the runtime handle.
+fn failed_state(error: &str, video: Option<VideoInfo>) -> AnalysisState {
+    AnalysisState {
+        status: VideoStatus::Failed,
+        error: Some(error.to_string()),
+        video,
+        processed_at: Some(Utc::now()),
+        ..AnalysisState::pending()
+    }
+}
+
+/// The error as the uploader should read it: no server paths or presigned URLs.
+fn user_facing(e: &AnalysisError, source: &str) -> String {
+    e.to_string().replace(source, "the uploaded file")
+}
+
+fn clock(d: Duration) -> String {
+    let s = d.as_secs();
+    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Stop {
+    Deadline,
+    LeaseLost,
+}
+
+/// Streams frames to the result store in batches, checkpoints the segment every few seconds
+/// and stops the run before the deadline. Runs on the analysis thread, so it blocks on the
+/// async stores through the runtime handle.
 struct StoreSink {
     handle: Handle,
-    videos: Arc<dyn VideoStore>,
+    ledger: Arc<dyn AnalysisLedger>,
     results: Arc<dyn ResultStore>,
     video_id: String,
+    index: u32,
+    owner: String,
     batch: Vec<FrameResult>,
-    state: AnalysisState,
-    duration_ms: u64,
+    /// The last frame whose results are stored.
+    stored: Option<Checkpoint>,
+    /// Video time already added to the video's progress.
+    covered_ms: u64,
+    segment_end_ms: u64,
+    frames_since_checkpoint: u64,
+    last_checkpoint: Instant,
+    checkpoint_every: Duration,
+    lease: Duration,
+    stop_at: Option<SystemTime>,
+    stopped: Option<Stop>,
+    frames_stored: u64,
 }
 
 impl StoreSink {
     fn flush(&mut self) -> Result<(), SinkError> {
-        if self.batch.is_empty() {
+        let Some(last) = self.batch.last() else {
             return Ok(());
+        };
+        let checkpoint = Checkpoint {
+            frame: last.frame,
+            t_ms: last.t_ms,
+        };
+        let mut attempt = 0;
+        loop {
+            match self
+                .handle
+                .block_on(self.results.put_frames(&self.video_id, &self.batch))
+            {
+                Ok(()) => break,
+                // throttling and network errors pass; anything persistent ends the run, and the
+                // message is retried from the last checkpoint
+                Err(e) if attempt + 1 < WRITE_ATTEMPTS => {
+                    tracing::warn!(video_id = %self.video_id, attempt, error = %e, "frame write failed; retrying");
+                    std::thread::sleep(Duration::from_millis(200 << attempt));
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
-        let frames = std::mem::take(&mut self.batch);
-        self.handle
-            .block_on(self.results.put_frames(&self.video_id, &frames))?;
-        let last_t = frames.last().map_or(0, |f| f.t_ms);
-        self.state.frames_analyzed += frames.len() as u64;
-        // 100 is only reported once the analysis is complete
-        let progress = (last_t * 100)
-            .checked_div(self.duration_ms)
-            .map_or(0, |p| p.min(99) as u8);
-        if progress >= self.state.progress.saturating_add(5) {
-            self.state.progress = progress;
-            self.handle
-                .block_on(self.videos.set_analysis(&self.video_id, &self.state))?;
+        self.frames_since_checkpoint += self.batch.len() as u64;
+        self.frames_stored += self.batch.len() as u64;
+        self.batch.clear();
+        self.stored = Some(checkpoint);
+        Ok(())
+    }
+
+    /// Saves progress and renews the lease; `covered_to` is how far the video is done.
+    fn checkpoint(&mut self, covered_to: u64) -> Result<(), SinkError> {
+        let Some(stored) = self.stored else {
+            return Ok(());
+        };
+        let progress = ProgressDelta {
+            covered_ms: covered_to.saturating_sub(self.covered_ms),
+            frames: self.frames_since_checkpoint,
+        };
+        let held = self.handle.block_on(self.ledger.checkpoint(
+            &self.video_id,
+            self.index,
+            &self.owner,
+            &stored,
+            progress,
+            self.lease,
+        ))?;
+        if !held {
+            self.stopped = Some(Stop::LeaseLost);
+            return Err("the segment's lease was taken over by another worker".into());
         }
+        self.covered_ms = self.covered_ms.max(covered_to);
+        self.frames_since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
         Ok(())
     }
 }
@@ -210,25 +617,33 @@ impl StoreSink {
 impl AnalysisSink for StoreSink {
     fn begin(
         &mut self,
-        video: &VideoInfo,
+        _video: &VideoInfo,
         _model: &ModelInfo,
         _sample_fps: f64,
     ) -> Result<(), SinkError> {
-        self.duration_ms = video.duration_ms;
-        self.state.video = Some(video.clone());
         Ok(())
     }
 
     fn frame(&mut self, frame: &FrameResult) -> Result<(), SinkError> {
         self.batch.push(frame.clone());
         if self.batch.len() >= BATCH {
-            self.flush()
-        } else {
-            Ok(())
+            self.flush()?;
         }
+        let deadline_near = self.stop_at.is_some_and(|t| SystemTime::now() >= t);
+        if deadline_near || self.last_checkpoint.elapsed() >= self.checkpoint_every {
+            self.flush()?;
+            let covered_to = self.stored.map_or(self.covered_ms, |s| s.t_ms);
+            self.checkpoint(covered_to)?;
+        }
+        if deadline_near {
+            self.stopped = Some(Stop::Deadline);
+            return Err("stopping before the invocation's deadline".into());
+        }
+        Ok(())
     }
 
     fn finish(&mut self, _video: &VideoInfo, _summary: &Summary) -> Result<(), SinkError> {
-        self.flush()
+        self.flush()?;
+        self.checkpoint(self.segment_end_ms)
     }
 }

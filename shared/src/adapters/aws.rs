@@ -8,6 +8,9 @@
 //! | email claim   | `EMAIL#{email}`    | `EMAIL`           |                 |                           |
 //! | video         | `VIDEO#{id}`       | `META`            | `USER#{owner}`  | `{uploaded_at}#{id}`      |
 //! | frame result  | `VIDEO#{id}`       | `FRAME#{n:010}`   |                 |                           |
+//! | segment lease | `VIDEO#{id}`       | `SEG#{i:05}`      |                 |                           |
+//! The video item also carries the analysis plan (`analysis_plan`) and its counters (`covered_ms`, `frames_seen`,
+//! the `done_segments` number set), so claims and completion are single conditional updates.
 //! One item per analysed frame keeps every item a few KB, far below the 400 KB limit, however
 //! long the video.
 
@@ -29,7 +32,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use tokio::io::AsyncWriteExt;
 
 use crate::ports::*;
-use crate::{AnalysisState, FrameResult, User, Video, VideoStatus};
+use crate::{
+    AnalysisPlan, AnalysisState, Checkpoint, FrameResult, User, Video, VideoInfo, VideoStatus,
+};
 
 /// Where the AWS resources are. `endpoint_url` is for moto/LocalStack; unset on AWS.
 #[derive(Debug, Clone)]
@@ -109,6 +114,29 @@ fn time_key(t: &DateTime<Utc>) -> String {
 
 fn frame_sk(n: u64) -> String {
     format!("FRAME#{n:010}")
+}
+
+fn segment_sk(i: u32) -> String {
+    format!("SEG#{i:05}")
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn number(item: &HashMap<String, AttributeValue>, name: &str) -> u64 {
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+fn condition_failed<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(e: &E) -> bool {
+    e.code() == Some("ConditionalCheckFailedException")
 }
 
 /// Users, videos and frame results in one DynamoDB table.
@@ -199,6 +227,12 @@ impl DynamoStore {
         // `status` is its own attribute so claims can be conditional on it
         video.analysis.status = VideoStatus::parse(&text(item, "status")?)
             .ok_or_else(|| StoreError::Backend("bad status".into()))?;
+        // progress counters are their own attributes so parallel segments can add to them
+        if video.analysis.status == VideoStatus::Processing && item.contains_key("duration_ms") {
+            video.analysis.progress =
+                crate::progress_percent(number(item, "covered_ms"), number(item, "duration_ms"));
+            video.analysis.frames_analyzed = number(item, "frames_seen");
+        }
         Ok(video)
     }
 
@@ -435,32 +469,6 @@ impl VideoStore for DynamoStore {
         Ok(())
     }
 
-    async fn claim_for_analysis(&self, id: &str) -> StoreResult<bool> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(format!("VIDEO#{id}")))
-            .key("sk", s("META"))
-            .update_expression("SET #status = :processing")
-            .condition_expression(
-                "attribute_exists(pk) AND (#status = :pending OR #status = :failed)",
-            )
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":processing", s("PROCESSING"))
-            .expression_attribute_values(":pending", s("PENDING"))
-            .expression_attribute_values(":failed", s("FAILED"))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) => match e.into_service_error() {
-                aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(_) => Ok(false),
-                other => Err(backend(other)),
-            },
-        }
-    }
-
     async fn delete_video(&self, id: &str) -> StoreResult<()> {
         self.client
             .delete_item()
@@ -552,9 +560,10 @@ impl ResultStore for DynamoStore {
                 .client
                 .query()
                 .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :frame)")
+                .key_condition_expression("pk = :pk")
+                .filter_expression("sk <> :meta")
                 .expression_attribute_values(":pk", s(format!("VIDEO#{video_id}")))
-                .expression_attribute_values(":frame", s("FRAME#"))
+                .expression_attribute_values(":meta", s("META"))
                 .projection_expression("pk, sk")
                 .set_exclusive_start_key(start)
                 .send()
@@ -572,6 +581,335 @@ impl ResultStore for DynamoStore {
             start = out.last_evaluated_key;
             if start.is_none() {
                 return Ok(());
+            }
+        }
+    }
+}
+
+impl DynamoStore {
+    fn meta_key(&self, video_id: &str) -> [(String, AttributeValue); 2] {
+        [
+            ("pk".to_string(), s(format!("VIDEO#{video_id}"))),
+            ("sk".to_string(), s("META")),
+        ]
+    }
+
+    fn segment_key(&self, video_id: &str, index: u32) -> [(String, AttributeValue); 2] {
+        [
+            ("pk".to_string(), s(format!("VIDEO#{video_id}"))),
+            ("sk".to_string(), s(segment_sk(index))),
+        ]
+    }
+}
+
+#[async_trait]
+impl AnalysisLedger for DynamoStore {
+    async fn plan(&self, video_id: &str) -> StoreResult<Option<AnalysisPlan>> {
+        match self.item(format!("VIDEO#{video_id}"), "META").await? {
+            Some(item) if item.contains_key("analysis_plan") => {
+                from_json(&item, "analysis_plan").map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn start_analysis(
+        &self,
+        video_id: &str,
+        plan: &AnalysisPlan,
+    ) -> StoreResult<PlanDecision> {
+        let state = AnalysisState {
+            status: VideoStatus::Processing,
+            ..AnalysisState::pending()
+        };
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.meta_key(video_id).into()))
+            .update_expression(
+                "SET #status = :processing, analysis = :a, analysis_plan = :p, duration_ms = :d, covered_ms = :zero, frames_seen = :zero REMOVE done_segments, video_info",
+            )
+            .condition_expression("#status = :pending")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":processing", s("PROCESSING"))
+            .expression_attribute_values(":pending", s("PENDING"))
+            .expression_attribute_values(":a", json_attr(&state)?)
+            .expression_attribute_values(":p", json_attr(plan)?)
+            .expression_attribute_values(":d", n(plan.duration_ms))
+            .expression_attribute_values(":zero", n(0))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(PlanDecision::Recorded),
+            Err(e) => {
+                let e = e.into_service_error();
+                if !condition_failed(&e) {
+                    return Err(backend(e));
+                }
+                match self.item(format!("VIDEO#{video_id}"), "META").await? {
+                    Some(item)
+                        if item.contains_key("analysis_plan")
+                            && text(&item, "status")? == "PROCESSING" =>
+                    {
+                        Ok(PlanDecision::Existing(from_json(&item, "analysis_plan")?))
+                    }
+                    _ => Ok(PlanDecision::Finished),
+                }
+            }
+        }
+    }
+
+    async fn claim_segment(
+        &self,
+        video_id: &str,
+        index: u32,
+        owner: &str,
+        lease: Duration,
+    ) -> StoreResult<SegmentClaim> {
+        let now = now_ms();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.segment_key(video_id, index).into()))
+            .update_expression("SET lease_owner = :o, lease_until = :until ADD attempt_count :one")
+            .condition_expression(
+                "attribute_not_exists(pk) OR (attribute_not_exists(done_at) AND lease_until < :now)",
+            )
+            .expression_attribute_values(":o", s(owner))
+            .expression_attribute_values(":until", n(now + lease.as_millis() as i64))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":one", n(1))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(out) => {
+                let item = out.attributes.unwrap_or_default();
+                Ok(SegmentClaim::Claimed {
+                    attempt: number(&item, "attempt_count") as u32,
+                    checkpoint: item
+                        .contains_key("resume_at")
+                        .then(|| from_json::<Checkpoint>(&item, "resume_at"))
+                        .transpose()?,
+                })
+            }
+            Err(e) => {
+                let e = e.into_service_error();
+                if !condition_failed(&e) {
+                    return Err(backend(e));
+                }
+                let item = self
+                    .item(format!("VIDEO#{video_id}"), &segment_sk(index))
+                    .await?
+                    .unwrap_or_default();
+                Ok(if item.contains_key("done_at") {
+                    SegmentClaim::Done
+                } else {
+                    SegmentClaim::Busy
+                })
+            }
+        }
+    }
+
+    async fn checkpoint(
+        &self,
+        video_id: &str,
+        index: u32,
+        owner: &str,
+        checkpoint: &Checkpoint,
+        progress: ProgressDelta,
+        lease: Duration,
+    ) -> StoreResult<bool> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.segment_key(video_id, index).into()))
+            .update_expression("SET resume_at = :c, lease_until = :until")
+            .condition_expression("lease_owner = :o AND attribute_not_exists(done_at)")
+            .expression_attribute_values(":c", json_attr(checkpoint)?)
+            .expression_attribute_values(":until", n(now_ms() + lease.as_millis() as i64))
+            .expression_attribute_values(":o", s(owner))
+            .send()
+            .await;
+        if let Err(e) = result {
+            let e = e.into_service_error();
+            return if condition_failed(&e) {
+                Ok(false)
+            } else {
+                Err(backend(e))
+            };
+        }
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.meta_key(video_id).into()))
+            .update_expression("ADD covered_ms :c, frames_seen :f")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":c", n(progress.covered_ms))
+            .expression_attribute_values(":f", n(progress.frames))
+            .send()
+            .await
+            .map_err(|e| backend(e.into_service_error()))?;
+        Ok(true)
+    }
+
+    async fn release_segment(&self, video_id: &str, index: u32, owner: &str) -> StoreResult<()> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.segment_key(video_id, index).into()))
+            .update_expression("SET lease_until = :zero")
+            .condition_expression("lease_owner = :o")
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":o", s(owner))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = e.into_service_error();
+                if condition_failed(&e) {
+                    Ok(())
+                } else {
+                    Err(backend(e))
+                }
+            }
+        }
+    }
+
+    async fn finish_segment(
+        &self,
+        video_id: &str,
+        index: u32,
+        owner: Option<&str>,
+        video: Option<&VideoInfo>,
+    ) -> StoreResult<SegmentTally> {
+        if let Some(owner) = owner {
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(self.segment_key(video_id, index).into()))
+                .update_expression("SET done_at = :now, lease_until = :zero")
+                .condition_expression("lease_owner = :o")
+                .expression_attribute_values(":now", n(now_ms()))
+                .expression_attribute_values(":zero", n(0))
+                .expression_attribute_values(":o", s(owner))
+                .send()
+                .await;
+            if let Err(e) = result {
+                let e = e.into_service_error();
+                return Err(if condition_failed(&e) {
+                    StoreError::Conflict("the segment's lease was lost".into())
+                } else {
+                    backend(e)
+                });
+            }
+        }
+        // a number set: adding the same segment twice counts it once
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.meta_key(video_id).into()))
+            .condition_expression("attribute_exists(analysis_plan)")
+            .expression_attribute_values(":i", AttributeValue::Ns(vec![index.to_string()]))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew);
+        update = match video {
+            Some(v) => update
+                .update_expression("ADD done_segments :i SET video_info = :v")
+                .expression_attribute_values(":v", json_attr(v)?),
+            None => update.update_expression("ADD done_segments :i"),
+        };
+        let item = update
+            .send()
+            .await
+            .map_err(|e| {
+                let e = e.into_service_error();
+                if condition_failed(&e) {
+                    StoreError::NotFound
+                } else {
+                    backend(e)
+                }
+            })?
+            .attributes
+            .unwrap_or_default();
+        let plan: AnalysisPlan = from_json(&item, "analysis_plan")?;
+        Ok(SegmentTally {
+            done: item
+                .get("done_segments")
+                .and_then(|v| v.as_ns().ok())
+                .map_or(0, |set| set.len() as u32),
+            total: plan.segments.len() as u32,
+            video: item
+                .contains_key("video_info")
+                .then(|| from_json(&item, "video_info"))
+                .transpose()?,
+        })
+    }
+
+    async fn segments(&self, video_id: &str) -> StoreResult<Vec<SegmentStatus>> {
+        let now = now_ms() as u64;
+        let mut segments = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :seg)")
+                .expression_attribute_values(":pk", s(format!("VIDEO#{video_id}")))
+                .expression_attribute_values(":seg", s("SEG#"))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(backend)?;
+            for item in out.items.unwrap_or_default() {
+                let index = text(&item, "sk")?
+                    .trim_start_matches("SEG#")
+                    .parse()
+                    .map_err(|_| StoreError::Backend("bad segment key".into()))?;
+                segments.push(SegmentStatus {
+                    index,
+                    done: item.contains_key("done_at"),
+                    leased: number(&item, "lease_until") > now,
+                });
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(segments);
+            }
+        }
+    }
+
+    async fn end_analysis(&self, video_id: &str, state: &AnalysisState) -> StoreResult<bool> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.meta_key(video_id).into()))
+            .update_expression("SET analysis = :a, #status = :s")
+            .condition_expression("#status = :processing")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":a", json_attr(state)?)
+            .expression_attribute_values(":s", s(state.status.as_str()))
+            .expression_attribute_values(":processing", s("PROCESSING"))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let e = e.into_service_error();
+                if condition_failed(&e) {
+                    Ok(false)
+                } else {
+                    Err(backend(e))
+                }
             }
         }
     }
@@ -658,6 +996,10 @@ impl BlobStore for S3Blobs {
             .await
             .map_err(backend)?;
         Ok(())
+    }
+
+    async fn analysis_source(&self, key: &str, expires_in: Duration) -> StoreResult<String> {
+        self.presign_get(key, expires_in).await
     }
 
     async fn download(&self, key: &str, to: &Path) -> StoreResult<()> {

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 
 use crate::ports::*;
-use crate::{AnalysisState, FrameResult, User, Video, VideoStatus};
+use crate::{AnalysisState, FrameResult, User, Video};
 
 #[derive(Default)]
 pub struct MemoryStore {
@@ -102,21 +102,6 @@ impl VideoStore for MemoryStore {
             .map(|v| v.analysis = state.clone())
             .ok_or(StoreError::NotFound)
     }
-    async fn claim_for_analysis(&self, id: &str) -> StoreResult<bool> {
-        let mut videos = self.videos.lock().unwrap();
-        match videos.get_mut(id) {
-            Some(v)
-                if matches!(
-                    v.analysis.status,
-                    VideoStatus::Pending | VideoStatus::Failed
-                ) =>
-            {
-                v.analysis.status = VideoStatus::Processing;
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
-    }
     async fn delete_video(&self, id: &str) -> StoreResult<()> {
         self.videos.lock().unwrap().remove(id);
         Ok(())
@@ -197,6 +182,9 @@ impl BlobStore for MemoryBlobs {
             .cloned()
             .ok_or(StoreError::NotFound)?;
         std::fs::write(to, bytes).map_err(|e| StoreError::Backend(e.to_string()))
+    }
+    async fn analysis_source(&self, key: &str, expires_in: Duration) -> StoreResult<String> {
+        self.presign_get(key, expires_in).await
     }
 }
 

@@ -151,7 +151,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 bar: None,
                 frames: 0,
             };
-            let result = analyzer.analyze(&input, &AnalysisOptions { sample_fps: fps }, &mut sink);
+            let result = analyzer.analyze(&input, &AnalysisOptions::sampled(fps), &mut sink);
             if let Some(bar) = sink.bar.take() {
                 bar.finish_and_clear();
             }
@@ -187,6 +187,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 dev,
                 engine: config,
                 api,
+                worker: shared::worker::WorkerConfig::from_env().map_err(anyhow::Error::msg)?,
             };
             tokio::runtime::Runtime::new()?.block_on(shared::local_server::serve(
                 server,

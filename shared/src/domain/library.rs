@@ -92,6 +92,14 @@ impl AnalysisState {
     }
 }
 
+/// Progress in percent from the video time analysed so far; 100 is only reported once the
+/// analysis is complete.
+pub fn progress_percent(covered_ms: u64, duration_ms: u64) -> u8 {
+    (covered_ms.saturating_mul(100))
+        .checked_div(duration_ms)
+        .map_or(0, |p| p.min(99) as u8)
+}
+
 /// Allowed upload types: extension → Content-Type.
 pub const VIDEO_TYPES: [(&str, &str); 6] = [
     ("mp4", "video/mp4"),

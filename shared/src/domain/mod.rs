@@ -3,11 +3,13 @@
 mod analysis;
 mod emotion;
 mod library;
+mod plan;
 mod summary;
 mod tracker;
 
 pub use analysis::*;
 pub use emotion::*;
 pub use library::*;
+pub use plan::*;
 pub use summary::*;
 pub use tracker::*;

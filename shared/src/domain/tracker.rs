@@ -53,6 +53,12 @@ impl Tracker {
     }
 
     /// Assigns a track id to each detection of the frame at `t_ms`, in detection order.
+    /// Hands out track ids from `first` on.
+    pub fn numbered_from(mut self, first: u32) -> Self {
+        self.next_id = first.max(1);
+        self
+    }
+
     pub fn update(&mut self, t_ms: u64, detections: &[DetectedFace]) -> Vec<(u32, DetectedFace)> {
         let max_gap = self.config.max_gap_ms;
         self.tracks

@@ -642,7 +642,5 @@ async fn export_csv(
 
 /// What an S3 event (or a local upload) turns into.
 pub(crate) fn job_for(key: &str) -> AnalysisJob {
-    AnalysisJob {
-        key: key.to_string(),
-    }
+    AnalysisJob::upload(key)
 }

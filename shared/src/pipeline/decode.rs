@@ -26,6 +26,39 @@ pub struct DecodeOptions {
     pub ffmpeg: Option<PathBuf>,
     /// Frames per second to analyse; 0 means every frame.
     pub sample_fps: f64,
+    /// Part of the stream to decode; the default is all of it.
+    pub window: DecodeWindow,
+}
+
+/// A time range of the stream, for analysing a long video in segments or resuming one.
+///
+/// Times are on the stream's own timeline (ffmpeg runs with `-copyts`, so a file whose first
+/// timestamp is not zero keeps it). Starting exactly on a sampling slot boundary, or on a frame
+/// the full pass selected, makes a windowed decode pick exactly the frames a full pass picks.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DecodeWindow {
+    /// Seek here (input `-ss`, exact: frames before it are dropped after decoding).
+    pub seek_s: Option<f64>,
+    /// Stop before this time (input `-to`).
+    pub end_s: Option<f64>,
+    /// The source frame number of the first frame at or after `seek_s`; ffmpeg counts frames
+    /// from the seek point, and frame numbers must stay those of the whole stream.
+    pub first_frame: u64,
+}
+
+/// Whether the input is a URL ffmpeg reads itself (a presigned S3 GET) rather than a file.
+pub fn is_url(path: &Path) -> bool {
+    let text = path.to_string_lossy();
+    text.starts_with("https://") || text.starts_with("http://")
+}
+
+/// A path or URL fit for logs and error messages: a presigned URL's query is a credential.
+pub fn redacted(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    match text.split_once('?') {
+        Some((base, _)) if is_url(path) => format!("{base}?…"),
+        _ => text.into_owned(),
+    }
 }
 
 /// One decoded frame.
@@ -67,6 +100,23 @@ pub(crate) fn parse_showinfo(line: &str) -> Option<ShowInfo> {
     })
 }
 
+/// Parses `[Parsed_showinfo_0 @ 0x..] [info] config in time_base: 1/24000, ...`: showinfo prints
+/// `pts_time` with six significant digits only (10 ms steps past 1000 s), so times are computed
+/// from the integer `pts` and this time base instead.
+fn parse_time_base(line: &str) -> Option<(i64, i64)> {
+    if !line.contains("Parsed_showinfo_") {
+        return None;
+    }
+    let at = line.find("config in time_base:")? + "config in time_base:".len();
+    let (num, den) = line[at..]
+        .trim_start()
+        .split([',', ' '])
+        .next()?
+        .split_once('/')?;
+    let (num, den) = (num.parse().ok()?, den.parse().ok()?);
+    (den != 0 && num != 0).then_some((num, den))
+}
+
 /// Parses the `start: 1.400000` of ffmpeg's `Duration:` line.
 fn parse_start(line: &str) -> Option<f64> {
     let at = line.find("start:")? + "start:".len();
@@ -104,8 +154,9 @@ fn filtergraph(sample_fps: f64) -> String {
         // Keep a frame when it is the first one in a new 1/fps slot: no drift, and never more
         // than the source has.
         format!(
-            "showinfo=checksum=0,select='isnan(prev_selected_t)+gte(floor(t*{f}),floor(prev_selected_t*{f})+1)',showinfo=checksum=0",
-            f = sample_fps
+            "showinfo=checksum=0,select='isnan(prev_selected_t)+gte(floor(t*{f}+{e}),floor(prev_selected_t*{f}+{e})+1)',showinfo=checksum=0",
+            f = sample_fps,
+            e = crate::domain::SLOT_EPSILON
         )
     } else {
         "showinfo=checksum=0".to_string()
@@ -128,6 +179,8 @@ pub struct VideoDecoder {
     pixels: VecDeque<OutputVideoFrame>,
     errors: Vec<String>,
     emitted: u64,
+    first_frame: u64,
+    time_base: Option<(i64, i64)>,
     finished: bool,
     output_seen: bool,
 }
@@ -135,19 +188,33 @@ pub struct VideoDecoder {
 impl VideoDecoder {
     /// Starts ffmpeg and reads until the stream's metadata is known (or decoding failed).
     pub fn open(path: &Path, options: &DecodeOptions) -> Result<Self, AnalysisError> {
-        let meta = std::fs::metadata(path)
-            .map_err(|_| AnalysisError::InputNotFound(path.to_path_buf()))?;
-        if meta.len() == 0 {
-            return Err(AnalysisError::EmptyFile {
-                path: path.to_path_buf(),
-            });
+        let remote = is_url(path);
+        if !remote {
+            let meta = std::fs::metadata(path)
+                .map_err(|_| AnalysisError::InputNotFound(path.to_path_buf()))?;
+            if meta.len() == 0 {
+                return Err(AnalysisError::EmptyFile {
+                    path: path.to_path_buf(),
+                });
+            }
         }
         let mut command = match &options.ffmpeg {
             Some(bin) => FfmpegCommand::new_with_path(bin),
             None => FfmpegCommand::new(),
         };
+        // Timestamps stay those of the file so that windows and full passes agree.
+        command.args(["-nostdin", "-nostats", "-copyts"]);
+        if remote {
+            // ffmpeg reads a presigned URL with range requests; ride out a dropped connection
+            command.args(["-reconnect", "1", "-reconnect_on_network_error", "1"]);
+        }
+        if let Some(seek) = options.window.seek_s {
+            command.args(["-ss", &format!("{seek:.6}")]);
+        }
+        if let Some(end) = options.window.end_s {
+            command.args(["-to", &format!("{end:.6}")]);
+        }
         command
-            .args(["-nostdin", "-nostats"])
             .input(path)
             .args(["-map", "0:v:0"])
             .filter(filtergraph(options.sample_fps))
@@ -180,6 +247,8 @@ impl VideoDecoder {
             pixels: VecDeque::new(),
             errors: Vec::new(),
             emitted: 0,
+            first_frame: options.window.first_frame,
+            time_base: None,
             finished: false,
             output_seen: false,
         };
@@ -193,9 +262,15 @@ impl VideoDecoder {
         Ok(decoder)
     }
 
-    /// What is known about the video so far; `frame_count` is final once decoding has ended.
+    /// What is known about the video so far; `frame_count` is final once decoding has ended
+    /// (and counts the frames of the window only).
     pub fn info(&self) -> &VideoInfo {
         &self.info
+    }
+
+    /// The stream's first timestamp, in seconds (usually 0); `t_ms` is measured from it.
+    pub fn start_s(&self) -> f64 {
+        self.start_s
     }
 
     /// The next frame, `None` at the end of a healthy stream, or the error that ended it.
@@ -211,7 +286,7 @@ impl VideoDecoder {
                 self.emitted += 1;
                 let t_ms = ((pts_time - self.start_s).max(0.0) * 1000.0).round() as u64;
                 return Ok(Some(DecodedFrame {
-                    frame: n,
+                    frame: self.first_frame + n,
                     t_ms,
                     image: RgbFrame::new(pixels.width, pixels.height, pixels.data),
                 }));
@@ -261,7 +336,10 @@ impl VideoDecoder {
     }
 
     fn on_log(&mut self, level: LogLevel, line: String) {
-        if let Some(info) = parse_showinfo(&line) {
+        if let Some(mut info) = parse_showinfo(&line) {
+            if let Some((num, den)) = self.time_base {
+                info.pts_time = info.pts as f64 * num as f64 / den as f64;
+            }
             let selected = if !self.sampling {
                 Some(info.n)
             } else if info.filter == 0 {
@@ -285,6 +363,11 @@ impl VideoDecoder {
                 self.selected.push_back((n, info.pts_time));
             }
             return;
+        }
+        if self.time_base.is_none()
+            && let Some(tb) = parse_time_base(&line)
+        {
+            self.time_base = Some(tb);
         }
         // Only the input's display matrix counts; the output section repeats a reset one.
         if !self.output_seen
@@ -376,6 +459,47 @@ impl Drop for VideoDecoder {
     }
 }
 
+/// Every video frame's timestamp in seconds, sorted, from ffprobe's packet list (container
+/// data only, no decoding). ffprobe is looked for next to `ffmpeg`, else where ffmpeg-sidecar
+/// finds it.
+pub(crate) fn frame_times(ffmpeg: Option<&Path>, input: &Path) -> Result<Vec<f64>, AnalysisError> {
+    let ffprobe = ffmpeg
+        .and_then(|f| f.parent())
+        .map(|dir| dir.join("ffprobe"))
+        .filter(|p| p.exists())
+        .unwrap_or_else(ffmpeg_sidecar::ffprobe::ffprobe_path);
+    let output = std::process::Command::new(&ffprobe)
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
+        .arg("packet=pts_time,dts_time")
+        .args(["-of", "csv=p=0"])
+        .arg(input)
+        .output()
+        .map_err(|e| AnalysisError::FfmpegMissing(format!("{}: {e}", ffprobe.display())))?;
+    if !output.status.success() {
+        return Err(AnalysisError::Ffmpeg(format!(
+            "ffprobe failed on {}: {}",
+            redacted(input),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(parse_frame_times(&String::from_utf8_lossy(&output.stdout)))
+}
+
+/// `pts_time,dts_time` lines; a packet without a pts falls back to its dts.
+fn parse_frame_times(csv: &str) -> Vec<f64> {
+    let mut times: Vec<f64> = csv
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(',').map(|f| f.trim().parse::<f64>().ok());
+            let pts = fields.next().flatten();
+            let dts = fields.next().flatten();
+            pts.or(dts)
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times
+}
+
 /// MP4 and QuickTime files start with an `ftyp` (or a `wide`/`mdat`/`free`) box at offset 4.
 fn starts_like_mp4(path: &Path) -> bool {
     let mut head = [0u8; 8];
@@ -411,6 +535,26 @@ mod tests {
     }
 
     #[test]
+    fn the_time_base_comes_from_showinfo_config_lines() {
+        assert_eq!(
+            parse_time_base(
+                "[Parsed_showinfo_0 @ 0x1] [info] config in time_base: 1/24000, frame_rate: 24000/1001"
+            ),
+            Some((1, 24000))
+        );
+        assert_eq!(
+            parse_time_base(
+                "[Parsed_showinfo_0 @ 0x1] [info] config out time_base: 0/0, frame_rate: 0/0"
+            ),
+            None
+        );
+        assert_eq!(
+            parse_time_base("[Parsed_showinfo_2 @ 0x1] [info] config in time_base: 0/0"),
+            None
+        );
+    }
+
+    #[test]
     fn start_time_and_rotation_are_read_from_ffmpeg_log_lines() {
         assert_eq!(
             parse_start("[info]   Duration: 00:00:06.38, start: 1.400000, bitrate: 3355 kb/s"),
@@ -442,12 +586,32 @@ mod tests {
     }
 
     #[test]
+    fn frame_times_fall_back_to_dts_and_come_out_sorted() {
+        assert_eq!(
+            parse_frame_times("0.083,0.000\n0.000,N/A\nN/A,0.041\n\ngarbage\n"),
+            vec![0.0, 0.041, 0.083]
+        );
+    }
+
+    #[test]
+    fn presigned_urls_are_redacted_and_recognised() {
+        let url = Path::new("https://b.s3.amazonaws.com/uploads/u/v.mp4?X-Amz-Signature=abc");
+        assert!(is_url(url));
+        assert_eq!(
+            redacted(url),
+            "https://b.s3.amazonaws.com/uploads/u/v.mp4?…"
+        );
+        assert!(!is_url(Path::new("/tmp/v.mp4?x")));
+        assert_eq!(redacted(Path::new("/tmp/v.mp4")), "/tmp/v.mp4");
+    }
+
+    #[test]
     fn sampling_uses_a_slot_select_between_two_showinfos() {
         assert_eq!(filtergraph(0.0), "showinfo=checksum=0");
         let g = filtergraph(5.0);
         assert!(
             g.starts_with("showinfo=checksum=0,select=") && g.ends_with(",showinfo=checksum=0")
         );
-        assert!(g.contains("floor(t*5)"));
+        assert!(g.contains("floor(t*5+0.0001)"));
     }
 }

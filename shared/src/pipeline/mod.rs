@@ -18,7 +18,7 @@ use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
 
 pub use classifier::EmotionClassifier;
-pub use decode::{DecodeOptions, DecodedFrame, VideoDecoder};
+pub use decode::{DecodeOptions, DecodeWindow, DecodedFrame, VideoDecoder, is_url, redacted};
 pub use detector::FaceDetector;
 pub use error::AnalysisError;
 use image::RgbFrame;
@@ -104,12 +104,38 @@ impl EngineConfig {
 pub struct AnalysisOptions {
     /// Frames per second to analyse; 0 analyses every frame.
     pub sample_fps: f64,
+    /// The part of the video to analyse (a segment, or the rest after a checkpoint).
+    pub window: DecodeWindow,
+    /// The first track id handed out. A windowed run starts its tracks afresh; numbering them
+    /// from a different base keeps ids unique across the runs of one video.
+    pub first_track: u32,
+}
+
+impl AnalysisOptions {
+    pub fn sampled(sample_fps: f64) -> Self {
+        Self {
+            sample_fps,
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for AnalysisOptions {
     fn default() -> Self {
-        Self { sample_fps: 5.0 }
+        Self {
+            sample_fps: 5.0,
+            window: DecodeWindow::default(),
+            first_track: 1,
+        }
     }
+}
+
+/// What a quick look at a video tells before analysing it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probe {
+    pub video: VideoInfo,
+    /// The stream's first timestamp in seconds (the origin of `t_ms`).
+    pub start_s: f64,
 }
 
 pub type SinkError = Box<dyn std::error::Error + Send + Sync>;
@@ -234,6 +260,40 @@ impl Analyzer {
         &self.model_info
     }
 
+    /// Whether the classifier reports contempt (summaries then include it).
+    pub fn has_contempt(&self) -> bool {
+        self.has_contempt
+    }
+
+    /// Reads a video's metadata (ffmpeg decodes the first frame, so a broken file fails here
+    /// with the same errors an analysis would give).
+    pub fn probe(&self, input: &Path) -> Result<Probe, AnalysisError> {
+        if !is_url(input) && !input.exists() {
+            return Err(AnalysisError::InputNotFound(input.to_path_buf()));
+        }
+        let decoder = VideoDecoder::open(
+            input,
+            &DecodeOptions {
+                ffmpeg: self.config.ffmpeg.clone(),
+                sample_fps: 0.0,
+                window: DecodeWindow::default(),
+            },
+        )?;
+        Ok(Probe {
+            video: VideoInfo {
+                frame_count: 0,
+                ..decoder.info().clone()
+            },
+            start_s: decoder.start_s(),
+        })
+    }
+
+    /// Every video frame's timestamp (seconds, stream timeline), sorted, read from the container
+    /// by ffprobe without decoding: how many frames lie before a time, for segment planning.
+    pub fn frame_times(&self, input: &Path) -> Result<Vec<f64>, AnalysisError> {
+        decode::frame_times(self.config.ffmpeg.as_deref(), input)
+    }
+
     /// Classifies an image that is already a face crop (no detection), e.g. a FER2013 sample.
     pub fn classify_image(&self, path: &Path) -> Result<EmotionScores, AnalysisError> {
         let image = load_image(path)?;
@@ -247,7 +307,7 @@ impl Analyzer {
             },
             1.0,
         );
-        let mut classifier = self.classifier.lock().expect("classifier lock");
+        let mut classifier = self.classifier.lock().unwrap_or_else(|p| p.into_inner());
         let scores = classifier.classify_crops(&[(crop.extract(&image), side)])?;
         Ok(scores[0])
     }
@@ -262,18 +322,20 @@ impl Analyzer {
         options: &AnalysisOptions,
         sink: &mut dyn AnalysisSink,
     ) -> Result<AnalysisOutcome, AnalysisError> {
-        if !input.exists() {
+        if !is_url(input) && !input.exists() {
             return Err(AnalysisError::InputNotFound(input.to_path_buf()));
         }
         if is_image(input) {
             return self.analyze_image(input, sink);
         }
-        let mut detector = self.detector.lock().expect("detector lock");
-        let mut classifier = self.classifier.lock().expect("classifier lock");
+        let mut detector = self.detector.lock().unwrap_or_else(|p| p.into_inner());
+        let mut classifier = self.classifier.lock().unwrap_or_else(|p| p.into_inner());
         let decode_options = DecodeOptions {
             ffmpeg: self.config.ffmpeg.clone(),
             sample_fps: options.sample_fps,
+            window: options.window,
         };
+        let first_frame = options.window.first_frame;
         let mut decoder = VideoDecoder::open(input, &decode_options)?;
         // The frame count is only known at the end; 0 says "not yet" rather than a partial count.
         let head = VideoInfo {
@@ -282,11 +344,11 @@ impl Analyzer {
         };
         sink.begin(&head, &self.model_info, options.sample_fps)
             .map_err(sink_failed)?;
-        tracing::info!(input = %input.display(), codec = %decoder.info().codec, width = decoder.info().width,
+        tracing::info!(input = %redacted(input), codec = %decoder.info().codec, width = decoder.info().width,
             height = decoder.info().height, sample_fps = options.sample_fps, "analysis started");
 
         let interval = self.config.detect_interval_ms;
-        let mut tracker = Tracker::new(TrackerConfig::default());
+        let mut tracker = Tracker::new(TrackerConfig::default()).numbered_from(options.first_track);
         let mut summary = SummaryBuilder::new(self.has_contempt);
         let mut timings = StageTimings::default();
 
@@ -306,7 +368,11 @@ impl Analyzer {
                                 return (spent, Err(AnalysisError::Cancelled));
                             }
                         }
-                        Ok(None) => return (spent, Ok(decoder.info().clone())),
+                        Ok(None) => {
+                            let mut info = decoder.info().clone();
+                            info.frame_count += first_frame;
+                            return (spent, Ok(info));
+                        }
                         Err(e) => return (spent, Err(e)),
                     }
                 }

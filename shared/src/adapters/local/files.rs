@@ -134,6 +134,10 @@ impl BlobStore for FileBlobs {
             .map(|_| ())
             .map_err(|e| StoreError::Backend(e.to_string()))
     }
+
+    async fn analysis_source(&self, key: &str, _expires_in: Duration) -> StoreResult<String> {
+        Ok(self.path_of(key)?.to_string_lossy().into_owned())
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine;
@@ -7,8 +8,13 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::ports::{Page, ResultStore, StoreError, StoreResult, UserStore, VideoStore};
-use crate::{AnalysisState, FrameResult, User, Video, VideoStatus};
+use crate::ports::{
+    AnalysisLedger, Page, PlanDecision, ProgressDelta, ResultStore, SegmentClaim, SegmentStatus,
+    SegmentTally, StoreError, StoreResult, UserStore, VideoStore,
+};
+use crate::{
+    AnalysisPlan, AnalysisState, Checkpoint, FrameResult, User, Video, VideoInfo, VideoStatus,
+};
 
 /// Users, videos and frame results in one SQLite file (WAL mode). Queries take microseconds, so
 /// they run inline under a mutex rather than on a blocking pool.
@@ -48,7 +54,29 @@ CREATE TABLE IF NOT EXISTS frames (
     data TEXT NOT NULL,
     PRIMARY KEY (video_id, frame)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS analysis_plans (
+    video_id TEXT PRIMARY KEY,
+    plan TEXT NOT NULL,          -- AnalysisPlan as JSON
+    covered_ms INTEGER NOT NULL DEFAULT 0,
+    frames INTEGER NOT NULL DEFAULT 0,
+    done TEXT NOT NULL DEFAULT '[]',  -- indices of finished segments, JSON
+    video_info TEXT
+);
+CREATE TABLE IF NOT EXISTS analysis_segments (
+    video_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    owner TEXT,
+    lease_until_ms INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    checkpoint TEXT,
+    done INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (video_id, idx)
+) WITHOUT ROWID;
 ";
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
 
 impl SqliteStore {
     pub fn open(path: &Path) -> StoreResult<Self> {
@@ -71,12 +99,21 @@ impl SqliteStore {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// After a crash or restart: analyses that were running go back to `PENDING`; returns their
-    /// keys so the caller can queue them again.
+    /// After a crash or restart: the leases this process held are void, so analyses that were
+    /// running are queued again and resume from their checkpoints; returns their keys. (A
+    /// `PROCESSING` video without a plan, from an older version, goes back to `PENDING`.)
     pub fn requeue_interrupted(&self) -> StoreResult<Vec<String>> {
         let db = self.db();
+        db.execute(
+            "UPDATE analysis_segments SET lease_until_ms = 0 WHERE done = 0",
+            [],
+        )
+        .map_err(backend)?;
         let mut stmt = db
-            .prepare("SELECT id, record, title, analysis FROM videos WHERE status = 'PROCESSING'")
+            .prepare(
+                "SELECT id, record, title, analysis FROM videos WHERE status = 'PROCESSING'
+                 AND id NOT IN (SELECT video_id FROM analysis_plans)",
+            )
             .map_err(backend)?;
         let videos: Vec<Video> = stmt
             .query_map([], |row| {
@@ -103,6 +140,20 @@ impl SqliteStore {
             )
             .map_err(backend)?;
             keys.push(video.s3_key);
+        }
+        let mut planned = db
+            .prepare(
+                "SELECT record, title, analysis FROM videos WHERE status = 'PROCESSING'
+                 AND id IN (SELECT video_id FROM analysis_plans)",
+            )
+            .map_err(backend)?;
+        let resumable: Vec<(String, String, String)> = planned
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(backend)?
+            .collect::<Result<_, _>>()
+            .map_err(backend)?;
+        for (record, title, analysis) in resumable {
+            keys.push(video_from(&record, &title, &analysis)?.s3_key);
         }
         Ok(keys)
     }
@@ -304,35 +355,290 @@ impl VideoStore for SqliteStore {
         }
     }
 
-    async fn claim_for_analysis(&self, id: &str) -> StoreResult<bool> {
-        let db = self.db();
-        let Some(analysis) = db
-            .query_row("SELECT analysis FROM videos WHERE id = ?1", [id], |r| {
-                r.get::<_, String>(0)
-            })
+    async fn delete_video(&self, id: &str) -> StoreResult<()> {
+        let mut db = self.db();
+        let tx = db.transaction().map_err(backend)?;
+        for table in [
+            "videos WHERE id",
+            "analysis_plans WHERE video_id",
+            "analysis_segments WHERE video_id",
+        ] {
+            tx.execute(&format!("DELETE FROM {table} = ?1"), [id])
+                .map_err(backend)?;
+        }
+        tx.commit().map_err(backend)
+    }
+}
+
+#[async_trait]
+impl AnalysisLedger for SqliteStore {
+    async fn plan(&self, video_id: &str) -> StoreResult<Option<AnalysisPlan>> {
+        let plan: Option<String> = self
+            .db()
+            .query_row(
+                "SELECT plan FROM analysis_plans WHERE video_id = ?1",
+                [video_id],
+                |r| r.get(0),
+            )
             .optional()
-            .map_err(backend)?
-        else {
-            return Ok(false);
+            .map_err(backend)?;
+        plan.map(|p| serde_json::from_str(&p).map_err(backend))
+            .transpose()
+    }
+
+    async fn start_analysis(
+        &self,
+        video_id: &str,
+        plan: &AnalysisPlan,
+    ) -> StoreResult<PlanDecision> {
+        let mut db = self.db();
+        let tx = db.transaction().map_err(backend)?;
+        let row: Option<(String, String)> = tx
+            .query_row(
+                "SELECT status, analysis FROM videos WHERE id = ?1",
+                [video_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(backend)?;
+        let Some((status, analysis)) = row else {
+            return Ok(PlanDecision::Finished);
         };
+        if status != "PENDING" {
+            let existing: Option<String> = tx
+                .query_row(
+                    "SELECT plan FROM analysis_plans WHERE video_id = ?1",
+                    [video_id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(backend)?;
+            return match (status.as_str(), existing) {
+                ("PROCESSING", Some(p)) => Ok(PlanDecision::Existing(
+                    serde_json::from_str(&p).map_err(backend)?,
+                )),
+                _ => Ok(PlanDecision::Finished),
+            };
+        }
         let mut state: AnalysisState = serde_json::from_str(&analysis).map_err(backend)?;
         state.status = VideoStatus::Processing;
         state.progress = 0;
         state.error = None;
-        let changed = db
+        tx.execute(
+            "UPDATE videos SET status = 'PROCESSING', analysis = ?2 WHERE id = ?1",
+            params![video_id, serde_json::to_string(&state).map_err(backend)?],
+        )
+        .map_err(backend)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO analysis_plans (video_id, plan) VALUES (?1, ?2)",
+            params![video_id, serde_json::to_string(plan).map_err(backend)?],
+        )
+        .map_err(backend)?;
+        tx.execute(
+            "DELETE FROM analysis_segments WHERE video_id = ?1",
+            [video_id],
+        )
+        .map_err(backend)?;
+        tx.commit().map_err(backend)?;
+        Ok(PlanDecision::Recorded)
+    }
+
+    async fn claim_segment(
+        &self,
+        video_id: &str,
+        index: u32,
+        owner: &str,
+        lease: Duration,
+    ) -> StoreResult<SegmentClaim> {
+        let mut db = self.db();
+        let tx = db.transaction().map_err(backend)?;
+        let row: Option<(i64, i64, i64, Option<String>)> = tx
+            .query_row(
+                "SELECT done, lease_until_ms, attempts, checkpoint FROM analysis_segments WHERE video_id = ?1 AND idx = ?2",
+                params![video_id, index],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()
+            .map_err(backend)?;
+        let now = now_ms();
+        let (attempts, checkpoint) = match row {
+            Some((1, ..)) => return Ok(SegmentClaim::Done),
+            Some((_, until, _, _)) if until > now => return Ok(SegmentClaim::Busy),
+            Some((_, _, attempts, checkpoint)) => (attempts, checkpoint),
+            None => (0, None),
+        };
+        tx.execute(
+            "INSERT INTO analysis_segments (video_id, idx, owner, lease_until_ms, attempts) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (video_id, idx) DO UPDATE SET owner = ?3, lease_until_ms = ?4, attempts = ?5",
+            params![video_id, index, owner, now + lease.as_millis() as i64, attempts + 1],
+        )
+        .map_err(backend)?;
+        tx.commit().map_err(backend)?;
+        Ok(SegmentClaim::Claimed {
+            attempt: attempts as u32 + 1,
+            checkpoint: checkpoint
+                .map(|c| serde_json::from_str(&c).map_err(backend))
+                .transpose()?,
+        })
+    }
+
+    async fn checkpoint(
+        &self,
+        video_id: &str,
+        index: u32,
+        owner: &str,
+        checkpoint: &Checkpoint,
+        progress: ProgressDelta,
+        lease: Duration,
+    ) -> StoreResult<bool> {
+        let mut db = self.db();
+        let tx = db.transaction().map_err(backend)?;
+        let changed = tx
             .execute(
-                "UPDATE videos SET status = 'PROCESSING', analysis = ?2 WHERE id = ?1 AND status IN ('PENDING', 'FAILED')",
-                params![id, serde_json::to_string(&state).map_err(backend)?],
+                "UPDATE analysis_segments SET checkpoint = ?4, lease_until_ms = ?5
+                 WHERE video_id = ?1 AND idx = ?2 AND owner = ?3 AND done = 0",
+                params![
+                    video_id,
+                    index,
+                    owner,
+                    serde_json::to_string(checkpoint).map_err(backend)?,
+                    now_ms() + lease.as_millis() as i64
+                ],
+            )
+            .map_err(backend)?;
+        if changed == 0 {
+            return Ok(false);
+        }
+        tx.execute(
+            "UPDATE analysis_plans SET covered_ms = covered_ms + ?2, frames = frames + ?3 WHERE video_id = ?1",
+            params![video_id, progress.covered_ms as i64, progress.frames as i64],
+        )
+        .map_err(backend)?;
+        // the progress the API shows lives in the video's analysis state
+        let row: Option<(String, String, i64, i64)> = tx
+            .query_row(
+                "SELECT v.analysis, p.plan, p.covered_ms, p.frames FROM videos v JOIN analysis_plans p ON p.video_id = v.id
+                 WHERE v.id = ?1 AND v.status = 'PROCESSING'",
+                [video_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()
+            .map_err(backend)?;
+        if let Some((analysis, plan, covered, frames)) = row {
+            let mut state: AnalysisState = serde_json::from_str(&analysis).map_err(backend)?;
+            let plan: AnalysisPlan = serde_json::from_str(&plan).map_err(backend)?;
+            state.progress = crate::progress_percent(covered as u64, plan.duration_ms);
+            state.frames_analyzed = frames as u64;
+            tx.execute(
+                "UPDATE videos SET analysis = ?2 WHERE id = ?1",
+                params![video_id, serde_json::to_string(&state).map_err(backend)?],
+            )
+            .map_err(backend)?;
+        }
+        tx.commit().map_err(backend)?;
+        Ok(true)
+    }
+
+    async fn release_segment(&self, video_id: &str, index: u32, owner: &str) -> StoreResult<()> {
+        self.db()
+            .execute(
+                "UPDATE analysis_segments SET lease_until_ms = 0 WHERE video_id = ?1 AND idx = ?2 AND owner = ?3",
+                params![video_id, index, owner],
+            )
+            .map(|_| ())
+            .map_err(backend)
+    }
+
+    async fn finish_segment(
+        &self,
+        video_id: &str,
+        index: u32,
+        owner: Option<&str>,
+        video: Option<&VideoInfo>,
+    ) -> StoreResult<SegmentTally> {
+        let mut db = self.db();
+        let tx = db.transaction().map_err(backend)?;
+        if let Some(owner) = owner {
+            let changed = tx
+                .execute(
+                    "UPDATE analysis_segments SET done = 1, lease_until_ms = 0 WHERE video_id = ?1 AND idx = ?2 AND owner = ?3",
+                    params![video_id, index, owner],
+                )
+                .map_err(backend)?;
+            if changed == 0 {
+                return Err(StoreError::Conflict("the segment's lease was lost".into()));
+            }
+        }
+        let (plan, done, info): (String, String, Option<String>) = tx
+            .query_row(
+                "SELECT plan, done, video_info FROM analysis_plans WHERE video_id = ?1",
+                [video_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(backend)?
+            .ok_or(StoreError::NotFound)?;
+        let mut done: Vec<u32> = serde_json::from_str(&done).map_err(backend)?;
+        if !done.contains(&index) {
+            done.push(index);
+        }
+        let info = match video {
+            Some(v) => Some(serde_json::to_string(v).map_err(backend)?),
+            None => info,
+        };
+        tx.execute(
+            "UPDATE analysis_plans SET done = ?2, video_info = ?3 WHERE video_id = ?1",
+            params![
+                video_id,
+                serde_json::to_string(&done).map_err(backend)?,
+                info
+            ],
+        )
+        .map_err(backend)?;
+        tx.commit().map_err(backend)?;
+        let plan: AnalysisPlan = serde_json::from_str(&plan).map_err(backend)?;
+        Ok(SegmentTally {
+            done: done.len() as u32,
+            total: plan.segments.len() as u32,
+            video: info
+                .map(|i| serde_json::from_str(&i).map_err(backend))
+                .transpose()?,
+        })
+    }
+
+    async fn segments(&self, video_id: &str) -> StoreResult<Vec<SegmentStatus>> {
+        let db = self.db();
+        let mut stmt = db
+            .prepare_cached(
+                "SELECT idx, done, lease_until_ms FROM analysis_segments WHERE video_id = ?1 ORDER BY idx",
+            )
+            .map_err(backend)?;
+        let now = now_ms();
+        stmt.query_map([video_id], |r| {
+            Ok(SegmentStatus {
+                index: r.get(0)?,
+                done: r.get::<_, i64>(1)? == 1,
+                leased: r.get::<_, i64>(2)? > now,
+            })
+        })
+        .map_err(backend)?
+        .collect::<Result<_, _>>()
+        .map_err(backend)
+    }
+
+    async fn end_analysis(&self, video_id: &str, state: &AnalysisState) -> StoreResult<bool> {
+        let changed = self
+            .db()
+            .execute(
+                "UPDATE videos SET status = ?2, analysis = ?3 WHERE id = ?1 AND status = 'PROCESSING'",
+                params![
+                    video_id,
+                    state.status.as_str(),
+                    serde_json::to_string(state).map_err(backend)?
+                ],
             )
             .map_err(backend)?;
         Ok(changed == 1)
-    }
-
-    async fn delete_video(&self, id: &str) -> StoreResult<()> {
-        self.db()
-            .execute("DELETE FROM videos WHERE id = ?1", [id])
-            .map(|_| ())
-            .map_err(backend)
     }
 }
 

@@ -1,0 +1,455 @@
+//! The event pipeline end to end over moto (started by scripts/test; its address is in
+//! DEEPEMOTION_MOTO_ENDPOINT): the bucket's ObjectCreated notification (prefix `uploads/`)
+//! really configured to the queue, the router on DynamoDB/S3/SQS, a real presigned PUT, the S3
+//! event received from SQS and handed to the analysis handler as the Lambda runtime would.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use aws_sdk_s3::types::{
+    Event, FilterRule, FilterRuleName, NotificationConfigurationFilter, QueueConfiguration,
+    S3KeyFilter,
+};
+use serde_json::{Value, json};
+use shared::adapters::aws::{AwsClients, AwsConfig, DynamoStore, S3Blobs, SqsJobs};
+use shared::http::{ApiConfig, AppState, TokenKeys};
+use shared::lambda::{AnalysisLambdaConfig, handle_sqs_event, worker_over};
+use shared::worker::{AnalysisWorker, WorkerConfig};
+use shared::{EngineConfig, VideoStatus};
+
+struct Stack {
+    clients: AwsClients,
+    config: AwsConfig,
+    store: Arc<DynamoStore>,
+    base: String,
+    http: reqwest::Client,
+}
+
+/// Table, bucket with its notification, queue, and the API served over HTTP.
+async fn stack() -> Stack {
+    let endpoint = std::env::var("DEEPEMOTION_MOTO_ENDPOINT").expect(
+        "DEEPEMOTION_MOTO_ENDPOINT is not set: run through scripts/test, which starts moto",
+    );
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+    }
+    let unique = uuid::Uuid::new_v4().simple().to_string();
+    let mut config = AwsConfig {
+        region: "us-east-1".into(),
+        endpoint_url: Some(endpoint),
+        table: format!("deepemotion-{unique}"),
+        bucket: format!("deepemotion-{unique}"),
+        queue_url: None,
+    };
+    let clients = AwsClients::new(&config).await;
+    let store = Arc::new(DynamoStore::new(&clients, &config.table));
+    store.create_table().await.unwrap();
+    clients
+        .s3
+        .create_bucket()
+        .bucket(&config.bucket)
+        .send()
+        .await
+        .unwrap();
+    let queue_url = clients
+        .sqs
+        .create_queue()
+        .queue_name(format!("analysis-{unique}"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let queue_arn = clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone();
+    clients
+        .s3
+        .put_bucket_notification_configuration()
+        .bucket(&config.bucket)
+        .notification_configuration(
+            aws_sdk_s3::types::NotificationConfiguration::builder()
+                .queue_configurations(
+                    QueueConfiguration::builder()
+                        .id("analysis-uploads")
+                        .queue_arn(queue_arn)
+                        .events(Event::from("s3:ObjectCreated:*"))
+                        .filter(
+                            NotificationConfigurationFilter::builder()
+                                .key(
+                                    S3KeyFilter::builder()
+                                        .filter_rules(
+                                            FilterRule::builder()
+                                                .name(FilterRuleName::Prefix)
+                                                .value("uploads/")
+                                                .build(),
+                                        )
+                                        .build(),
+                                )
+                                .build(),
+                        )
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    config.queue_url = Some(queue_url.clone());
+
+    let state = AppState {
+        users: store.clone(),
+        videos: store.clone(),
+        results: store.clone(),
+        blobs: Arc::new(S3Blobs::new(&clients, &config.bucket)),
+        jobs: Arc::new(SqsJobs::new(&clients, &queue_url)),
+        tokens: TokenKeys::new(b"moto-test-secret-moto-test-secret!!", 3600),
+        config: ApiConfig::default(),
+        local_files: None,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, shared::http::router(state))
+            .await
+            .unwrap()
+    });
+    Stack {
+        clients,
+        config,
+        store,
+        base: format!("http://{addr}/api/v2"),
+        http: reqwest::Client::new(),
+    }
+}
+
+impl Stack {
+    fn worker(&self, worker: WorkerConfig) -> AnalysisWorker {
+        worker_over(
+            &self.clients,
+            &AnalysisLambdaConfig {
+                aws: self.config.clone(),
+                engine: EngineConfig::default(),
+                worker,
+            },
+        )
+        .expect("the analysis engine starts")
+    }
+
+    async fn token(&self) -> String {
+        let email = format!("{}@example.com", uuid::Uuid::new_v4().simple());
+        let r = self
+            .http
+            .post(format!("{}/auth/register", self.base))
+            .json(&json!({"username": "ann", "email": email, "password": "password123"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let r: Value = self
+            .http
+            .post(format!("{}/auth/login", self.base))
+            .json(&json!({"email": email, "password": "password123"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        r["access_token"].as_str().unwrap().to_string()
+    }
+
+    /// initialize → PUT to the presigned URL; returns the video id.
+    async fn upload(&self, token: &str, filename: &str, bytes: Vec<u8>) -> String {
+        let init: Value = self
+            .http
+            .post(format!("{}/videos/upload/initialize", self.base))
+            .bearer_auth(token)
+            .json(&json!({"filename": filename}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let url = init["upload_url"].as_str().unwrap();
+        assert!(
+            url.contains("X-Amz-Signature="),
+            "a real presigned URL: {url}"
+        );
+        let put = self
+            .http
+            .put(url)
+            .header(
+                "Content-Type",
+                init["headers"]["Content-Type"].as_str().unwrap(),
+            )
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        assert!(put.status().is_success(), "PUT {}", put.status());
+        init["video_id"].as_str().unwrap().to_string()
+    }
+
+    async fn get(&self, token: &str, path: &str) -> (reqwest::header::HeaderMap, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "GET {path}");
+        let headers = r.headers().clone();
+        (headers, r.json().await.unwrap())
+    }
+
+    /// Receives what moto's S3 notification put on the queue, shaped as the Lambda SQS event
+    /// source delivers it.
+    async fn receive_event(&self, want: usize) -> SqsEvent {
+        let queue_url = self.config.queue_url.as_deref().unwrap();
+        let mut records = Vec::new();
+        for _ in 0..20 {
+            let out = self
+                .clients
+                .sqs
+                .receive_message()
+                .queue_url(queue_url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+                .send()
+                .await
+                .unwrap();
+            for m in out.messages.unwrap_or_default() {
+                let attributes: serde_json::Map<String, Value> = m
+                    .attributes
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k.as_str().to_string(), Value::String(v)))
+                    .collect();
+                records.push(json!({
+                    "messageId": m.message_id,
+                    "receiptHandle": m.receipt_handle,
+                    "body": m.body,
+                    "attributes": attributes,
+                    "messageAttributes": {},
+                    "md5OfBody": m.md5_of_body,
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:analysis",
+                    "awsRegion": "us-east-1",
+                }));
+            }
+            let uploads = records
+                .iter()
+                .filter(|r| r["body"].as_str().unwrap_or("").contains("ObjectCreated"))
+                .count();
+            if uploads >= want {
+                break;
+            }
+        }
+        serde_json::from_value(json!({ "Records": records })).expect("a real-shaped SqsEvent")
+    }
+}
+
+fn deadline() -> Option<SystemTime> {
+    Some(SystemTime::now() + Duration::from_secs(900))
+}
+
+fn no_failures(r: &SqsBatchResponse) -> bool {
+    r.batch_item_failures.is_empty()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_to_the_presigned_url_is_analysed_through_the_s3_event() {
+    let stack = stack().await;
+    let worker = stack.worker(WorkerConfig::default());
+    let token = stack.token().await;
+    let pexels = std::fs::read(common::video("WolfgangLanger_Pexels.mp4")).unwrap();
+    let id = stack.upload(&token, "pexels.mp4", pexels).await;
+
+    let event = stack.receive_event(1).await;
+    let bodies: Vec<String> = event
+        .records
+        .iter()
+        .filter_map(|r| r.body.clone())
+        .collect();
+    assert!(
+        bodies
+            .iter()
+            .any(|b| b.contains(&id) && b.contains("ObjectCreated:Put")),
+        "moto delivered the upload's S3 event: {bodies:?}"
+    );
+    let started = std::time::Instant::now();
+    let response = handle_sqs_event(&worker, event.clone(), deadline()).await;
+    eprintln!(
+        "analysis invocation on the Pexels clip: {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(no_failures(&response), "{response:?}");
+
+    let (_, video) = stack.get(&token, &format!("/videos/{id}")).await;
+    assert_eq!(video["status"], "COMPLETED", "{video}");
+    assert_eq!(video["progress"], 100);
+    assert!((19.0..20.0).contains(&video["duration_seconds"].as_f64().unwrap()));
+    assert_eq!(video["frame_count"], 99);
+    assert!(video["processed_at"].is_string());
+    let timeline = video["summary"]["timeline"].as_array().unwrap();
+    let dominant_at = |second: u64| {
+        let entry = timeline.iter().find(|e| e["second"] == second).unwrap();
+        entry["mean"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .max_by(|a, b| a.1.as_f64().unwrap().total_cmp(&b.1.as_f64().unwrap()))
+            .unwrap()
+            .0
+            .clone()
+    };
+    assert_eq!(dominant_at(2), "sad");
+    assert_eq!(dominant_at(15), "happy");
+
+    // frames page by time, each once
+    let mut seen: Vec<(u64, f64)> = Vec::new();
+    let mut path = format!("/videos/{id}/frames?limit=40");
+    loop {
+        let (headers, page) = stack.get(&token, &path).await;
+        for f in page.as_array().unwrap() {
+            seen.push((
+                f["frame_number"].as_u64().unwrap(),
+                f["video_timestamp_sec"].as_f64().unwrap(),
+            ));
+        }
+        match headers.get("link") {
+            Some(l) => {
+                let l = l.to_str().unwrap();
+                path = l[1..l.find('>').unwrap()]
+                    .trim_start_matches("/api/v2")
+                    .to_string();
+            }
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 99);
+    assert!(seen.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1));
+
+    // the same event delivered again: acknowledged, and still one result set
+    let again = handle_sqs_event(&worker, event, deadline()).await;
+    assert!(no_failures(&again));
+    let (frames, _) = shared::ports::ResultStore::frames(&*stack.store, &id, None, 1000)
+        .await
+        .unwrap();
+    assert_eq!(frames.len(), 99);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_upload_fails_with_a_reason_and_its_message_is_not_retried() {
+    let stack = stack().await;
+    let worker = stack.worker(WorkerConfig::default());
+    let token = stack.token().await;
+    let id = stack
+        .upload(
+            &token,
+            "holiday.mp4",
+            b"definitely not an mp4 file".to_vec(),
+        )
+        .await;
+    let event = stack.receive_event(1).await;
+    let response = handle_sqs_event(&worker, event, deadline()).await;
+    assert!(
+        no_failures(&response),
+        "a bad video is not retried: {response:?}"
+    );
+    let (_, video) = stack.get(&token, &format!("/videos/{id}")).await;
+    assert_eq!(video["status"], "FAILED");
+    let error = video["error"].as_str().unwrap();
+    assert!(error.contains("the uploaded file"), "{error}");
+    assert!(
+        !error.contains("X-Amz"),
+        "no presigned URL in the reason: {error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_video_fans_out_over_the_queue_and_the_last_segment_completes_it() {
+    let stack = stack().await;
+    // a tiny deadline budget forces segments, as a multi-hour video would on Lambda
+    let worker = stack.worker(WorkerConfig {
+        deadline_margin: Duration::from_secs(1),
+        planning_fps: 10.0,
+        ..WorkerConfig::default()
+    });
+    let token = stack.token().await;
+    let pexels = std::fs::read(common::video("WolfgangLanger_Pexels.mp4")).unwrap();
+    let id = stack.upload(&token, "pexels.mp4", pexels).await;
+    let event = stack.receive_event(1).await;
+    let short = || Some(SystemTime::now() + Duration::from_secs(4));
+    assert!(no_failures(
+        &handle_sqs_event(&worker, event, short()).await
+    ));
+    let (_, video) = stack.get(&token, &format!("/videos/{id}")).await;
+    assert_eq!(video["status"], "PROCESSING");
+    // the segments are SQS messages now; deliver them as the event source mapping would
+    let mut rounds = 0;
+    loop {
+        let event = stack.receive_event(0).await;
+        if event.records.is_empty() {
+            break;
+        }
+        let response = handle_sqs_event(&worker, event, short()).await;
+        assert!(no_failures(&response), "{response:?}");
+        rounds += 1;
+        assert!(rounds < 10);
+    }
+    let video = shared::ports::VideoStore::video(&*stack.store, &id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(video.analysis.status, VideoStatus::Completed);
+    assert_eq!(video.analysis.frames_analyzed, 99);
+    let (frames, _) = shared::ports::ResultStore::frames(&*stack.store, &id, None, 1000)
+        .await
+        .unwrap();
+    assert_eq!(frames.len(), 99);
+    let plan = shared::ports::AnalysisLedger::plan(&*stack.store, &id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(plan.segments.len(), 4);
+}
+
+#[tokio::test]
+async fn test_events_and_malformed_bodies_are_acknowledged() {
+    let stack = stack().await;
+    let worker = stack.worker(WorkerConfig::default());
+    for fixture in [
+        "sqs-s3-test-event.json",
+        "sqs-malformed.json",
+        "sqs-s3-object-created.json",
+    ] {
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../events")
+                .join(fixture),
+        )
+        .unwrap();
+        let event: SqsEvent = serde_json::from_str(&text).unwrap();
+        // nothing to retry: a test event, garbage, and an upload nobody initialized
+        let response = handle_sqs_event(&worker, event, deadline()).await;
+        assert!(no_failures(&response), "{fixture}: {response:?}");
+    }
+}
