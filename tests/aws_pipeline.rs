@@ -6,6 +6,7 @@
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
@@ -15,6 +16,7 @@ use aws_sdk_s3::types::{
 };
 use serde_json::{Value, json};
 use shared::adapters::aws::{AwsClients, AwsConfig, DynamoStore, S3Blobs, SqsJobs};
+use shared::adapters::metered::{Metered, WriteMeter};
 use shared::http::{ApiConfig, AppState, TokenKeys};
 use shared::lambda::{AnalysisLambdaConfig, handle_sqs_event, worker_over};
 use shared::worker::{AnalysisWorker, WorkerConfig};
@@ -274,13 +276,67 @@ fn no_failures(r: &SqsBatchResponse) -> bool {
     r.batch_item_failures.is_empty()
 }
 
+/// Peak resident memory of this process and of its largest child (ffmpeg), in MB.
+fn peak_rss_mb() -> (f64, f64) {
+    let peak = |who| {
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(who, &mut usage) };
+        usage.ru_maxrss as f64 / 1024.0
+    };
+    (peak(libc::RUSAGE_SELF), peak(libc::RUSAGE_CHILDREN))
+}
+
+/// Bytes of a DynamoDB item as priced for writes: attribute names plus values.
+fn item_bytes(
+    item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
+) -> usize {
+    item.iter()
+        .map(|(k, v)| {
+            k.len()
+                + match v {
+                    aws_sdk_dynamodb::types::AttributeValue::S(s) => s.len(),
+                    aws_sdk_dynamodb::types::AttributeValue::N(n) => n.len(),
+                    _ => 8,
+                }
+        })
+        .sum()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_to_the_presigned_url_is_analysed_through_the_s3_event() {
     let stack = stack().await;
-    let worker = stack.worker(WorkerConfig::default());
+    let mut worker = stack.worker(WorkerConfig::default());
     let token = stack.token().await;
     let pexels = std::fs::read(common::video("WolfgangLanger_Pexels.mp4")).unwrap();
     let id = stack.upload(&token, "pexels.mp4", pexels).await;
+    // count what the analysis writes, at the ports, priced as DynamoDB prices writes
+    let video_item = stack
+        .clients
+        .dynamodb
+        .get_item()
+        .table_name(&stack.config.table)
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("VIDEO#{id}")),
+        )
+        .key(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S("META".into()),
+        )
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    let meter = Arc::new(WriteMeter::default());
+    let metered = Arc::new(Metered {
+        inner: stack.store.clone(),
+        meter: meter.clone(),
+        // the plan and counters the analysis adds to the video item
+        video_item_bytes: item_bytes(&video_item) + 400,
+    });
+    worker.results = metered.clone();
+    worker.ledger = metered;
 
     let event = stack.receive_event(1).await;
     let bodies: Vec<String> = event
@@ -296,11 +352,26 @@ async fn an_upload_to_the_presigned_url_is_analysed_through_the_s3_event() {
     );
     let started = std::time::Instant::now();
     let response = handle_sqs_event(&worker, event.clone(), deadline()).await;
-    eprintln!(
-        "analysis invocation on the Pexels clip: {:.2} s",
-        started.elapsed().as_secs_f64()
-    );
+    let seconds = started.elapsed().as_secs_f64();
     assert!(no_failures(&response), "{response:?}");
+    let (rss, child_rss) = peak_rss_mb();
+    let frame_units = meter.frame_units.load(Ordering::Relaxed);
+    let video_minutes = 19.69 / 60.0;
+    eprintln!(
+        "FIGURE analysis invocation on the Pexels clip (19.7 s, 5 fps): {seconds:.2} s, peak RSS {rss:.0} MB (ffmpeg {child_rss:.0} MB)"
+    );
+    eprintln!(
+        "FIGURE DynamoDB writes: {} frame items = {frame_units} WCU, {} bookkeeping writes = {} WCU; {:.0} WCU per minute of video",
+        meter.frame_items.load(Ordering::Relaxed),
+        meter.ledger_writes.load(Ordering::Relaxed),
+        meter.ledger_units.load(Ordering::Relaxed),
+        meter.total_units() as f64 / video_minutes
+    );
+    assert_eq!(
+        meter.frame_items.load(Ordering::Relaxed),
+        99,
+        "each frame written once"
+    );
 
     let (_, video) = stack.get(&token, &format!("/videos/{id}")).await;
     assert_eq!(video["status"], "COMPLETED", "{video}");

@@ -175,6 +175,18 @@ pub fn worker_over(
     })
 }
 
+/// The invocation's deadline, unless it is not a real one: local emulators (`cargo lambda
+/// watch`) send a deadline near the Unix epoch, which would make every run stop at once.
+pub fn invocation_deadline(deadline: SystemTime) -> Option<SystemTime> {
+    let a_day_ago = SystemTime::now() - Duration::from_secs(24 * 3600);
+    if deadline > a_day_ago {
+        Some(deadline)
+    } else {
+        tracing::warn!("the runtime sent no usable deadline; running without one");
+        None
+    }
+}
+
 /// Handles one SQS batch and names the messages that must come back: a busy segment, a
 /// throttled or failed store, an error in the analysis service. A malformed body, an unknown
 /// key and a rejected video are acknowledged (retrying them could never succeed); so is an
@@ -185,6 +197,7 @@ pub async fn handle_sqs_event(
     deadline: Option<SystemTime>,
 ) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
+    tracing::info!(records = event.records.len(), left_ms = ?deadline.and_then(|d| d.duration_since(SystemTime::now()).ok()).map(|l| l.as_millis()), "SQS batch");
     for record in event.records {
         let id = record.message_id.clone().unwrap_or_default();
         let receives = record
@@ -192,13 +205,6 @@ pub async fn handle_sqs_event(
             .get("ApproximateReceiveCount")
             .cloned()
             .unwrap_or_default();
-        // too little time left to start: hand the message back untouched
-        let left = deadline.map(|d| d.duration_since(SystemTime::now()).unwrap_or_default());
-        if left.is_some_and(|l| l < worker.config.deadline_margin + Duration::from_secs(1)) {
-            tracing::warn!(message_id = %id, "no time left in this invocation; message returned");
-            response.add_failure(id);
-            continue;
-        }
         let body = record.body.unwrap_or_default();
         let jobs = match crate::events::jobs_from_body(&body) {
             Ok(jobs) => jobs,
@@ -207,6 +213,15 @@ pub async fn handle_sqs_event(
                 continue;
             }
         };
+        // too little time left to start: hand the message back untouched
+        let left = deadline.map(|d| d.duration_since(SystemTime::now()).unwrap_or_default());
+        if !jobs.is_empty()
+            && left.is_some_and(|l| l < worker.config.deadline_margin + Duration::from_secs(1))
+        {
+            tracing::warn!(message_id = %id, "no time left in this invocation; message returned");
+            response.add_failure(id);
+            continue;
+        }
         let mut retry = false;
         for job in jobs {
             match worker.handle(&job, deadline).await {

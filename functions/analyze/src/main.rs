@@ -12,9 +12,9 @@ async fn main() -> Result<(), Error> {
     let worker = shared::lambda::analysis_worker(&config).await?;
     let worker = &worker;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        let deadline = event.context.deadline();
+        let deadline = shared::lambda::invocation_deadline(event.context.deadline());
         Ok::<SqsBatchResponse, Error>(
-            shared::lambda::handle_sqs_event(worker, event.payload, Some(deadline)).await,
+            shared::lambda::handle_sqs_event(worker, event.payload, deadline).await,
         )
     }))
     .await

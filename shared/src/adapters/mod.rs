@@ -5,3 +5,4 @@
 pub mod aws;
 pub mod local;
 pub mod memory;
+pub mod metered;
