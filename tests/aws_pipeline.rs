@@ -503,6 +503,152 @@ async fn a_long_video_fans_out_over_the_queue_and_the_last_segment_completes_it(
     assert_eq!(plan.segments.len(), 4);
 }
 
+/// A result store that is down: every write fails, as a persistently throttled table would.
+struct UnavailableResults;
+
+#[async_trait::async_trait]
+impl shared::ports::ResultStore for UnavailableResults {
+    async fn put_frames(
+        &self,
+        _video_id: &str,
+        _frames: &[shared::FrameResult],
+    ) -> shared::ports::StoreResult<()> {
+        Err(shared::ports::StoreError::Backend(
+            "ThrottlingException: Rate of requests exceeds the allowed throughput".into(),
+        ))
+    }
+    async fn frames(
+        &self,
+        _video_id: &str,
+        _after: Option<u64>,
+        _limit: usize,
+    ) -> shared::ports::StoreResult<(Vec<shared::FrameResult>, Option<u64>)> {
+        Ok((vec![], None))
+    }
+    async fn delete_frames(&self, _video_id: &str) -> shared::ports::StoreResult<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_keeps_failing_goes_to_the_dlq_and_completes_when_redriven() {
+    let stack = stack().await;
+    let queue_url = stack.config.queue_url.clone().unwrap();
+    let sqs = &stack.clients.sqs;
+    let dlq_url = sqs
+        .create_queue()
+        .queue_name(format!("dlq-{}", uuid::Uuid::new_v4().simple()))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let dlq_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone();
+    sqs.set_queue_attributes()
+        .queue_url(&queue_url)
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
+            json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 2}).to_string(),
+        )
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+            "1",
+        )
+        .send()
+        .await
+        .unwrap();
+
+    let mut broken = stack.worker(WorkerConfig::default());
+    broken.results = Arc::new(UnavailableResults);
+    let token = stack.token().await;
+    let pexels = std::fs::read(common::video("WolfgangLanger_Pexels.mp4")).unwrap();
+    let id = stack.upload(&token, "pexels.mp4", pexels).await;
+
+    // two deliveries, two failures reported back to SQS
+    for attempt in 1..=2 {
+        let event = stack.receive_event(1).await;
+        let upload: Vec<_> = event
+            .records
+            .iter()
+            .filter(|r| r.body.as_deref().unwrap_or("").contains(&id))
+            .collect();
+        assert_eq!(upload.len(), 1, "delivery {attempt}");
+        let response = handle_sqs_event(&broken, event.clone(), deadline()).await;
+        assert_eq!(
+            response
+                .batch_item_failures
+                .iter()
+                .map(|f| f.item_identifier.clone())
+                .collect::<Vec<_>>(),
+            vec![upload[0].message_id.clone().unwrap()],
+            "delivery {attempt}: only the upload is retried"
+        );
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+    }
+    let (_, video) = stack.get(&token, &format!("/videos/{id}")).await;
+    assert_eq!(video["status"], "PROCESSING");
+
+    // past maxReceiveCount the next receive moves the message to the DLQ
+    let after = stack.receive_event(0).await;
+    assert!(
+        after
+            .records
+            .iter()
+            .all(|r| !r.body.as_deref().unwrap_or("").contains(&id)),
+        "not delivered a third time"
+    );
+    // redriven from the DLQ, it completes normally
+    // (moto's s3:TestEvent, never deleted here, is in the DLQ too)
+    let mut redriven = Vec::new();
+    for _ in 0..5 {
+        let messages = sqs
+            .receive_message()
+            .queue_url(&dlq_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap()
+            .messages
+            .unwrap_or_default();
+        redriven.extend(
+            messages
+                .into_iter()
+                .filter(|m| m.body.as_deref().unwrap_or("").contains(&id)),
+        );
+        if !redriven.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(redriven.len(), 1, "the upload's event is in the DLQ");
+    let event: SqsEvent = serde_json::from_value(json!({"Records": [{
+        "messageId": redriven[0].message_id,
+        "receiptHandle": redriven[0].receipt_handle,
+        "body": redriven[0].body,
+        "attributes": {"ApproximateReceiveCount": "1"},
+        "messageAttributes": {},
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:analysis",
+        "awsRegion": "us-east-1",
+    }]}))
+    .unwrap();
+    let healthy = stack.worker(WorkerConfig::default());
+    let response = handle_sqs_event(&healthy, event, deadline()).await;
+    assert!(no_failures(&response), "{response:?}");
+    let (_, video) = stack.get(&token, &format!("/videos/{id}")).await;
+    assert_eq!(video["status"], "COMPLETED", "{video}");
+    assert_eq!(video["frame_count"], 99);
+}
+
 #[tokio::test]
 async fn test_events_and_malformed_bodies_are_acknowledged() {
     let stack = stack().await;
