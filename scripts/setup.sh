@@ -24,7 +24,7 @@ fi
 # 2. Python tooling (model conversion, reference implementation for parity tests, AWS stand-ins)
 REQ="$ROOT/scripts/requirements.txt"
 STAMP="$DEPS/venv/.requirements.sha256"
-want="$(sha256sum "$REQ" | cut -d' ' -f1)"
+want="$(cat "$REQ" "$ROOT/scripts/requirements-engine.txt" | sha256sum | cut -d' ' -f1)"
 if [ ! -x "$DEPS/venv/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
   log "creating Python venv in .deps/venv"
   python3 -m venv "$DEPS/venv"

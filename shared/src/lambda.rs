@@ -53,6 +53,13 @@ impl ApiLambdaConfig {
                 .parse()
                 .map_err(|_| LambdaConfigError::Invalid(format!("MAX_UPLOAD_BYTES={v:?}")))?;
         }
+        if let Some(v) = var("DEFAULT_SAMPLE_FPS") {
+            api.default_sample_fps = v
+                .parse::<f64>()
+                .ok()
+                .filter(|f| (0.0..=api.max_sample_fps).contains(f))
+                .ok_or_else(|| LambdaConfigError::Invalid(format!("DEFAULT_SAMPLE_FPS={v:?}")))?;
+        }
         Ok(Self {
             aws: AwsConfig {
                 region: var("AWS_REGION").unwrap_or_else(|| "us-east-1".into()),

@@ -1,0 +1,141 @@
+"""Static checks of the deployment files (Docker cannot run here):
+
+- every COPY source of infra/analyze.Dockerfile exists in the repository, and the file copied out
+  of the build stage is the binary cargo builds for the `analyze` crate, which is the entrypoint;
+- template.yaml's zip functions name binaries that exist, its image function names this
+  Dockerfile, and every function gets the environment its `from_env` requires;
+- the queue's visibility timeout is at least six times the analysis function's timeout.
+
+Run: .deps/tools/bin/python tests/python/test_infra.py
+"""
+
+import glob
+import os
+import re
+import shlex
+import sys
+import tomllib
+
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class CfnLoader(yaml.SafeLoader):
+    """YAML with CloudFormation's short-form intrinsics (!Ref, !Sub, !GetAtt...) kept as data."""
+
+
+def _intrinsic(loader, suffix, node):
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    return {suffix: value}
+
+
+CfnLoader.add_multi_constructor("!", _intrinsic)
+
+
+def dockerfile_instructions(path):
+    """(instruction, arguments) pairs with line continuations joined and comments dropped."""
+    lines, current = [], ""
+    for raw in open(path):
+        line = raw.rstrip("\n")
+        if not current and line.lstrip().startswith("#"):
+            continue
+        current += line.rstrip("\\") + " "
+        if not line.endswith("\\"):
+            if current.strip():
+                lines.append(current.strip())
+            current = ""
+    return [tuple(l.split(None, 1)) if " " in l else (l, "") for l in lines]
+
+
+def bin_names(crate_dir):
+    manifest = tomllib.load(open(os.path.join(crate_dir, "Cargo.toml"), "rb"))
+    return [b["name"] for b in manifest.get("bin", [])] or [manifest["package"]["name"]]
+
+
+def test_dockerfile():
+    path = os.path.join(ROOT, "infra", "analyze.Dockerfile")
+    instructions = dockerfile_instructions(path)
+    copies = [args for (inst, args) in instructions if inst.upper() == "COPY"]
+    assert copies, "the Dockerfile copies something"
+    for args in copies:
+        words = shlex.split(args)
+        if any(w.startswith("--from=") for w in words):
+            continue
+        sources = [w for w in words[:-1] if not w.startswith("--")]
+        for source in sources:
+            assert glob.glob(os.path.join(ROOT, source)), f"COPY source {source} does not exist"
+
+    analyze = bin_names(os.path.join(ROOT, "functions", "analyze"))
+    assert analyze == ["analyze"], analyze
+    runs = " ".join(args for (inst, args) in instructions if inst.upper() == "RUN")
+    assert "cargo build --release --locked -p analyze" in runs
+    assert "target/release/analyze /out/analyze" in runs, "the build stage installs the analyze binary"
+    copied = [args for args in copies if "--from=build" in args]
+    assert copied == ["--from=build /out/analyze /opt/deepemotion/bin/analyze"], copied
+    entrypoints = [args for (inst, args) in instructions if inst.upper() == "ENTRYPOINT"]
+    assert entrypoints == ['["/opt/deepemotion/bin/analyze"]'], entrypoints
+    env = " ".join(args for (inst, args) in instructions if inst.upper() == "ENV")
+    for var in ("DEEPEMOTION_MODELS_DIR=/opt/deepemotion/models", "ORT_DYLIB_PATH=/opt/deepemotion/lib/"):
+        assert var in env, var
+    # the models are resolved by the project's own setup code, with its sha256 checks
+    assert "scripts/models/fetch.py" in runs
+    stages = [args for (inst, args) in instructions if inst.upper() == "FROM"]
+    assert len(stages) == 3, "multi-stage: build, assets, runtime"
+
+
+def test_template():
+    template = yaml.load(open(os.path.join(ROOT, "template.yaml")), Loader=CfnLoader)
+    resources = template["Resources"]
+    env_global = template["Globals"]["Function"]["Environment"]["Variables"]
+    functions = {k: v for k, v in resources.items() if v["Type"] == "AWS::Serverless::Function"}
+    assert set(functions) == {"ApiFunction", "AnalyzeFunction"}
+
+    api = functions["ApiFunction"]
+    assert api["Metadata"]["BuildMethod"] == "rust-cargolambda"
+    assert api["Properties"]["Runtime"] == "provided.al2023"
+    assert api["Metadata"]["BuildProperties"]["Binary"] in bin_names(os.path.join(ROOT, "functions", "api"))
+    api_env = {**env_global, **api["Properties"]["Environment"]["Variables"]}
+    for var in ("TABLE_NAME", "BUCKET_NAME", "QUEUE_URL", "JWT_SECRET_PARAMETER"):
+        assert var in api_env, var
+    assert "DEEPEMOTION_JWT_SECRET" not in api_env, "never a literal secret"
+
+    analyze = functions["AnalyzeFunction"]
+    assert analyze["Properties"]["PackageType"] == "Image"
+    assert os.path.isfile(os.path.join(ROOT, analyze["Metadata"]["Dockerfile"]))
+    for var in ("TABLE_NAME", "BUCKET_NAME", "QUEUE_URL"):
+        assert var in env_global, var
+    sqs = analyze["Properties"]["Events"]["Uploads"]["Properties"]
+    assert sqs["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+    queue = resources["AnalysisQueue"]["Properties"]
+    assert queue["VisibilityTimeout"] >= 6 * analyze["Properties"]["Timeout"]
+    assert "deadLetterTargetArn" in queue["RedrivePolicy"]
+
+    # every variable a function reads at start-up is documented in the README
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    lambda_rs = open(os.path.join(ROOT, "shared", "src", "lambda.rs")).read()
+    for var in sorted(set(re.findall(r'(?:var|required)\("([A-Z_]+)"\)', lambda_rs))):
+        assert f"`{var}`" in readme, f"{var} is not documented in the README"
+
+    notification = resources["UploadBucket"]["Properties"]["NotificationConfiguration"]
+    rules = notification["QueueConfigurations"][0]["Filter"]["S3Key"]["Rules"]
+    assert rules == [{"Name": "prefix", "Value": "uploads/"}]
+
+
+if __name__ == "__main__":
+    failed = 0
+    for name, fn in sorted(globals().items()):
+        if name.startswith("test_") and callable(fn):
+            try:
+                fn()
+                print(f"ok   {name}")
+            except AssertionError as e:
+                failed += 1
+                print(f"FAIL {name}: {e}")
+    sys.exit(1 if failed else 0)
