@@ -121,6 +121,7 @@ async fn stack() -> Stack {
         tokens: TokenKeys::new(b"moto-test-secret-moto-test-secret!!", 3600),
         config: ApiConfig::default(),
         local_files: None,
+        events: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

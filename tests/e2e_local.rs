@@ -330,18 +330,56 @@ fn the_original_clients_local_mode_uploads_multipart_and_streams() {
     let id = created["id"].as_str().unwrap();
     assert_eq!(ann.wait_until_done(id)["status"], "COMPLETED");
 
-    let stream = format!("{}/videos/stream/{id}.mp4?token={}", server.base, ann.token);
-    let r = ann.http.get(&stream).send().unwrap();
+    // the player's source: no token (a <video> element cannot send one), the random id is the
+    // capability, and byte ranges work so the player can seek
+    let stream = format!("{}/videos/stream/{id}.mp4", server.base);
+    let anyone = Client::new();
+    let r = anyone.get(&stream).send().unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(r.bytes().unwrap().len(), bytes.len());
-    let bob = server.session("bob");
-    let r = bob
-        .http
-        .get(format!(
-            "{}/videos/stream/{id}.mp4?token={}",
-            server.base, bob.token
-        ))
+    assert_eq!(r.headers()["accept-ranges"], "bytes");
+    assert_eq!(r.headers()["content-type"], "video/mp4");
+    assert_eq!(r.bytes().unwrap().as_ref(), bytes.as_slice());
+    let r = anyone
+        .get(&stream)
+        .header("Range", "bytes=100-199")
         .send()
         .unwrap();
-    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        r.headers()["content-range"],
+        format!("bytes 100-199/{}", bytes.len()).as_str()
+    );
+    assert_eq!(r.bytes().unwrap().as_ref(), &bytes[100..200]);
+    let r = anyone
+        .get(&stream)
+        .header("Range", format!("bytes={}-", bytes.len() + 10))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    // never another file: traversal, the database, the secret, a guessed id
+    for bad in [
+        "..%2Fdeepemotion.db".to_string(),
+        "..%2F..%2Fdev-jwt-secret".to_string(),
+        "%2E%2E%2F%2E%2E%2Fdeepemotion.db".to_string(),
+        format!("{}.mp4", uuid::Uuid::new_v4()),
+        format!("{id}.mov"),
+    ] {
+        let r = anyone
+            .get(format!("{}/videos/stream/{bad}", server.base))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{bad}");
+    }
+    // a deleted video's URL is dead
+    let r = ann
+        .http
+        .delete(format!("{}/videos/{id}", server.base))
+        .bearer_auth(&ann.token)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        anyone.get(&stream).send().unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
 }

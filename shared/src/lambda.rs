@@ -47,11 +47,18 @@ impl ApiLambdaConfig {
             // refuse to start without a real secret outside explicit dev mode
             return Err(LambdaConfigError::Missing("JWT_SECRET_PARAMETER"));
         }
-        let mut api = ApiConfig::default();
+        let mut api = ApiConfig {
+            events_max_duration: Some(std::time::Duration::from_secs(20)),
+            ..Default::default()
+        };
         if let Some(v) = var("MAX_UPLOAD_BYTES") {
             api.max_upload_bytes = v
                 .parse()
                 .map_err(|_| LambdaConfigError::Invalid(format!("MAX_UPLOAD_BYTES={v:?}")))?;
+        }
+        if let Some(v) = var("CORS_ORIGINS") {
+            api.cors_origins =
+                ApiConfig::parse_cors_origins(&v).map_err(LambdaConfigError::Invalid)?;
         }
         if let Some(v) = var("DEFAULT_SAMPLE_FPS") {
             api.default_sample_fps = v
@@ -121,6 +128,7 @@ pub async fn app_state(config: &ApiLambdaConfig) -> Result<AppState, LambdaConfi
         tokens: TokenKeys::new(secret.as_bytes(), 3600),
         config: config.api.clone(),
         local_files: None,
+        events: Default::default(),
     })
 }
 

@@ -8,10 +8,14 @@ pub mod events;
 pub mod http;
 #[cfg(feature = "aws")]
 pub mod lambda;
+pub mod live;
+#[cfg(feature = "cli")]
 pub mod local_server;
 pub mod pipeline;
 pub mod ports;
 pub mod report;
+#[cfg(feature = "cli")]
+pub mod socket;
 pub mod worker;
 
 pub use domain::*;

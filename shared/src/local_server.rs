@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::adapters::local::{FileBlobs, LocalQueue, SqliteStore};
 use crate::http::{ApiConfig, AppState, TokenKeys};
+use crate::live::{AnnouncingLedger, VideoEvents};
 use crate::ports::{AnalysisJob, JobQueue};
 use crate::worker::{AnalysisWorker, JobOutcome, WorkerConfig};
 use crate::{Analyzer, EngineConfig};
@@ -105,10 +106,11 @@ pub async fn serve(
         &blob_key,
     ));
     let (queue, mut jobs) = LocalQueue::new();
+    let events = VideoEvents::default();
 
     let worker = AnalysisWorker {
         videos: store.clone(),
-        ledger: store.clone(),
+        ledger: Arc::new(AnnouncingLedger::new(store.clone(), events.clone())),
         results: store.clone(),
         blobs: files.clone(),
         jobs: Arc::new(queue.clone()),
@@ -137,18 +139,23 @@ pub async fn serve(
             .map_err(startup)?;
     }
 
+    let tokens = TokenKeys::new(secret.as_bytes(), 3600);
     let state = AppState {
         users: store.clone(),
         videos: store.clone(),
-        results: store,
+        results: store.clone(),
         blobs: files.clone(),
         jobs: Arc::new(queue),
-        tokens: TokenKeys::new(secret.as_bytes(), 3600),
+        tokens: tokens.clone(),
         config: config.api.clone(),
         local_files: Some(files),
+        events: events.clone(),
     };
-    let app = crate::http::router(state);
-    tracing::info!(%addr, "serving /api/v2");
+    // CORS outermost, so socket.io's polling requests get it too
+    let app = crate::http::routes(state)
+        .layer(crate::socket::progress_socket(tokens, store, events))
+        .layer(crate::http::cors(&config.api.cors_origins));
+    tracing::info!(%addr, "serving /api/v2, socket.io and the web page");
     ready(addr);
     axum::serve(listener, app)
         .with_graceful_shutdown(async {

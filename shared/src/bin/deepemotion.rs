@@ -175,6 +175,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     })
                     .transpose()?
                     .unwrap_or(shared::http::ApiConfig::default().max_upload_bytes),
+                cors_origins: shared::http::ApiConfig::parse_cors_origins(
+                    &std::env::var("DEEPEMOTION_CORS_ORIGINS").unwrap_or_default(),
+                )
+                .map_err(anyhow::Error::msg)?,
+                web_dir: std::env::var_os("DEEPEMOTION_WEB_DIR").map(Into::into),
                 ..Default::default()
             };
             let server = shared::local_server::LocalServerConfig {

@@ -28,6 +28,11 @@ pub enum VideoStatus {
 }
 
 impl VideoStatus {
+    /// The analysis has ended, successfully or not: nothing about it changes any more.
+    pub fn is_final(self) -> bool {
+        matches!(self, VideoStatus::Completed | VideoStatus::Failed)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             VideoStatus::Pending => "PENDING",

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::put;
@@ -13,6 +13,7 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use super::routes::{create_video, job_for, owned_video, video_json};
+use super::stream::serve_file;
 use super::{ApiError, AppState, AuthUser};
 use crate::adapters::local::{FileBlobs, SignatureError};
 
@@ -114,40 +115,12 @@ async fn signed_get(
     State(state): State<AppState>,
     Path(rest): Path<String>,
     Query(query): Query<HashMap<String, String>>,
+    request: Request,
 ) -> Result<Response, ApiError> {
     let files = local_files(&state)?;
     let key = format!("uploads/{rest}");
     check_signature(files, "GET", &key, "", &query)?;
-    serve_file(files, &key, None).await
-}
-
-async fn serve_file(
-    files: &FileBlobs,
-    key: &str,
-    content_type: Option<&str>,
-) -> Result<Response, ApiError> {
-    let file = match tokio::fs::File::open(files.path_of(key)?).await {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ApiError::NotFound),
-        Err(e) => return Err(ApiError::Internal(e.to_string())),
-    };
-    let len = file
-        .metadata()
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .len();
-    let content_type = content_type
-        .map(str::to_string)
-        .or_else(|| crate::video_type(key).map(|(_, t)| t.to_string()))
-        .unwrap_or_else(|| "application/octet-stream".into());
-    Ok((
-        [
-            (header::CONTENT_TYPE, content_type),
-            (header::CONTENT_LENGTH, len.to_string()),
-        ],
-        Body::from_stream(tokio_util::io::ReaderStream::new(file)),
-    )
-        .into_response())
+    serve_file(files, &key, None, request).await
 }
 
 /// The original client's local mode: `multipart/form-data` with `file` and `title`.
@@ -218,32 +191,4 @@ pub(crate) async fn multipart_upload(
         axum::Json(video_json(&state, &video, false).await?),
     )
         .into_response())
-}
-
-/// `GET /videos/stream/{video_id}.{ext}`: the caller's own video file. A `<video>` element cannot
-/// send headers, so the token may also come as `?token=`.
-pub(crate) async fn stream_video(
-    State(state): State<AppState>,
-    Path(filename): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let token = bearer
-        .or(query.get("token").map(String::as_str))
-        .ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
-    let user_id = state.tokens.verify(token)?;
-    let video_id = filename
-        .rsplit_once('.')
-        .map_or(filename.as_str(), |(stem, _)| stem);
-    let video = owned_video(&state, &user_id, video_id).await?;
-    serve_file(
-        local_files(&state)?,
-        &video.s3_key,
-        Some(&video.content_type),
-    )
-    .await
 }

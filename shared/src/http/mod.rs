@@ -6,20 +6,26 @@ mod error;
 pub mod local;
 mod openapi;
 mod routes;
+mod stream;
+#[cfg(feature = "cli")]
+mod web;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::Request;
+use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tracing::Instrument;
 
 pub use auth::{AuthUser, TokenKeys, hash_password, verify_password};
 pub use error::ApiError;
 pub use openapi::openapi_document;
 
+use crate::live::VideoEvents;
 use crate::ports::{BlobStore, JobQueue, ResultStore, UserStore, VideoStore};
 
 /// API settings, read once at start-up.
@@ -35,6 +41,37 @@ pub struct ApiConfig {
     pub default_sample_fps: f64,
     /// Largest `sample_fps` a client may ask for (0, every frame, is always allowed).
     pub max_sample_fps: f64,
+    /// Browser origins allowed by CORS (`DEEPEMOTION_CORS_ORIGINS`, comma-separated); empty
+    /// allows any origin, which is safe here because credentials travel in a header, not cookies.
+    pub cors_origins: Vec<String>,
+    /// Serve the web page from this directory instead of the copy built into the binary
+    /// (`DEEPEMOTION_WEB_DIR`; for work on the page).
+    pub web_dir: Option<std::path::PathBuf>,
+    /// Longest a `/videos/{id}/events` stream stays open; `None` until the analysis ends. The API
+    /// Lambda sets 20 s: its response is buffered and API Gateway gives up at 30 s, and an
+    /// `EventSource` reconnects by itself, which turns the stream into long polling.
+    pub events_max_duration: Option<Duration>,
+}
+
+impl ApiConfig {
+    /// Parses `DEEPEMOTION_CORS_ORIGINS`: comma-separated origins, `*` (or nothing) for any.
+    pub fn parse_cors_origins(value: &str) -> Result<Vec<String>, String> {
+        let origins: Vec<String> = value
+            .split(',')
+            .map(|o| o.trim().trim_end_matches('/').to_string())
+            .filter(|o| !o.is_empty() && o != "*")
+            .collect();
+        for origin in &origins {
+            let valid = (origin.starts_with("http://") || origin.starts_with("https://"))
+                && HeaderValue::from_str(origin).is_ok();
+            if !valid {
+                return Err(format!(
+                    "CORS origin {origin:?} is not an origin like https://app.example.com"
+                ));
+            }
+        }
+        Ok(origins)
+    }
 }
 
 impl Default for ApiConfig {
@@ -45,6 +82,9 @@ impl Default for ApiConfig {
             download_url_ttl: Duration::from_secs(60 * 60),
             default_sample_fps: 5.0,
             max_sample_fps: 30.0,
+            cors_origins: Vec::new(),
+            web_dir: None,
+            events_max_duration: None,
         }
     }
 }
@@ -59,21 +99,65 @@ pub struct AppState {
     pub jobs: Arc<dyn JobQueue>,
     pub tokens: TokenKeys,
     pub config: ApiConfig,
-    /// Present on one machine: enables multipart uploads and `/videos/stream/{filename}`.
+    /// Present on one machine: enables multipart uploads, the signed `/uploads/` URLs and the
+    /// built-in web page.
     pub local_files: Option<Arc<crate::adapters::local::FileBlobs>>,
+    /// "This video changed" announcements for live progress (see [`crate::live`]).
+    pub events: VideoEvents,
 }
 
-/// The `/api/v2` router; on one machine (`state.local_files` set) also the signed `/uploads/...`
-/// URLs that stand in for S3.
+/// The `/api/v2` router with CORS: what the API Lambda serves.
 pub fn router(state: AppState) -> Router {
+    let cors = cors(&state.config.cors_origins);
+    routes(state).layer(cors)
+}
+
+/// The `/api/v2` routes without CORS, for servers that add layers of their own (socket.io) that
+/// CORS must wrap too. On one machine (`state.local_files` set) also the signed `/uploads/...`
+/// URLs that stand in for S3, and the built-in web page at `/`.
+pub fn routes(state: AppState) -> Router {
     let mut app = Router::new().nest("/api/v2", routes::routes());
     if state.local_files.is_some() {
         app = app.merge(local::upload_routes());
+        // the page is part of the one-machine product; on AWS it is deployed as static files
+        #[cfg(feature = "cli")]
+        {
+            app = app.merge(web::routes());
+        }
     }
     app.fallback(|| async { ApiError::NotFound })
         .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn(request_id))
         .with_state(state)
+}
+
+/// CORS for browser clients: preflights and every response, errors included (this layer is
+/// outermost). The original web client sends `Authorization` and `Content-Type` and uses these
+/// methods; PUT is the local upload URL's.
+pub fn cors(origins: &[String]) -> CorsLayer {
+    use axum::http::{Method, header};
+    let layer = CorsLayer::new()
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .expose_headers([
+            header::LINK,
+            header::CONTENT_DISPOSITION,
+            header::HeaderName::from_static("x-request-id"),
+        ])
+        .max_age(Duration::from_secs(600));
+    if origins.is_empty() {
+        layer.allow_origin(AllowOrigin::any())
+    } else {
+        layer.allow_origin(AllowOrigin::list(
+            origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()),
+        ))
+    }
 }
 
 /// Errors axum produces itself (405, a body over the 2 MB JSON limit, ...) come as plain text;

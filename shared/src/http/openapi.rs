@@ -73,9 +73,16 @@ pub(crate) const ROUTES: &[(&str, &str, &str, bool, u16)] = &[
     ),
     (
         "get",
-        "/videos/stream/{filename}",
-        "The video file (one machine; token in header or ?token=)",
+        "/videos/{id}/events",
+        "Server-Sent Events: processing_update {video_id, status, progress} until the analysis ends (token in header or ?token=)",
         true,
+        200,
+    ),
+    (
+        "get",
+        "/videos/stream/{filename}",
+        "The video file for a <video> element, with Range support; no token: the random video id in the name is the capability (on AWS: a redirect to a presigned URL)",
+        false,
         200,
     ),
     ("get", "/openapi.json", "This document", false, 200),

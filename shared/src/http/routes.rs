@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::auth::{hash_password, verify_password};
-use super::{ApiError, AppState, AuthUser, local, openapi};
+use super::{ApiError, AppState, AuthUser, local, openapi, stream};
 use crate::ports::AnalysisJob;
 use crate::{
     AnalysisState, EmotionLabel, FrameResult, User, Video, VideoStatus, object_key, video_type,
@@ -30,12 +30,13 @@ pub fn routes() -> Router<AppState> {
         .route("/videos/upload/finalize", post(finalize_upload))
         .route("/videos", get(list_videos))
         .route("/videos/", get(list_videos))
-        .route("/videos/stream/{filename}", get(local::stream_video))
+        .route("/videos/stream/{filename}", get(stream::stream_video))
         .route(
             "/videos/{id}",
             get(get_video).patch(patch_video).delete(delete_video),
         )
         .route("/videos/{id}/frames", get(list_frames))
+        .route("/videos/{id}/events", get(stream::video_events))
         .route("/videos/{id}/export.csv", get(export_csv))
         .route(
             "/openapi.json",
@@ -436,23 +437,32 @@ pub(crate) async fn video_json(
     }))
 }
 
-/// The original service's per-frame shape for the main face, plus every face in full.
+/// The labels of the original client's `emotions`/`confidences` arrays: always these seven, in
+/// this order, whatever the model reports (a label it lacks is 0; contempt is left out).
+const CLIENT_LABELS: [EmotionLabel; 7] = [
+    EmotionLabel::Angry,
+    EmotionLabel::Disgust,
+    EmotionLabel::Fear,
+    EmotionLabel::Happy,
+    EmotionLabel::Neutral,
+    EmotionLabel::Sad,
+    EmotionLabel::Surprised,
+];
+
+/// The original service's per-frame shape for the main face, plus every face in full. The frame
+/// number is unique within a video, so it doubles as the frame's `id`.
 pub(crate) fn frame_json(frame: &FrameResult) -> Value {
-    let (emotions, confidences): (Vec<EmotionLabel>, Vec<f64>) = match frame.main_face() {
-        Some(face) => {
-            let mut pairs: Vec<(EmotionLabel, f32)> = face.emotions.iter().collect();
-            pairs.sort_by(|a, b| b.1.total_cmp(&a.1));
-            pairs
-                .into_iter()
-                .map(|(l, p)| (l, (p as f64 * 1e6).round() / 1e6))
-                .unzip()
-        }
-        None => (Vec::new(), Vec::new()),
-    };
+    let main = frame.main_face();
+    let confidences = CLIENT_LABELS.map(|label| {
+        main.map_or(0.0, |face| {
+            (face.emotions.get(label) as f64 * 1e6).round() / 1e6
+        })
+    });
     json!({
+        "id": frame.frame,
         "frame_number": frame.frame,
         "video_timestamp_sec": frame.t_ms as f64 / 1000.0,
-        "emotions": emotions,
+        "emotions": CLIENT_LABELS,
         "confidences": confidences,
         "faces": frame.faces,
     })

@@ -12,6 +12,7 @@ use tower::ServiceExt;
 
 use super::*;
 use crate::adapters::memory::{MemoryBlobs, MemoryQueue, MemoryStore};
+use crate::live::VideoEvents;
 use crate::ports::{ResultStore, VideoStore};
 use crate::{
     AnalysisState, EmotionLabel, EmotionScores, FaceBox, FaceResult, FrameResult, Landmarks,
@@ -25,9 +26,17 @@ struct Api {
     store: Arc<MemoryStore>,
     blobs: Arc<MemoryBlobs>,
     queue: Arc<MemoryQueue>,
+    events: VideoEvents,
 }
 
 fn api() -> Api {
+    api_with(ApiConfig {
+        max_upload_bytes: 1_000_000,
+        ..Default::default()
+    })
+}
+
+fn api_with(config: ApiConfig) -> Api {
     let store = Arc::new(MemoryStore::default());
     let blobs = Arc::new(MemoryBlobs::default());
     let queue = Arc::new(MemoryQueue::default());
@@ -38,13 +47,12 @@ fn api() -> Api {
         blobs: blobs.clone(),
         jobs: queue.clone(),
         tokens: TokenKeys::new(SECRET, 3600),
-        config: ApiConfig {
-            max_upload_bytes: 1_000_000,
-            ..Default::default()
-        },
+        config,
         local_files: None,
+        events: VideoEvents::default(),
     };
     Api {
+        events: state.events.clone(),
         app: router(state),
         store,
         blobs,
@@ -574,8 +582,22 @@ async fn videos_list_get_frames_csv_patch_delete() {
         ),
         (Some(5), Some(0.2))
     );
-    assert_eq!(f["emotions"][0], "sad");
-    assert_eq!(f["confidences"][0], 0.8);
+    // the original client's contract: these seven labels in this order, always, and the main
+    // face's probabilities in the same order (0 for a label the model lacks)
+    assert_eq!(
+        f["emotions"],
+        json!([
+            "angry",
+            "disgust",
+            "fear",
+            "happy",
+            "neutral",
+            "sad",
+            "surprised"
+        ])
+    );
+    assert_eq!(f["confidences"], json!([0.0, 0.0, 0.0, 0.0, 0.2, 0.8, 0.0]));
+    assert_eq!(f["id"], f["frame_number"]);
     assert_eq!(f["faces"][0]["track"], 1);
 
     let p = api
@@ -819,7 +841,258 @@ async fn errors_are_json_everywhere() {
     let r = api
         .call(Method::GET, "/api/v2/videos/stream/x.mp4", None, None)
         .await;
-    assert!(r.body["error"].is_string(), "{}", r.text);
+    assert_error(&r, StatusCode::NOT_FOUND);
+}
+
+async fn preflight(api: &Api, origin: &str) -> axum::http::Response<Body> {
+    let request = Request::builder()
+        .method(Method::OPTIONS)
+        .uri("/api/v2/videos/")
+        .header(header::ORIGIN, origin)
+        .header(header::ACCESS_CONTROL_REQUEST_METHOD, "PATCH")
+        .header(
+            header::ACCESS_CONTROL_REQUEST_HEADERS,
+            "authorization,content-type",
+        )
+        .body(Body::empty())
+        .unwrap();
+    api.app.clone().oneshot(request).await.unwrap()
+}
+
+fn header_of<'a>(headers: &'a axum::http::HeaderMap, name: header::HeaderName) -> &'a str {
+    headers.get(name).map(|v| v.to_str().unwrap()).unwrap_or("")
+}
+
+#[tokio::test]
+async fn cors_answers_preflights_and_errors_for_allowed_origins_only() {
+    // default: any origin
+    let api = api();
+    let r = preflight(&api, "http://localhost:3000").await;
+    assert!(r.status().is_success(), "{}", r.status());
+    let h = r.headers();
+    assert_eq!(header_of(h, header::ACCESS_CONTROL_ALLOW_ORIGIN), "*");
+    let methods = header_of(h, header::ACCESS_CONTROL_ALLOW_METHODS);
+    for m in ["GET", "POST", "PATCH", "DELETE"] {
+        assert!(methods.contains(m), "{methods}");
+    }
+    let headers = header_of(h, header::ACCESS_CONTROL_ALLOW_HEADERS).to_lowercase();
+    assert!(
+        headers.contains("authorization") && headers.contains("content-type"),
+        "{headers}"
+    );
+    // errors carry CORS too, or the browser hides the JSON error from the client
+    let request = Request::builder()
+        .uri("/api/v2/videos/")
+        .header(header::ORIGIN, "http://localhost:3000")
+        .body(Body::empty())
+        .unwrap();
+    let r = api.app.clone().oneshot(request).await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        header_of(r.headers(), header::ACCESS_CONTROL_ALLOW_ORIGIN),
+        "*"
+    );
+
+    // configured origins: the listed one is echoed, another gets no CORS headers
+    let api = api_with(ApiConfig {
+        cors_origins: ApiConfig::parse_cors_origins("https://app.example.com, https://b.example")
+            .unwrap(),
+        ..Default::default()
+    });
+    let r = preflight(&api, "https://app.example.com").await;
+    assert_eq!(
+        header_of(r.headers(), header::ACCESS_CONTROL_ALLOW_ORIGIN),
+        "https://app.example.com"
+    );
+    let r = preflight(&api, "https://evil.example").await;
+    assert!(
+        r.headers()
+            .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            .is_none()
+    );
+    assert!(ApiConfig::parse_cors_origins("app.example.com").is_err());
+    assert_eq!(
+        ApiConfig::parse_cors_origins(" * ").unwrap(),
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test]
+async fn the_stream_url_is_a_capability_that_dies_with_the_video() {
+    let api = api();
+    let token = api.user("ann").await;
+    let (id, key) = api.video(&token).await;
+    let name = key.rsplit('/').next().unwrap().to_string();
+    // no token needed (a <video> element cannot send one); on AWS it redirects to presigned S3
+    let r = api
+        .call(
+            Method::GET,
+            &format!("/api/v2/videos/stream/{name}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::TEMPORARY_REDIRECT, "{}", r.text);
+    assert_eq!(
+        header_of(&r.headers, header::LOCATION),
+        format!("https://blobs.example/{key}")
+    );
+    // only the exact object name works: another extension, another id, or a path do not
+    for bad in [
+        format!("{id}.mov"),
+        format!("{}.mp4", uuid::Uuid::new_v4()),
+        "..%2F..%2Fetc%2Fpasswd".to_string(),
+        format!("..%2F{name}"),
+    ] {
+        let r = api
+            .call(
+                Method::GET,
+                &format!("/api/v2/videos/stream/{bad}"),
+                None,
+                None,
+            )
+            .await;
+        assert_error(&r, StatusCode::NOT_FOUND);
+    }
+    let r = api
+        .call(
+            Method::DELETE,
+            &format!("/api/v2/videos/{id}"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = api
+        .call(
+            Method::GET,
+            &format!("/api/v2/videos/stream/{name}"),
+            None,
+            None,
+        )
+        .await;
+    assert_error(&r, StatusCode::NOT_FOUND);
+}
+
+/// `(event name, data)` pairs of an SSE body.
+fn sse_events(text: &str) -> Vec<(String, Value)> {
+    text.split("\n\n")
+        .filter_map(|block| {
+            let mut name = None;
+            let mut data = None;
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    name = Some(v.trim().to_string());
+                }
+                if let Some(v) = line.strip_prefix("data:") {
+                    data = serde_json::from_str(v.trim()).ok();
+                }
+            }
+            Some((name?, data?))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn server_sent_events_follow_the_analysis_and_end_with_it() {
+    let api = api();
+    let token = api.user("ann").await;
+    let other = api.user("bob").await;
+    let (id, _) = api.video(&token).await;
+    let mut state = AnalysisState::pending();
+    state.status = VideoStatus::Processing;
+    state.progress = 10;
+    api.store.set_analysis(&id, &state).await.unwrap();
+
+    // someone else's video, or no token: refused before any stream starts
+    let r = api
+        .call(
+            Method::GET,
+            &format!("/api/v2/videos/{id}/events"),
+            Some(&other),
+            None,
+        )
+        .await;
+    assert_error(&r, StatusCode::NOT_FOUND);
+    let r = api
+        .call(
+            Method::GET,
+            &format!("/api/v2/videos/{id}/events"),
+            None,
+            None,
+        )
+        .await;
+    assert_error(&r, StatusCode::UNAUTHORIZED);
+
+    // the analysis moves on while the client listens; each announced change is one event
+    let (store, events, video_id) = (api.store.clone(), api.events.clone(), id.clone());
+    let writer = tokio::spawn(async move {
+        for (status, progress) in [(VideoStatus::Processing, 55), (VideoStatus::Completed, 100)] {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            let mut state = AnalysisState::pending();
+            state.status = status;
+            state.progress = progress;
+            store.set_analysis(&video_id, &state).await.unwrap();
+            events.changed(&video_id);
+        }
+    });
+    let r = api
+        .call(
+            Method::GET,
+            &format!("/api/v2/videos/{id}/events?token={token}"),
+            None,
+            None,
+        )
+        .await;
+    writer.await.unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(header_of(&r.headers, header::CONTENT_TYPE).starts_with("text/event-stream"));
+    let events = sse_events(&r.text);
+    let seen: Vec<(String, String, u64)> = events
+        .iter()
+        .map(|(name, d)| {
+            assert_eq!(d["video_id"], id.as_str());
+            (
+                name.clone(),
+                d["status"].as_str().unwrap().to_string(),
+                d["progress"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let update = |s: &str, p| ("processing_update".to_string(), s.to_string(), p);
+    assert_eq!(
+        seen,
+        [
+            update("PROCESSING", 10),
+            update("PROCESSING", 55),
+            update("COMPLETED", 100)
+        ]
+    );
+    // (polling alone, every 2 s, would have skipped the 55 % state: announcements drove this)
+}
+
+#[tokio::test]
+async fn an_events_stream_with_a_time_limit_closes_early_for_the_client_to_reconnect() {
+    // the API Lambda's setting: a buffered response must end before API Gateway's timeout
+    let api = api_with(ApiConfig {
+        events_max_duration: Some(std::time::Duration::from_millis(200)),
+        ..Default::default()
+    });
+    let token = api.user("ann").await;
+    let (id, _) = api.video(&token).await;
+    let r = api
+        .call(
+            Method::GET,
+            &format!("/api/v2/videos/{id}/events"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let events = sse_events(&r.text);
+    assert_eq!(events.len(), 1, "{}", r.text);
+    assert_eq!(events[0].1["status"], "PENDING");
+    assert!(r.text.contains("retry: 1000"), "{}", r.text);
 }
 
 #[tokio::test]
@@ -859,7 +1132,8 @@ async fn every_route_in_the_openapi_document_exists() {
                     StatusCode::UNAUTHORIZED,
                     "{method} {path} must need a token"
                 );
-            } else {
+            } else if !path.contains("{filename}") {
+                // (a stream name that is no video's is a 404 by design: covered on its own)
                 assert_ne!(r.status, StatusCode::NOT_FOUND, "{method} {path}");
             }
         }

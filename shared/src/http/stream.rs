@@ -1,0 +1,206 @@
+//! What browsers need besides JSON: the video itself for a plain `<video>` element, and live
+//! progress as Server-Sent Events.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Redirect, Response};
+use futures_util::Stream;
+use tokio::sync::broadcast;
+use tower::ServiceExt;
+
+use super::routes::owned_video;
+use super::{ApiError, AppState};
+use crate::adapters::local::FileBlobs;
+use crate::live::{POLL_INTERVAL, ProgressUpdate};
+
+/// The video id in a stream file name `{video_id}.{ext}`, or `None` for anything else. The strict
+/// shape is what keeps this unauthenticated route from reaching other files: no separators, no
+/// dots but one, and an id that must exist.
+fn capability_video_id(filename: &str) -> Option<&str> {
+    let (stem, ext) = filename.split_once('.')?;
+    let ext_ok = (1..=5).contains(&ext.len()) && ext.bytes().all(|b| b.is_ascii_alphanumeric());
+    (ext_ok && uuid::Uuid::try_parse(stem).is_ok()).then_some(stem)
+}
+
+/// `GET /videos/stream/{video_id}.{ext}`: the original client's player source. A `<video>`
+/// element cannot send a token, so the URL is the capability: the file name carries the video's
+/// random (v4) id, and only a name equal to a live video's object name is served. Byte ranges
+/// work, so seeking does. On AWS it redirects to a short-lived presigned S3 URL (S3 serves ranges).
+pub(crate) async fn stream_video(
+    State(state): State<AppState>,
+    Path(filename): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let video_id = capability_video_id(&filename).ok_or(ApiError::NotFound)?;
+    let video = state
+        .videos
+        .video(video_id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    if video.s3_key.rsplit('/').next() != Some(filename.as_str()) {
+        return Err(ApiError::NotFound);
+    }
+    match state.local_files.as_deref() {
+        Some(files) => serve_file(files, &video.s3_key, Some(&video.content_type), request).await,
+        None => {
+            let url = state
+                .blobs
+                .presign_get(&video.s3_key, state.config.download_url_ttl)
+                .await?;
+            Ok(Redirect::temporary(&url).into_response())
+        }
+    }
+}
+
+/// Serves a stored file with `Range`, `If-Modified-Since` and `HEAD` support.
+pub(crate) async fn serve_file(
+    files: &FileBlobs,
+    key: &str,
+    content_type: Option<&str>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let path = files.path_of(key)?;
+    if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
+        return Err(ApiError::NotFound);
+    }
+    let response = tower_http::services::ServeFile::new(path)
+        .oneshot(request)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut response = response.map(Body::new);
+    if let Some(value) = content_type.and_then(|c| HeaderValue::from_str(c).ok())
+        && response.status().is_success()
+    {
+        response.headers_mut().insert(header::CONTENT_TYPE, value);
+    }
+    Ok(response)
+}
+
+/// `GET /videos/{id}/events`: `processing_update` events (`{video_id, status, progress}`) as the
+/// analysis goes, starting with the current state and ending after `COMPLETED` or `FAILED`.
+/// `EventSource` cannot send headers, so the token may also come as `?token=`.
+pub(crate) async fn video_events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let token = bearer
+        .or(query.get("token").map(String::as_str))
+        .ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
+    let user_id = state.tokens.verify(token.trim())?;
+    owned_video(&state, &user_id, &id).await?;
+    let watch = Watch {
+        heard: state.events.subscribe(),
+        until: state
+            .config
+            .events_max_duration
+            .map(|d| tokio::time::Instant::now() + d),
+        state,
+        video_id: id,
+        last: None,
+        ended: false,
+    };
+    let updates = futures_util::stream::unfold(watch, |mut watch| async move {
+        let update = watch.next_update().await?;
+        let event = Event::default()
+            .event("processing_update")
+            // an EventSource whose stream was closed early reconnects after this long
+            .retry(std::time::Duration::from_secs(1))
+            .json_data(&update)
+            .expect("a progress update serialises");
+        Some((Ok(event), watch))
+    });
+    Ok(Sse::new(updates).keep_alive(KeepAlive::default()))
+}
+
+struct Watch {
+    state: AppState,
+    heard: broadcast::Receiver<String>,
+    video_id: String,
+    /// When the stream closes even though the analysis goes on (the client reconnects).
+    until: Option<tokio::time::Instant>,
+    last: Option<ProgressUpdate>,
+    ended: bool,
+}
+
+impl Watch {
+    /// The next different state of the video; `None` once it has ended or was deleted, or the
+    /// stream has been open for as long as it may.
+    async fn next_update(&mut self) -> Option<ProgressUpdate> {
+        if self.ended {
+            return None;
+        }
+        loop {
+            if self.until.is_some_and(|t| tokio::time::Instant::now() >= t) {
+                return None;
+            }
+            match self.state.videos.video(&self.video_id).await {
+                Ok(Some(video)) => {
+                    let update = ProgressUpdate::of(&video);
+                    if self.last.as_ref() != Some(&update) {
+                        self.ended = update.status.is_final();
+                        self.last = Some(update.clone());
+                        return Some(update);
+                    }
+                }
+                Ok(None) => return None,
+                Err(e) => {
+                    tracing::warn!(video_id = %self.video_id, error = %e, "progress read failed; retrying")
+                }
+            }
+            // an announcement for this video, or the poll interval, whichever comes first
+            let wait = match self.until {
+                Some(t) => {
+                    POLL_INTERVAL.min(t.saturating_duration_since(tokio::time::Instant::now()))
+                }
+                None => POLL_INTERVAL,
+            };
+            let _ = tokio::time::timeout(wait, self.announced()).await;
+        }
+    }
+
+    async fn announced(&mut self) {
+        loop {
+            match self.heard.recv().await {
+                Ok(id) if id == self.video_id => return,
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => return,
+                // nobody announces (another process runs the analysis): polling alone
+                Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::capability_video_id;
+
+    #[test]
+    fn only_uuid_names_with_a_plain_extension_are_capabilities() {
+        let id = "0b6e2a8e-2a7c-4b0e-9a55-1d3c1f0e7a10";
+        assert_eq!(capability_video_id(&format!("{id}.mp4")), Some(id));
+        for bad in [
+            format!("../{id}.mp4"),
+            format!("{id}.mp4/../x"),
+            format!("{id}..mp4"),
+            format!("{id}.tar.gz"),
+            format!("{id}"),
+            "..%2F..%2Fetc%2Fpasswd".to_string(),
+            "../../etc/passwd".to_string(),
+            format!("{id}.mp4\0"),
+        ] {
+            assert_eq!(capability_video_id(&bad), None, "{bad:?}");
+        }
+    }
+}

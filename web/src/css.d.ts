@@ -1,0 +1,2 @@
+// esbuild gathers imported CSS into dist/app.css
+declare module '*.css';
