@@ -195,7 +195,7 @@ mod tests {
             format!("{id}.mp4/../x"),
             format!("{id}..mp4"),
             format!("{id}.tar.gz"),
-            format!("{id}"),
+            id.to_string(),
             "..%2F..%2Fetc%2Fpasswd".to_string(),
             "../../etc/passwd".to_string(),
             format!("{id}.mp4\0"),

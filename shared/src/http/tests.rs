@@ -859,7 +859,7 @@ async fn preflight(api: &Api, origin: &str) -> axum::http::Response<Body> {
     api.app.clone().oneshot(request).await.unwrap()
 }
 
-fn header_of<'a>(headers: &'a axum::http::HeaderMap, name: header::HeaderName) -> &'a str {
+fn header_of(headers: &axum::http::HeaderMap, name: header::HeaderName) -> &str {
     headers.get(name).map(|v| v.to_str().unwrap()).unwrap_or("")
 }
 
