@@ -12,7 +12,7 @@ use socketioxide::handler::ConnectHandler;
 use socketioxide::layer::SocketIoLayer;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::http::TokenKeys;
+use crate::http::{TokenKeys, bearer_token};
 use crate::live::{ProgressUpdate, VideoEvents};
 use crate::ports::VideoStore;
 
@@ -73,14 +73,7 @@ fn token_of(socket: &SocketRef, auth: Option<&Value>) -> Option<String> {
                     .into_owned()
             })
     });
-    from_query.or_else(|| {
-        parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::to_string)
-    })
+    from_query.or_else(|| bearer_token(&parts.headers).map(str::to_string))
 }
 
 #[derive(Debug)]

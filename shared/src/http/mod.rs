@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tracing::Instrument;
 
+pub(crate) use auth::bearer_token;
 pub use auth::{AuthUser, TokenKeys, hash_password, verify_password};
 pub use error::ApiError;
 pub use openapi::openapi_document;

@@ -437,27 +437,26 @@ pub(crate) async fn video_json(
     }))
 }
 
-/// The labels of the original client's `emotions`/`confidences` arrays: always these seven, in
-/// this order, whatever the model reports (a label it lacks is 0; contempt is left out).
-const CLIENT_LABELS: [EmotionLabel; 7] = [
-    EmotionLabel::Angry,
-    EmotionLabel::Disgust,
-    EmotionLabel::Fear,
-    EmotionLabel::Happy,
-    EmotionLabel::Neutral,
-    EmotionLabel::Sad,
-    EmotionLabel::Surprised,
-];
+/// The labels of the original client's `emotions`/`confidences` arrays: always the seven basic
+/// labels in the canonical order, i.e. `EmotionLabel::ALL` without contempt (which only FER+ has),
+/// whatever the model reports; a label the model lacks is 0.
+const CLIENT_LABELS: &[EmotionLabel] = match EmotionLabel::ALL.split_last() {
+    Some((EmotionLabel::Contempt, basic)) => basic,
+    _ => panic!("EmotionLabel::ALL ends with contempt"),
+};
 
 /// The original service's per-frame shape for the main face, plus every face in full. The frame
 /// number is unique within a video, so it doubles as the frame's `id`.
 pub(crate) fn frame_json(frame: &FrameResult) -> Value {
     let main = frame.main_face();
-    let confidences = CLIENT_LABELS.map(|label| {
-        main.map_or(0.0, |face| {
-            (face.emotions.get(label) as f64 * 1e6).round() / 1e6
+    let confidences: Vec<f64> = CLIENT_LABELS
+        .iter()
+        .map(|&label| {
+            main.map_or(0.0, |face| {
+                (face.emotions.get(label) as f64 * 1e6).round() / 1e6
+            })
         })
-    });
+        .collect();
     json!({
         "id": frame.frame,
         "frame_number": frame.frame,

@@ -14,7 +14,7 @@ use tokio::sync::broadcast;
 use tower::ServiceExt;
 
 use super::routes::owned_video;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, bearer_token};
 use crate::adapters::local::FileBlobs;
 use crate::live::{POLL_INTERVAL, ProgressUpdate};
 
@@ -64,11 +64,8 @@ pub(crate) async fn serve_file(
     content_type: Option<&str>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let path = files.path_of(key)?;
-    if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
-        return Err(ApiError::NotFound);
-    }
-    let response = tower_http::services::ServeFile::new(path)
+    // a missing file is ServeFile's own 404, made JSON by the router's `json_errors`
+    let response = tower_http::services::ServeFile::new(files.path_of(key)?)
         .oneshot(request)
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -90,11 +87,7 @@ pub(crate) async fn video_events(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let token = bearer
+    let token = bearer_token(&headers)
         .or(query.get("token").map(String::as_str))
         .ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
     let user_id = state.tokens.verify(token.trim())?;
@@ -108,7 +101,6 @@ pub(crate) async fn video_events(
         state,
         video_id: id,
         last: None,
-        ended: false,
     };
     let updates = futures_util::stream::unfold(watch, |mut watch| async move {
         let update = watch.next_update().await?;
@@ -130,14 +122,13 @@ struct Watch {
     /// When the stream closes even though the analysis goes on (the client reconnects).
     until: Option<tokio::time::Instant>,
     last: Option<ProgressUpdate>,
-    ended: bool,
 }
 
 impl Watch {
     /// The next different state of the video; `None` once it has ended or was deleted, or the
     /// stream has been open for as long as it may.
     async fn next_update(&mut self) -> Option<ProgressUpdate> {
-        if self.ended {
+        if self.last.as_ref().is_some_and(|u| u.status.is_final()) {
             return None;
         }
         loop {
@@ -148,7 +139,6 @@ impl Watch {
                 Ok(Some(video)) => {
                     let update = ProgressUpdate::of(&video);
                     if self.last.as_ref() != Some(&update) {
-                        self.ended = update.status.is_final();
                         self.last = Some(update.clone());
                         return Some(update);
                     }
@@ -159,13 +149,9 @@ impl Watch {
                 }
             }
             // an announcement for this video, or the poll interval, whichever comes first
-            let wait = match self.until {
-                Some(t) => {
-                    POLL_INTERVAL.min(t.saturating_duration_since(tokio::time::Instant::now()))
-                }
-                None => POLL_INTERVAL,
-            };
-            let _ = tokio::time::timeout(wait, self.announced()).await;
+            let poll = tokio::time::Instant::now() + POLL_INTERVAL;
+            let wake = self.until.map_or(poll, |until| until.min(poll));
+            let _ = tokio::time::timeout_at(wake, self.announced()).await;
         }
     }
 
