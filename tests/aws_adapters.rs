@@ -429,3 +429,67 @@ async fn jobs_go_onto_the_queue_as_json() {
     let job: AnalysisJob = serde_json::from_str(&body).unwrap();
     assert_eq!(job.key, "uploads/u/v.mp4");
 }
+
+#[tokio::test]
+async fn the_api_lambda_signs_tokens_with_the_secret_it_reads_from_secrets_manager() {
+    use shared::http::TokenKeys;
+    use shared::lambda::{ApiLambdaConfig, LambdaConfigError, app_state};
+    let (clients, aws) = clients().await;
+    let secrets = aws_sdk_secretsmanager::Client::new(&clients.sdk);
+    let value = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let created = secrets
+        .create_secret()
+        .name(format!(
+            "deepemotion/{}/jwt-secret",
+            uuid::Uuid::new_v4().simple()
+        ))
+        .secret_string(&value)
+        .send()
+        .await
+        .unwrap();
+    let config = |secret: &str| ApiLambdaConfig {
+        aws: aws.clone(),
+        jwt_secret_id: Some(secret.to_string()),
+        dev_jwt_secret: None,
+        api: Default::default(),
+    };
+
+    // the template passes the secret's ARN
+    let state = app_state(&config(created.arn().unwrap())).await.unwrap();
+    let theirs = TokenKeys::new(value.as_bytes(), 60)
+        .issue("user-1")
+        .unwrap();
+    assert_eq!(state.tokens.verify(&theirs).unwrap(), "user-1");
+    let forged = TokenKeys::new(b"some-other-secret-some-other-secret!", 60)
+        .issue("user-1")
+        .unwrap();
+    assert!(state.tokens.verify(&forged).is_err());
+
+    // a missing secret stops the cold start, naming the secret and not leaking a value
+    let missing = app_state(&config("deepemotion/nobody/jwt-secret")).await;
+    let Err(LambdaConfigError::Secret { name, cause }) = missing else {
+        panic!("expected a secret error");
+    };
+    assert_eq!(name, "deepemotion/nobody/jwt-secret");
+    assert!(cause.contains("ResourceNotFound"), "{cause}");
+
+    // too short a secret is refused rather than used
+    let short = secrets
+        .create_secret()
+        .name(format!(
+            "deepemotion/{}/short",
+            uuid::Uuid::new_v4().simple()
+        ))
+        .secret_string("short")
+        .send()
+        .await
+        .unwrap();
+    assert!(matches!(
+        app_state(&config(short.arn().unwrap())).await,
+        Err(LambdaConfigError::Invalid(_))
+    ));
+}

@@ -17,7 +17,7 @@ pub enum LambdaConfigError {
     Missing(&'static str),
     #[error("{0}")]
     Invalid(String),
-    #[error("reading the token secret from SSM parameter {name}: {cause}")]
+    #[error("reading the token secret {name} from Secrets Manager: {cause}")]
     Secret { name: String, cause: String },
 }
 
@@ -25,8 +25,8 @@ pub enum LambdaConfigError {
 #[derive(Debug, Clone)]
 pub struct ApiLambdaConfig {
     pub aws: AwsConfig,
-    /// SSM SecureString parameter holding the token secret (`JWT_SECRET_PARAMETER`).
-    pub jwt_secret_parameter: Option<String>,
+    /// The Secrets Manager secret (ARN or name) holding the token secret (`JWT_SECRET_ARN`).
+    pub jwt_secret_id: Option<String>,
     /// The secret itself, only with `DEEPEMOTION_DEV=1` (`DEEPEMOTION_JWT_SECRET`).
     pub dev_jwt_secret: Option<String>,
     pub api: ApiConfig,
@@ -37,15 +37,15 @@ impl ApiLambdaConfig {
         let var = |name: &'static str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let required = |name: &'static str| var(name).ok_or(LambdaConfigError::Missing(name));
         let dev = var("DEEPEMOTION_DEV").is_some_and(|v| v == "1");
-        let jwt_secret_parameter = var("JWT_SECRET_PARAMETER");
+        let jwt_secret_id = var("JWT_SECRET_ARN");
         let dev_jwt_secret = if dev {
             var("DEEPEMOTION_JWT_SECRET")
         } else {
             None
         };
-        if jwt_secret_parameter.is_none() && dev_jwt_secret.is_none() {
+        if jwt_secret_id.is_none() && dev_jwt_secret.is_none() {
             // refuse to start without a real secret outside explicit dev mode
-            return Err(LambdaConfigError::Missing("JWT_SECRET_PARAMETER"));
+            return Err(LambdaConfigError::Missing("JWT_SECRET_ARN"));
         }
         let mut api = ApiConfig {
             events_max_duration: Some(std::time::Duration::from_secs(20)),
@@ -75,38 +75,37 @@ impl ApiLambdaConfig {
                 bucket: required("BUCKET_NAME")?,
                 queue_url: var("QUEUE_URL"),
             },
-            jwt_secret_parameter,
+            jwt_secret_id,
             dev_jwt_secret,
             api,
         })
     }
 }
 
+/// One GetSecretValue call at cold start. (Secrets Manager's SDK crate rather than Parameter
+/// Store's view of the secret: the SSM crate is the largest in the build.)
+async fn read_secret(clients: &AwsClients, id: &str) -> Result<String, LambdaConfigError> {
+    let failed = |cause: String| LambdaConfigError::Secret {
+        name: id.to_string(),
+        cause,
+    };
+    let out = aws_sdk_secretsmanager::Client::new(&clients.sdk)
+        .get_secret_value()
+        .secret_id(id)
+        .send()
+        .await
+        .map_err(|e| failed(aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string()))?;
+    out.secret_string
+        .ok_or_else(|| failed("the secret has no string value".into()))
+}
+
 /// Builds clients once and reads the token secret.
 pub async fn app_state(config: &ApiLambdaConfig) -> Result<AppState, LambdaConfigError> {
     let clients = AwsClients::new(&config.aws).await;
-    let secret = match (&config.dev_jwt_secret, &config.jwt_secret_parameter) {
+    let secret = match (&config.dev_jwt_secret, &config.jwt_secret_id) {
         (Some(s), _) => s.clone(),
-        (None, Some(name)) => {
-            let ssm = aws_sdk_ssm::Client::new(&clients.sdk);
-            let out = ssm
-                .get_parameter()
-                .name(name)
-                .with_decryption(true)
-                .send()
-                .await
-                .map_err(|e| LambdaConfigError::Secret {
-                    name: name.clone(),
-                    cause: aws_sdk_ssm::error::DisplayErrorContext(e).to_string(),
-                })?;
-            out.parameter
-                .and_then(|p| p.value)
-                .ok_or_else(|| LambdaConfigError::Secret {
-                    name: name.clone(),
-                    cause: "empty parameter".into(),
-                })?
-        }
-        (None, None) => return Err(LambdaConfigError::Missing("JWT_SECRET_PARAMETER")),
+        (None, Some(id)) => read_secret(&clients, id).await?,
+        (None, None) => return Err(LambdaConfigError::Missing("JWT_SECRET_ARN")),
     };
     if secret.len() < 32 {
         return Err(LambdaConfigError::Invalid(

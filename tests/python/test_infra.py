@@ -101,7 +101,7 @@ def test_template():
     assert api["Properties"]["Runtime"] == "provided.al2023"
     assert api["Metadata"]["BuildProperties"]["Binary"] in bin_names(os.path.join(ROOT, "functions", "api"))
     api_env = {**env_global, **api["Properties"]["Environment"]["Variables"]}
-    for var in ("TABLE_NAME", "BUCKET_NAME", "QUEUE_URL", "JWT_SECRET_PARAMETER"):
+    for var in ("TABLE_NAME", "BUCKET_NAME", "QUEUE_URL", "JWT_SECRET_ARN"):
         assert var in api_env, var
     assert "DEEPEMOTION_JWT_SECRET" not in api_env, "never a literal secret"
 
