@@ -506,7 +506,6 @@ async fn a_corrupt_upload_fails_with_a_reason_and_its_message_is_not_retried() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_video_fans_out_over_the_queue_and_the_last_segment_completes_it() {
     let stack = stack().await;
-    // a tiny deadline budget forces segments, as a multi-hour video would on Lambda
     let worker = stack.worker(WorkerConfig {
         deadline_margin: Duration::from_secs(1),
         planning_fps: 10.0,
@@ -546,7 +545,9 @@ async fn a_long_video_fans_out_over_the_queue_and_the_last_segment_completes_it(
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(plan.segments.len(), 4);
+    // 3 s of work at the planned 10 frames/s fits 6 s of video: at least 4 segments of the 19.7 s
+    // clip, more when the machine is slow to reach the planning step
+    assert!(plan.segments.len() >= 4, "{} segments", plan.segments.len());
 }
 
 /// A result store that is down: every write fails, as a persistently throttled table would.

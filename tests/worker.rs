@@ -304,6 +304,34 @@ impl ResultStore for HangingResults {
     }
 }
 
+/// The first write stalls (a long GC pause, a slow network) and succeeds; the rest are normal.
+struct StallingResults {
+    inner: Arc<SqliteStore>,
+    stall: Duration,
+    stalled: AtomicBool,
+}
+
+#[async_trait]
+impl ResultStore for StallingResults {
+    async fn put_frames(&self, video_id: &str, frames: &[FrameResult]) -> StoreResult<()> {
+        if !self.stalled.swap(true, Ordering::SeqCst) {
+            tokio::time::sleep(self.stall).await;
+        }
+        self.inner.put_frames(video_id, frames).await
+    }
+    async fn frames(
+        &self,
+        video_id: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> StoreResult<(Vec<FrameResult>, Option<u64>)> {
+        self.inner.frames(video_id, after, limit).await
+    }
+    async fn delete_frames(&self, video_id: &str) -> StoreResult<()> {
+        self.inner.delete_frames(video_id).await
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_killed_mid_analysis_is_resumed_by_the_redelivery_without_duplicates() {
     let rig = Rig::new();
@@ -435,15 +463,19 @@ async fn throttled_result_writes_are_retried_and_nothing_is_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_video_that_cannot_finish_before_the_deadline_fans_out_into_segments() {
     let rig = Rig::new();
-    // 3 s of working time at a pessimistic 10 analysed frames/s fits 6 s of video at 5 fps
+    // 30 s of working time at a planned 1 analysed frame/s fits 6 s of video at 5 fps: 4 segments
+    // of the 19.7 s clip. (A long budget at a low planning speed, rather than a few seconds at a
+    // realistic one, keeps the plan the same on a slow machine: the time spent before planning
+    // would otherwise eat into the budget and add a segment.)
+    let budget = Duration::from_secs(31);
     let worker = rig.worker(WorkerConfig {
         deadline_margin: Duration::from_secs(1),
-        planning_fps: 10.0,
+        planning_fps: 1.0,
         ..quick()
     });
     let job = rig.upload(&pexels()).await;
     let first = worker
-        .handle(&job, Some(SystemTime::now() + Duration::from_secs(4)))
+        .handle(&job, Some(SystemTime::now() + budget))
         .await
         .unwrap();
     assert_eq!(
@@ -463,7 +495,7 @@ async fn a_video_that_cannot_finish_before_the_deadline_fans_out_into_segments()
         rig.video(&job).await.analysis.status,
         VideoStatus::Processing
     );
-    let outcomes = rig.drain(&worker, Some(Duration::from_secs(4))).await;
+    let outcomes = rig.drain(&worker, Some(budget)).await;
     assert_eq!(outcomes.last(), Some(&JobOutcome::Completed { frames: 99 }));
     assert_same_as_one_pass(&rig.frames(&job).await);
     let video = rig.video(&job).await;
@@ -501,16 +533,26 @@ async fn long_videos_split_by_length_and_deadline_stops_continue_where_they_left
     assert_eq!(outcomes.last(), Some(&JobOutcome::Completed { frames: 99 }));
     assert_same_as_one_pass(&rig.frames(&job).await);
 
-    // a single segment whose run meets the deadline saves its place and queues the rest
+    // a single segment whose run meets the deadline saves its place and queues the rest: its first
+    // write stalls past the point where it must stop (1.5 s of work), whatever the machine's speed
     let rig = Rig::new();
-    let worker = rig.worker(WorkerConfig {
-        deadline_margin: Duration::from_secs(1),
-        planning_fps: 100_000.0,
-        ..quick()
+    let stalling = Arc::new(StallingResults {
+        inner: rig.store.clone(),
+        stall: Duration::from_secs(2),
+        stalled: AtomicBool::new(false),
     });
+    let worker = rig.worker_with(
+        WorkerConfig {
+            deadline_margin: Duration::from_secs(1),
+            planning_fps: 100_000.0,
+            ..quick()
+        },
+        stalling,
+        engine(),
+    );
     let job = rig.upload(&pexels()).await;
     let first = worker
-        .handle(&job, Some(SystemTime::now() + Duration::from_millis(1250)))
+        .handle(&job, Some(SystemTime::now() + Duration::from_millis(2500)))
         .await
         .unwrap();
     assert_eq!(first, JobOutcome::Continued { index: 0 });
