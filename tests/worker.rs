@@ -304,34 +304,6 @@ impl ResultStore for HangingResults {
     }
 }
 
-/// The first write stalls (a long GC pause, a slow network) and succeeds; the rest are normal.
-struct StallingResults {
-    inner: Arc<SqliteStore>,
-    stall: Duration,
-    stalled: AtomicBool,
-}
-
-#[async_trait]
-impl ResultStore for StallingResults {
-    async fn put_frames(&self, video_id: &str, frames: &[FrameResult]) -> StoreResult<()> {
-        if !self.stalled.swap(true, Ordering::SeqCst) {
-            tokio::time::sleep(self.stall).await;
-        }
-        self.inner.put_frames(video_id, frames).await
-    }
-    async fn frames(
-        &self,
-        video_id: &str,
-        after: Option<u64>,
-        limit: usize,
-    ) -> StoreResult<(Vec<FrameResult>, Option<u64>)> {
-        self.inner.frames(video_id, after, limit).await
-    }
-    async fn delete_frames(&self, video_id: &str) -> StoreResult<()> {
-        self.inner.delete_frames(video_id).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_killed_mid_analysis_is_resumed_by_the_redelivery_without_duplicates() {
     let rig = Rig::new();
@@ -534,12 +506,13 @@ async fn long_videos_split_by_length_and_deadline_stops_continue_where_they_left
     assert_same_as_one_pass(&rig.frames(&job).await);
 
     // a single segment whose run meets the deadline saves its place and queues the rest: its first
-    // write stalls past the point where it must stop (1.5 s of work), whatever the machine's speed
+    // write is throttled three times, and the retries' backoff (0.2 + 0.4 + 0.8 s) carries the run
+    // past the point where it must stop (1.2 s of work), whatever the machine's speed
     let rig = Rig::new();
-    let stalling = Arc::new(StallingResults {
+    let throttled = Arc::new(ThrottledResults {
         inner: rig.store.clone(),
-        stall: Duration::from_secs(2),
-        stalled: AtomicBool::new(false),
+        failures: 3,
+        calls: AtomicU32::new(0),
     });
     let worker = rig.worker_with(
         WorkerConfig {
@@ -547,12 +520,12 @@ async fn long_videos_split_by_length_and_deadline_stops_continue_where_they_left
             planning_fps: 100_000.0,
             ..quick()
         },
-        stalling,
+        throttled,
         engine(),
     );
     let job = rig.upload(&pexels()).await;
     let first = worker
-        .handle(&job, Some(SystemTime::now() + Duration::from_millis(2500)))
+        .handle(&job, Some(SystemTime::now() + Duration::from_millis(2200)))
         .await
         .unwrap();
     assert_eq!(first, JobOutcome::Continued { index: 0 });
