@@ -4,6 +4,7 @@
 
 use serde::Deserialize;
 
+use crate::StoredObject;
 use crate::ports::AnalysisJob;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -39,6 +40,10 @@ struct Object {
     key: String,
     #[serde(default)]
     size: Option<u64>,
+    #[serde(rename = "eTag", default)]
+    etag: Option<String>,
+    #[serde(rename = "versionId", default)]
+    version_id: Option<String>,
 }
 
 /// One created object.
@@ -48,6 +53,27 @@ pub struct ObjectCreated {
     /// Decoded: S3 URL-encodes keys in events, with `+` for spaces.
     pub key: String,
     pub size: Option<u64>,
+    pub etag: Option<String>,
+    /// Set when the bucket is versioned (the product's is).
+    pub version_id: Option<String>,
+}
+
+impl ObjectCreated {
+    /// The object as the worker records it; `None` when the event does not say its size.
+    pub fn stored_object(&self) -> Option<StoredObject> {
+        Some(StoredObject {
+            size: self.size?,
+            etag: self
+                .etag
+                .as_deref()
+                .map(|t| t.trim_matches('"').to_string())
+                .filter(|t| !t.is_empty()),
+            version_id: self
+                .version_id
+                .clone()
+                .filter(|v| !v.is_empty() && v != "null"),
+        })
+    }
 }
 
 /// Decodes an event key: `+` is a space, then percent-decoding (moto also encodes `/`).
@@ -78,6 +104,8 @@ pub fn objects_created(body: &str) -> Result<Vec<ObjectCreated>, MalformedEvent>
             bucket: r.s3.bucket.name,
             key: decode_key(&r.s3.object.key),
             size: r.s3.object.size,
+            etag: r.s3.object.etag,
+            version_id: r.s3.object.version_id,
         })
         .collect())
 }
@@ -99,7 +127,10 @@ pub fn jobs_from_body(body: &str) -> Result<Vec<AnalysisJob>, MalformedEvent> {
         .into_iter()
         .filter_map(|o| {
             if crate::parse_object_key(&o.key).is_some() {
-                Some(AnalysisJob::upload(o.key))
+                Some(AnalysisJob {
+                    object: o.stored_object(),
+                    ..AnalysisJob::upload(o.key)
+                })
             } else {
                 tracing::warn!(bucket = %o.bucket, key = %o.key, "ignoring an object that is not an upload");
                 None
@@ -133,9 +164,16 @@ mod tests {
         let jobs = jobs_from_body(&bodies("sqs-s3-object-created.json")[0]).unwrap();
         assert_eq!(
             jobs,
-            vec![AnalysisJob::upload(
-                "uploads/0f8fad5b-d9cb-469f-a165-70867728950e/7c9e6679-7425-40de-944b-e07fc1f90ae7.mp4"
-            )]
+            vec![AnalysisJob {
+                object: Some(StoredObject {
+                    size: 1632292,
+                    etag: Some("d41d8cd98f00b204e9800998ecf8427e".into()),
+                    version_id: Some("3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrHY".into()),
+                }),
+                ..AnalysisJob::upload(
+                    "uploads/0f8fad5b-d9cb-469f-a165-70867728950e/7c9e6679-7425-40de-944b-e07fc1f90ae7.mp4"
+                )
+            }]
         );
         // the same notification also parses with the SDK's strict type
         let strict: aws_lambda_events::event::s3::S3Event =
@@ -162,10 +200,7 @@ mod tests {
 
     #[test]
     fn jobs_the_service_queued_itself_round_trip() {
-        let segment = AnalysisJob {
-            key: "uploads/u-1/v-2.mp4".into(),
-            segment: Some(3),
-        };
+        let segment = AnalysisJob::segment("uploads/u-1/v-2.mp4", 3);
         let body = serde_json::to_string(&segment).unwrap();
         assert_eq!(body, r#"{"key":"uploads/u-1/v-2.mp4","segment":3}"#);
         assert_eq!(jobs_from_body(&body).unwrap(), vec![segment]);

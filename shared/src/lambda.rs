@@ -60,6 +60,8 @@ impl ApiLambdaConfig {
             api.cors_origins =
                 ApiConfig::parse_cors_origins(&v).map_err(LambdaConfigError::Invalid)?;
         }
+        api.rate_limits =
+            crate::http::RateLimits::from_env().map_err(LambdaConfigError::Invalid)?;
         if let Some(v) = var("DEFAULT_SAMPLE_FPS") {
             api.default_sample_fps = v
                 .parse::<f64>()
@@ -121,14 +123,37 @@ pub async fn app_state(config: &ApiLambdaConfig) -> Result<AppState, LambdaConfi
     Ok(AppState {
         users: store.clone(),
         videos: store.clone(),
-        results: store,
+        results: store.clone(),
         blobs,
         jobs: queue,
+        limiter: store,
         tokens: TokenKeys::new(secret.as_bytes(), 3600),
         config: config.api.clone(),
         local_files: None,
         events: Default::default(),
     })
+}
+
+/// The API function's router: the shared one, told each caller's address as API Gateway saw it
+/// (`requestContext.http.sourceIp`), for the per-address rate limits.
+pub fn api_router(state: AppState) -> axum::Router {
+    crate::http::router(state).layer(axum::middleware::map_request(
+        |mut request: axum::extract::Request| async move {
+            use lambda_http::RequestExt;
+            let source_ip = match request.request_context_ref() {
+                Some(lambda_http::request::RequestContext::ApiGatewayV2(context)) => {
+                    context.http.source_ip.clone()
+                }
+                _ => None,
+            };
+            if let Some(ip) = source_ip.and_then(|ip| ip.parse().ok()) {
+                request
+                    .extensions_mut()
+                    .insert(crate::http::ClientAddr(ip));
+            }
+            request
+        },
+    ))
 }
 
 /// The analysis function's configuration, read once at cold start.

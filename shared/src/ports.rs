@@ -9,7 +9,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{AnalysisPlan, AnalysisState, Checkpoint, FrameResult, User, Video, VideoInfo};
+use crate::{
+    AnalysisPlan, AnalysisState, Checkpoint, FrameResult, StoredObject, User, Video, VideoInfo,
+};
 
 /// Failures of a store or service behind a port.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +58,26 @@ pub trait VideoStore: Send + Sync {
     async fn set_title(&self, id: &str, title: &str) -> StoreResult<()>;
     /// Overwrites the analysis state (the API uses it to reset a video for a new upload).
     async fn set_analysis(&self, id: &str, state: &AnalysisState) -> StoreResult<()>;
+    /// Records the object an upload produced, once: the first call wins, later calls report
+    /// whether they name the same object.
+    async fn record_upload(&self, id: &str, object: &StoredObject) -> StoreResult<UploadRecord>;
+    /// Removes everything the store holds about the video: the record, the analysis
+    /// bookkeeping and the frame results. A worker still writing frames finds its lease gone at
+    /// its next checkpoint and removes what it wrote after this (see `worker`).
     async fn delete_video(&self, id: &str) -> StoreResult<()>;
+}
+
+/// What `record_upload` found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UploadRecord {
+    /// This object is now the video's upload.
+    Recorded,
+    /// The same object was recorded before (a duplicate event).
+    Same,
+    /// A different object was recorded first: this one is a second upload to the same URL.
+    Different(StoredObject),
+    /// No such video.
+    Gone,
 }
 
 #[async_trait]
@@ -91,6 +112,10 @@ pub enum SegmentClaim {
     Claimed {
         attempt: u32,
         checkpoint: Option<Checkpoint>,
+        /// Earlier runs of this segment that ended without giving the lease back: the process
+        /// was killed, crashed or the run panicked. Runs that stopped cleanly (a deadline, a
+        /// store error worth retrying) released their lease and are not counted.
+        crashed_runs: u32,
     },
     /// Another worker holds a live lease on it.
     Busy,
@@ -148,7 +173,9 @@ pub trait AnalysisLedger: Send + Sync {
         progress: ProgressDelta,
         lease: Duration,
     ) -> StoreResult<bool>;
-    /// Gives the lease up early (the work stopped cleanly, or failed in a way worth retrying).
+    /// Gives the lease up early: the run stopped cleanly (a deadline, or a failure worth
+    /// retrying such as throttling). A run that crashed never calls this, so the next claim
+    /// counts it in `crashed_runs`.
     async fn release_segment(&self, video_id: &str, index: u32, owner: &str) -> StoreResult<()>;
     /// Marks the segment done and counts it on the video; `video` is given by the segment that
     /// decoded to the end of the stream. Counting is idempotent, so calling this again for a
@@ -161,8 +188,8 @@ pub trait AnalysisLedger: Send + Sync {
         video: Option<&VideoInfo>,
     ) -> StoreResult<SegmentTally>;
     async fn segments(&self, video_id: &str) -> StoreResult<Vec<SegmentStatus>>;
-    /// Writes the final state (`COMPLETED` or `FAILED`) if the video is still `PROCESSING`;
-    /// false otherwise.
+    /// Writes the final state (`COMPLETED` or `FAILED`) if the video has not ended yet
+    /// (`PENDING` or `PROCESSING`); false otherwise (already ended, or deleted).
     async fn end_analysis(&self, video_id: &str, state: &AnalysisState) -> StoreResult<bool>;
 }
 
@@ -182,22 +209,44 @@ pub struct PresignedUpload {
 
 #[async_trait]
 pub trait BlobStore: Send + Sync {
-    /// A PUT URL that is only valid with exactly this Content-Type and until `expires_in` passes.
+    /// A PUT URL that is only valid with exactly this Content-Type (and, when given, exactly
+    /// this Content-Length) and until `expires_in` passes.
     async fn presign_put(
         &self,
         key: &str,
         content_type: &str,
+        content_length: Option<u64>,
         expires_in: Duration,
     ) -> StoreResult<PresignedUpload>;
-    async fn presign_get(&self, key: &str, expires_in: Duration) -> StoreResult<String>;
-    /// The object's size, or `None` when it does not exist.
-    async fn head(&self, key: &str) -> StoreResult<Option<u64>>;
+    /// A GET URL for the object; `version` pins one version of it (the recorded upload).
+    async fn presign_get(
+        &self,
+        key: &str,
+        version: Option<&str>,
+        expires_in: Duration,
+    ) -> StoreResult<String>;
+    /// The object (a given version, or the current one), or `None` when it does not exist.
+    async fn stat(&self, key: &str, version: Option<&str>) -> StoreResult<Option<StoredObject>>;
+    /// The stored version an event describes by size and ETag only (moto's events, and those of
+    /// unversioned buckets, carry no version id): `object` with its version id filled in, the
+    /// oldest matching version if several match; `object` itself where versions do not apply;
+    /// `None` when no stored version matches.
+    async fn locate(&self, key: &str, object: &StoredObject) -> StoreResult<Option<StoredObject>>;
+    /// Deletes the object, every version of it.
     async fn delete(&self, key: &str) -> StoreResult<()>;
+    /// Deletes one version of the object (a second upload to a used URL), leaving the others.
+    async fn delete_version(&self, key: &str, version: &str) -> StoreResult<()>;
     /// Copies the object to a local file.
     async fn download(&self, key: &str, to: &Path) -> StoreResult<()>;
     /// What ffmpeg should read for analysis: a file path for local blobs, a presigned GET URL
-    /// for S3 (ffmpeg streams it with range requests, so nothing is copied to /tmp).
-    async fn analysis_source(&self, key: &str, expires_in: Duration) -> StoreResult<String>;
+    /// of exactly `version` for S3 (ffmpeg streams it with range requests, so nothing is copied
+    /// to /tmp).
+    async fn analysis_source(
+        &self,
+        key: &str,
+        version: Option<&str>,
+        expires_in: Duration,
+    ) -> StoreResult<String>;
 }
 
 /// A request to analyse the object at `key`: what an S3 ObjectCreated event carries, or (with
@@ -207,6 +256,10 @@ pub struct AnalysisJob {
     pub key: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segment: Option<u32>,
+    /// The object the upload event reported (size, ETag, version id); `None` for jobs the
+    /// service queues itself, and for events that carry none (the worker then reads it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<StoredObject>,
 }
 
 impl AnalysisJob {
@@ -214,6 +267,16 @@ impl AnalysisJob {
         Self {
             key: key.into(),
             segment: None,
+            object: None,
+        }
+    }
+
+    /// A job for one segment of a planned analysis (or its continuation).
+    pub fn segment(key: impl Into<String>, index: u32) -> Self {
+        Self {
+            key: key.into(),
+            segment: Some(index),
+            object: None,
         }
     }
 }
@@ -221,4 +284,28 @@ impl AnalysisJob {
 #[async_trait]
 pub trait JobQueue: Send + Sync {
     async fn enqueue(&self, job: AnalysisJob) -> StoreResult<()>;
+}
+
+/// Whether one more attempt fits a key's budget (see [`RateLimiter`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RateDecision {
+    Allowed,
+    /// Over the limit until the current window ends.
+    Limited { retry_after: Duration },
+}
+
+/// Counts attempts per key in fixed time windows, shared by every process that serves the API
+/// (an in-process map on one machine; a DynamoDB item per key and window, with a TTL, on AWS,
+/// so that every Lambda container counts against the same budget).
+#[async_trait]
+pub trait RateLimiter: Send + Sync {
+    /// Adds `cost` attempts to `key`'s count in the current `window` and says whether the count
+    /// is within `limit`. A look (`cost` 0) adds nothing and says whether one more would fit.
+    async fn hit(
+        &self,
+        key: &str,
+        cost: u32,
+        limit: u32,
+        window: Duration,
+    ) -> StoreResult<RateDecision>;
 }

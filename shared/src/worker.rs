@@ -22,11 +22,12 @@ use tokio::runtime::Handle;
 use crate::pipeline::{AnalysisOptions, AnalysisSink, DecodeWindow, SinkError};
 use crate::ports::{
     AnalysisJob, AnalysisLedger, BlobStore, JobQueue, PlanDecision, ProgressDelta, ResultStore,
-    SegmentClaim, SegmentTally, StoreError, VideoStore,
+    SegmentClaim, SegmentTally, StoreError, UploadRecord, VideoStore,
 };
 use crate::{
     AnalysisError, AnalysisPlan, AnalysisState, Analyzer, Checkpoint, FrameResult, ModelInfo,
-    SegmentPlan, Summary, SummaryBuilder, Video, VideoInfo, VideoStatus, parse_object_key,
+    SegmentPlan, StoredObject, Summary, SummaryBuilder, Video, VideoInfo, VideoStatus,
+    parse_object_key,
 };
 
 /// What became of a job.
@@ -78,6 +79,11 @@ pub struct WorkerConfig {
     pub max_video: Duration,
     /// Lifetime of the URL ffmpeg reads the upload through (default 2 hours).
     pub source_ttl: Duration,
+    /// A segment whose runs crashed, panicked or were killed this many times (without giving
+    /// their lease back) is not run again: the video ends `FAILED` "analysis failed repeatedly"
+    /// and the message is acknowledged (`DEEPEMOTION_MAX_CRASHED_RUNS`, default 3). Runs that
+    /// stopped for a store or network error released their lease and do not count.
+    pub max_crashed_runs: u32,
 }
 
 impl Default for WorkerConfig {
@@ -90,6 +96,7 @@ impl Default for WorkerConfig {
             deadline_margin: Duration::from_secs(20),
             max_video: Duration::from_secs(4 * 3600),
             source_ttl: Duration::from_secs(2 * 3600),
+            max_crashed_runs: 3,
         }
     }
 }
@@ -122,6 +129,10 @@ impl WorkerConfig {
             )?,
             max_video: seconds("DEEPEMOTION_MAX_VIDEO_SECONDS", defaults.max_video)?,
             source_ttl: defaults.source_ttl,
+            max_crashed_runs: number(
+                "DEEPEMOTION_MAX_CRASHED_RUNS",
+                f64::from(defaults.max_crashed_runs),
+            )? as u32,
         })
     }
 }
@@ -163,6 +174,72 @@ fn network_trouble(e: &AnalysisError) -> bool {
     .any(|needle| text.contains(needle))
 }
 
+/// Errors a retry can cure without the input or the code changing: the store was throttled
+/// or unreachable, or ffmpeg lost the network. The run gives its lease back, so the retry is not
+/// counted as a crashed run.
+fn transient(e: &AnalysisError) -> bool {
+    matches!(e, AnalysisError::Sink(_)) || network_trouble(e)
+}
+
+/// Redeliveries of one failed job on the local queue before it waits for the next start (SQS's
+/// `maxReceiveCount` plays this part on AWS).
+const LOCAL_REDELIVERIES: u32 = 8;
+
+impl AnalysisWorker {
+    /// Feeds the one-machine server's in-process queue to the worker, one job at a time, and
+    /// redelivers failed jobs as SQS would: a crashed run after its lease has expired (so the
+    /// retry counts it against `max_crashed_runs`), a store error after a growing backoff.
+    pub async fn serve_queue(
+        self: Arc<Self>,
+        mut jobs: tokio::sync::mpsc::UnboundedReceiver<AnalysisJob>,
+        redeliver: Arc<dyn JobQueue>,
+    ) {
+        let mut failures: std::collections::HashMap<(String, Option<u32>), u32> =
+            Default::default();
+        while let Some(job) = jobs.recv().await {
+            let id = (job.key.clone(), job.segment);
+            let error = match self.handle(&job, None).await {
+                Ok(JobOutcome::Skipped { reason }) => {
+                    tracing::info!(key = %job.key, segment = ?job.segment, %reason, "job skipped");
+                    None
+                }
+                Ok(outcome) => {
+                    tracing::info!(key = %job.key, ?outcome, "job done");
+                    None
+                }
+                Err(e) => Some(e),
+            };
+            let Some(error) = error else {
+                failures.remove(&id);
+                continue;
+            };
+            let count = failures.entry(id.clone()).or_default();
+            *count += 1;
+            if *count > LOCAL_REDELIVERIES {
+                failures.remove(&id);
+                tracing::error!(key = %job.key, error = %error, "job failed repeatedly; it resumes at the next start");
+                continue;
+            }
+            let delay = match error {
+                WorkerError::Store(_) => Duration::from_secs(5 << (*count - 1).min(6)),
+                // the lease must have expired for the retry to take the segment over
+                WorkerError::Busy(_) | WorkerError::Analysis(_) => {
+                    self.config.lease + Duration::from_secs(1)
+                }
+            };
+            tracing::warn!(key = %job.key, error = %error, retry_in = ?delay, "job failed; will be retried");
+            let redeliver = redeliver.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = redeliver.enqueue(job).await;
+            });
+        }
+    }
+}
+
+/// The outcome that records a failure as the uploader should read it.
+const FAILED_REPEATEDLY: &str = "analysis failed repeatedly; upload the video again, or report it if it keeps failing";
+
 impl AnalysisWorker {
     /// Handles one job. `deadline` is the Lambda invocation's; `None` runs to the end.
     pub async fn handle(
@@ -175,38 +252,236 @@ impl AnalysisWorker {
             return skipped(format!("not an upload key: {}", job.key));
         };
         let Some(video) = self.videos.video(video_id).await? else {
-            return skipped("no such video (deleted?)".into());
+            // an upload to the URL of a deleted video: nothing may stay behind
+            self.remove_leftovers(video_id, &job.key).await?;
+            return skipped("no such video (deleted?); its object and results are removed".into());
         };
         if video.s3_key != job.key {
             return skipped("key does not match the video".into());
         }
-        if matches!(
-            video.analysis.status,
-            VideoStatus::Completed | VideoStatus::Failed
-        ) {
+        let upload = match self.settle_upload(&video, job).await? {
+            Ok(upload) => upload,
+            Err(outcome) => return Ok(outcome),
+        };
+        if video.analysis.status.is_final() {
             return skipped(format!("already {}", video.analysis.status.as_str()));
+        }
+        let plan = self.ledger.plan(&video.id).await?;
+        if job.segment.is_some() && plan.is_none() {
+            return skipped("no plan recorded for this segment".into());
+        }
+        if let Some(plan) = &plan
+            && job.segment.is_none()
+            && plan.segments.len() > 1
+        {
+            self.dispatch_segments(&video, plan).await?;
+        }
+
+        // The lease covers probing and planning too: a file that crashes the probe is counted
+        // like one that crashes the analysis.
+        let index = job.segment.unwrap_or(0);
+        let owner = uuid::Uuid::new_v4().to_string();
+        let (attempt, checkpoint, crashed_runs) = match self
+            .ledger
+            .claim_segment(&video.id, index, &owner, self.config.lease)
+            .await?
+        {
+            SegmentClaim::Busy => return Err(WorkerError::Busy(index)),
+            SegmentClaim::Done => {
+                let Some(plan) = &plan else {
+                    return skipped("segment done without a plan".into());
+                };
+                // a crash may have come between marking it done and counting it
+                let tally = self
+                    .ledger
+                    .finish_segment(&video.id, index, None, None)
+                    .await?;
+                return self.assemble_if_last(&video, plan, index, tally).await;
+            }
+            SegmentClaim::Claimed {
+                attempt,
+                checkpoint,
+                crashed_runs,
+            } => (attempt, checkpoint, crashed_runs),
+        };
+        let lease = Lease {
+            video_id: video.id.clone(),
+            index,
+            owner,
+        };
+        if crashed_runs >= self.config.max_crashed_runs {
+            tracing::error!(video_id = %video.id, segment = index, crashed_runs,
+                "the analysis crashed too often; giving up");
+            return self.reject(&lease, FAILED_REPEATEDLY.to_string(), 0).await;
+        }
+        let outcome = self
+            .claimed(&video, &upload, plan, &lease, attempt, checkpoint, deadline)
+            .await;
+        if let Err(WorkerError::Store(_)) = &outcome {
+            // worth a retry, and not a crash: give the lease back so it is not counted
+            let _ = self.release(&lease).await;
+        }
+        outcome
+    }
+
+    /// Runs a claimed segment: checks the object, plans the analysis if nobody has, analyses.
+    #[allow(clippy::too_many_arguments)]
+    async fn claimed(
+        &self,
+        video: &Video,
+        upload: &StoredObject,
+        plan: Option<AnalysisPlan>,
+        lease: &Lease,
+        attempt: u32,
+        checkpoint: Option<Checkpoint>,
+        deadline: Option<SystemTime>,
+    ) -> Result<JobOutcome, WorkerError> {
+        match self
+            .blobs
+            .stat(&video.s3_key, upload.version_id.as_deref())
+            .await?
+        {
+            Some(stored) if stored.same_as(upload) => {}
+            found => {
+                let error = match found {
+                    None => "the uploaded file is no longer stored",
+                    Some(_) => "the stored file is not the one that was uploaded",
+                };
+                tracing::warn!(video_id = %video.id, ?found, recorded = ?upload, "object check failed");
+                return self.reject(lease, error.to_string(), 0).await;
+            }
         }
         let source = self
             .blobs
-            .analysis_source(&job.key, self.config.source_ttl)
+            .analysis_source(
+                &video.s3_key,
+                upload.version_id.as_deref(),
+                self.config.source_ttl,
+            )
             .await?;
-        let plan = match (self.ledger.plan(&video.id).await?, job.segment) {
-            (Some(plan), _) => plan,
-            (None, Some(_)) => return skipped("no plan recorded for this segment".into()),
-            (None, None) => match self.plan(&video, &source, deadline).await? {
+        let plan = match plan {
+            Some(plan) => plan,
+            None => match self.plan(video, &source, lease, deadline).await? {
                 Ok(plan) => plan,
                 Err(outcome) => return Ok(outcome),
             },
         };
-        let index = job.segment.unwrap_or(0);
-        if job.segment.is_none() && plan.segments.len() > 1 {
-            self.dispatch_segments(&video, &plan).await?;
-        }
-        let Some(segment) = plan.segment(index).copied() else {
-            return skipped(format!("the plan has no segment {index}"));
+        let Some(segment) = plan.segment(lease.index).copied() else {
+            self.release(lease).await?;
+            return Ok(JobOutcome::Skipped {
+                reason: format!("the plan has no segment {}", lease.index),
+            });
         };
-        self.run_segment(&video, &plan, segment, &source, deadline)
-            .await
+        self.run_segment(
+            video, &plan, segment, &source, lease, attempt, checkpoint, deadline,
+        )
+        .await
+    }
+
+    /// Which object this job is about. An upload event's object is recorded on the video the
+    /// first time; a different object at the same key (a second PUT to a used upload URL) is
+    /// removed where the store keeps versions, and never analysed or streamed. Jobs the service
+    /// queued itself use the recorded object. `Err(outcome)` when there is nothing to analyse.
+    async fn settle_upload(
+        &self,
+        video: &Video,
+        job: &AnalysisJob,
+    ) -> Result<Result<StoredObject, JobOutcome>, WorkerError> {
+        let skipped = |reason: &str| {
+            Ok(Err(JobOutcome::Skipped {
+                reason: reason.to_string(),
+            }))
+        };
+        let reported = match (&job.object, job.segment) {
+            (_, Some(_)) => None,
+            (Some(object), None) if object.version_id.is_none() => {
+                // pin the version the event is about, not whatever is current now
+                match self.blobs.locate(&job.key, object).await? {
+                    Some(located) => Some(located),
+                    None => {
+                        return skipped("the object the event names is no longer stored");
+                    }
+                }
+            }
+            (Some(object), None) => Some(object.clone()),
+            (None, None) => self.blobs.stat(&job.key, None).await?,
+        };
+        let Some(reported) = reported else {
+            return match &video.upload {
+                Some(recorded) => Ok(Ok(recorded.clone())),
+                None => skipped("nothing has been uploaded yet"),
+            };
+        };
+        match self.videos.record_upload(&video.id, &reported).await? {
+            UploadRecord::Recorded => {
+                tracing::info!(video_id = %video.id, object = ?reported, "upload recorded");
+                Ok(Ok(reported))
+            }
+            UploadRecord::Same => Ok(Ok(video.upload.clone().unwrap_or(reported))),
+            UploadRecord::Different(recorded) => {
+                if let Some(version) = reported
+                    .version_id
+                    .as_deref()
+                    .filter(|v| Some(*v) != recorded.version_id.as_deref())
+                {
+                    self.blobs.delete_version(&job.key, version).await?;
+                }
+                tracing::warn!(video_id = %video.id, ?recorded, discarded = ?reported,
+                    "a second upload to a used upload URL was discarded");
+                skipped("a second upload to the same upload URL was discarded")
+            }
+            UploadRecord::Gone => {
+                self.remove_leftovers(&video.id, &job.key).await?;
+                skipped("the video was deleted")
+            }
+        }
+    }
+
+    /// After a DELETE: the object (every version) and any result a worker wrote after the
+    /// delete swept them.
+    async fn remove_leftovers(&self, video_id: &str, key: &str) -> Result<(), WorkerError> {
+        self.results.delete_frames(video_id).await?;
+        self.blobs.delete(key).await?;
+        Ok(())
+    }
+
+    /// When a ledger write found the video's bookkeeping gone: if the video was deleted, removes
+    /// what this run wrote after the delete. True when it was deleted.
+    async fn cleanup_if_deleted(&self, video: &Video) -> Result<bool, WorkerError> {
+        if self.videos.video(&video.id).await?.is_some() {
+            return Ok(false);
+        }
+        tracing::info!(video_id = %video.id, "the video was deleted during its analysis; removing its results");
+        self.remove_leftovers(&video.id, &video.s3_key).await?;
+        Ok(true)
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), WorkerError> {
+        self.ledger
+            .release_segment(&lease.video_id, lease.index, &lease.owner)
+            .await?;
+        Ok(())
+    }
+
+    /// Records `FAILED` with `error` (acknowledging the message: no retry can help) and gives
+    /// the lease back.
+    async fn reject(
+        &self,
+        lease: &Lease,
+        error: String,
+        frames_stored: u64,
+    ) -> Result<JobOutcome, WorkerError> {
+        let mut state = failed_state(&error, None);
+        state.frames_analyzed = frames_stored;
+        let ended = self.ledger.end_analysis(&lease.video_id, &state).await?;
+        self.release(lease).await?;
+        if !ended {
+            return Ok(JobOutcome::Skipped {
+                reason: "the video had already ended or was deleted".into(),
+            });
+        }
+        tracing::warn!(video_id = %lease.video_id, segment = lease.index, %error, "analysis failed");
+        Ok(JobOutcome::Rejected { error })
     }
 
     /// Probes the upload and records how to analyse it; `Err(outcome)` when it is rejected or
@@ -215,6 +490,7 @@ impl AnalysisWorker {
         &self,
         video: &Video,
         source: &str,
+        lease: &Lease,
         deadline: Option<SystemTime>,
     ) -> Result<Result<AnalysisPlan, JobOutcome>, WorkerError> {
         let analyzer = self.analyzer.clone();
@@ -225,9 +501,9 @@ impl AnalysisWorker {
         let probe = match probe {
             Ok(p) => p,
             Err(e) if e.is_bad_input() && !network_trouble(&e) => {
-                return Ok(Err(self.reject_unplanned(video, source, &e).await?));
+                return Ok(Err(self.reject(lease, user_facing(&e, source), 0).await?));
             }
-            Err(e) => return Err(WorkerError::Analysis(e.to_string())),
+            Err(e) => return Err(self.failed_run(lease, &e).await),
         };
         let duration = Duration::from_millis(probe.video.duration_ms);
         if duration > self.config.max_video {
@@ -236,10 +512,7 @@ impl AnalysisWorker {
                 clock(duration),
                 clock(self.config.max_video)
             );
-            self.videos
-                .set_analysis(&video.id, &failed_state(&error, Some(probe.video)))
-                .await?;
-            return Ok(Err(JobOutcome::Rejected { error }));
+            return Ok(Err(self.reject(lease, error, 0).await?));
         }
         let sample_fps = video.sample_fps;
         let analysed_per_video_second = if sample_fps > 0.0 {
@@ -261,8 +534,11 @@ impl AnalysisWorker {
             let path = PathBuf::from(source);
             let times = tokio::task::spawn_blocking(move || analyzer.frame_times(&path))
                 .await
-                .map_err(|e| WorkerError::Analysis(format!("probe task: {e}")))?
-                .map_err(|e| WorkerError::Analysis(e.to_string()))?;
+                .map_err(|e| WorkerError::Analysis(format!("probe task: {e}")))?;
+            let times = match times {
+                Ok(times) => times,
+                Err(e) => return Err(self.failed_run(lease, &e).await),
+            };
             AnalysisPlan::split(
                 sample_fps,
                 probe.start_s,
@@ -277,27 +553,32 @@ impl AnalysisWorker {
             PlanDecision::Recorded => {
                 tracing::info!(video_id = %video.id, segments = plan.segments.len(),
                     duration_ms = plan.duration_ms, "analysis planned");
+                if plan.segments.len() > 1 {
+                    self.dispatch_segments(video, &plan).await?;
+                }
                 Ok(Ok(plan))
             }
             PlanDecision::Existing(plan) => Ok(Ok(plan)),
-            PlanDecision::Finished => Ok(Err(JobOutcome::Skipped {
-                reason: "finished by another worker".into(),
-            })),
+            PlanDecision::Finished => {
+                self.release(lease).await?;
+                Ok(Err(JobOutcome::Skipped {
+                    reason: "finished by another worker".into(),
+                }))
+            }
         }
     }
 
-    async fn reject_unplanned(
-        &self,
-        video: &Video,
-        source: &str,
-        e: &AnalysisError,
-    ) -> Result<JobOutcome, WorkerError> {
-        let error = user_facing(e, source);
-        tracing::warn!(video_id = %video.id, error = %error, "input rejected");
-        self.videos
-            .set_analysis(&video.id, &failed_state(&error, None))
-            .await?;
-        Ok(JobOutcome::Rejected { error })
+    /// A run that failed for a reason other than its input. A transient one (the store, the
+    /// network) gives its lease back; anything else (a panic turned into an error, a missing
+    /// tool) keeps it, so that the retry counts it as a crashed run and the cap applies.
+    async fn failed_run(&self, lease: &Lease, e: &AnalysisError) -> WorkerError {
+        if transient(e) {
+            let _ = self.release(lease).await;
+            tracing::warn!(video_id = %lease.video_id, segment = lease.index, error = %e, "analysis interrupted; will be retried");
+        } else {
+            tracing::error!(video_id = %lease.video_id, segment = lease.index, error = %e, "analysis crashed; will be retried");
+        }
+        WorkerError::Analysis(e.to_string())
     }
 
     /// Queues the segments no worker has started (the first run plans them; a redelivered
@@ -312,45 +593,27 @@ impl AnalysisWorker {
             let status = known.iter().find(|s| s.index == segment.index);
             if status.is_none_or(|s| !s.done && !s.leased) {
                 self.jobs
-                    .enqueue(AnalysisJob {
-                        key: video.s3_key.clone(),
-                        segment: Some(segment.index),
-                    })
+                    .enqueue(AnalysisJob::segment(video.s3_key.clone(), segment.index))
                     .await?;
             }
         }
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn run_segment(
         &self,
         video: &Video,
         plan: &AnalysisPlan,
         segment: SegmentPlan,
         source: &str,
+        lease: &Lease,
+        attempt: u32,
+        checkpoint: Option<Checkpoint>,
         deadline: Option<SystemTime>,
     ) -> Result<JobOutcome, WorkerError> {
-        let owner = uuid::Uuid::new_v4().to_string();
-        let index = segment.index;
-        let (attempt, checkpoint) = match self
-            .ledger
-            .claim_segment(&video.id, index, &owner, self.config.lease)
-            .await?
-        {
-            SegmentClaim::Busy => return Err(WorkerError::Busy(index)),
-            SegmentClaim::Done => {
-                // a crash may have come between marking it done and counting it
-                let tally = self
-                    .ledger
-                    .finish_segment(&video.id, index, None, None)
-                    .await?;
-                return self.assemble_if_last(video, plan, index, tally).await;
-            }
-            SegmentClaim::Claimed {
-                attempt,
-                checkpoint,
-            } => (attempt, checkpoint),
-        };
+        let index = lease.index;
+        let owner = lease.owner.clone();
         let window = match &checkpoint {
             Some(c) => segment.resume_after(plan.start_s, c),
             None => segment,
@@ -389,6 +652,13 @@ impl AnalysisWorker {
         let path = PathBuf::from(source);
         let (sink, result) = tokio::task::spawn_blocking(move || {
             let result = analyzer.analyze(&path, &options, &mut sink);
+            if let Err(e) = &result
+                && sink.stopped.is_none()
+                && let Err(flush) = sink.flush()
+            {
+                // frames analysed before a failure are kept: those still in the batch too
+                tracing::warn!(error = %e, flush = %flush, "could not store the last frames before the failure");
+            }
             (sink, result)
         })
         .await
@@ -408,46 +678,46 @@ impl AnalysisWorker {
                     .await;
                 match tally {
                     Ok(tally) => self.assemble_if_last(video, plan, index, tally).await,
-                    Err(StoreError::Conflict(_)) => Ok(JobOutcome::Skipped {
-                        reason: "the lease was lost to another worker".into(),
-                    }),
+                    Err(StoreError::Conflict(_)) | Err(StoreError::NotFound) => {
+                        self.lease_lost(video).await
+                    }
                     Err(e) => Err(e.into()),
                 }
             }
             (Err(_), Some(Stop::Deadline)) => {
-                self.ledger
-                    .release_segment(&video.id, index, &owner)
-                    .await?;
+                self.release(lease).await?;
                 self.jobs
-                    .enqueue(AnalysisJob {
-                        key: video.s3_key.clone(),
-                        segment: Some(index),
-                    })
+                    .enqueue(AnalysisJob::segment(video.s3_key.clone(), index))
                     .await?;
                 tracing::info!(video_id = %video.id, segment = index, "deadline near: continuation queued");
                 Ok(JobOutcome::Continued { index })
             }
-            (Err(_), Some(Stop::LeaseLost)) => Ok(JobOutcome::Skipped {
-                reason: "the lease was lost to another worker".into(),
-            }),
+            (Err(_), Some(Stop::LeaseLost)) => self.lease_lost(video).await,
             (Err(e), None) if e.is_bad_input() && !network_trouble(&e) => {
-                let error = user_facing(&e, source);
-                let mut state = failed_state(&error, None);
-                state.frames_analyzed = sink.frames_stored;
-                self.ledger.end_analysis(&video.id, &state).await?;
-                self.ledger
-                    .release_segment(&video.id, index, &owner)
+                let outcome = self
+                    .reject(lease, user_facing(&e, source), sink.frames_stored)
                     .await?;
-                tracing::warn!(video_id = %video.id, segment = index, error = %e, "input rejected");
-                Ok(JobOutcome::Rejected { error })
+                if matches!(outcome, JobOutcome::Skipped { .. }) {
+                    self.cleanup_if_deleted(video).await?;
+                }
+                Ok(outcome)
             }
-            (Err(e), None) => {
-                // frames stored so far stay; the retry resumes from the last checkpoint
-                let _ = self.ledger.release_segment(&video.id, index, &owner).await;
-                tracing::error!(video_id = %video.id, segment = index, error = %e, "analysis failed; will be retried");
-                Err(WorkerError::Analysis(e.to_string()))
-            }
+            // frames stored so far stay; the retry resumes from the last checkpoint
+            (Err(e), None) => Err(self.failed_run(lease, &e).await),
         }
+    }
+
+    /// Another worker took the segment over, or the video was deleted (its bookkeeping went
+    /// with it): then this run's late writes are removed too.
+    async fn lease_lost(&self, video: &Video) -> Result<JobOutcome, WorkerError> {
+        let reason = if self.cleanup_if_deleted(video).await? {
+            "the video was deleted during its analysis"
+        } else {
+            "the lease was lost to another worker"
+        };
+        Ok(JobOutcome::Skipped {
+            reason: reason.into(),
+        })
     }
 
     /// Writes the summary and `COMPLETED` once every segment is done.
@@ -493,8 +763,8 @@ impl AnalysisWorker {
             processed_at: Some(Utc::now()),
         };
         if !self.ledger.end_analysis(&video.id, &state).await? {
-            return Ok(JobOutcome::Skipped {
-                reason: "finished by another worker".into(),
+            return self.lease_lost(video).await.map(|_| JobOutcome::Skipped {
+                reason: "finished by another worker, or deleted".into(),
             });
         }
         tracing::info!(video_id = %video.id, frames, segments = tally.total, "analysis completed");
@@ -520,6 +790,13 @@ fn user_facing(e: &AnalysisError, source: &str) -> String {
 fn clock(d: Duration) -> String {
     let s = d.as_secs();
     format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+/// The segment lease a run holds.
+struct Lease {
+    video_id: String,
+    index: u32,
+    owner: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

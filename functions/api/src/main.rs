@@ -6,5 +6,5 @@ async fn main() -> Result<(), lambda_http::Error> {
     lambda_http::tracing::init_default_subscriber();
     let config = shared::lambda::ApiLambdaConfig::from_env()?;
     let state = shared::lambda::app_state(&config).await?;
-    lambda_http::run(shared::http::router(state)).await
+    lambda_http::run(shared::lambda::api_router(state)).await
 }

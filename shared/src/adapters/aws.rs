@@ -33,7 +33,8 @@ use tokio::io::AsyncWriteExt;
 
 use crate::ports::*;
 use crate::{
-    AnalysisPlan, AnalysisState, Checkpoint, FrameResult, User, Video, VideoInfo, VideoStatus,
+    AnalysisPlan, AnalysisState, Checkpoint, FrameResult, StoredObject, User, Video, VideoInfo,
+    VideoStatus,
 };
 
 /// Where the AWS resources are. `endpoint_url` is for moto/LocalStack; unset on AWS.
@@ -224,6 +225,10 @@ impl DynamoStore {
         let mut video: Video = from_json(item, "record")?;
         video.title = text(item, "title")?;
         video.analysis = from_json(item, "analysis")?;
+        video.upload = item
+            .contains_key("upload")
+            .then(|| from_json::<StoredObject>(item, "upload"))
+            .transpose()?;
         // `status` is its own attribute so claims can be conditional on it
         video.analysis.status = VideoStatus::parse(&text(item, "status")?)
             .ok_or_else(|| StoreError::Backend("bad status".into()))?;
@@ -469,7 +474,42 @@ impl VideoStore for DynamoStore {
         Ok(())
     }
 
+    async fn record_upload(&self, id: &str, object: &StoredObject) -> StoreResult<UploadRecord> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.meta_key(id).into()))
+            .update_expression("SET upload = :u")
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(upload)")
+            .expression_attribute_values(":u", json_attr(object)?)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(UploadRecord::Recorded),
+            Err(e) => {
+                let e = e.into_service_error();
+                if !condition_failed(&e) {
+                    return Err(backend(e));
+                }
+                let Some(item) = self.item(format!("VIDEO#{id}"), "META").await? else {
+                    return Ok(UploadRecord::Gone);
+                };
+                let recorded: StoredObject = from_json(&item, "upload")?;
+                Ok(if recorded.same_as(object) {
+                    UploadRecord::Same
+                } else {
+                    UploadRecord::Different(recorded)
+                })
+            }
+        }
+    }
+
+    /// The other items first (the user can retry if that fails), then the record, then the
+    /// other items again: frames a worker wrote meanwhile. A worker writing after that finds
+    /// its segment gone at its next checkpoint and removes its own writes.
     async fn delete_video(&self, id: &str) -> StoreResult<()> {
+        self.delete_frames(id).await?;
         self.client
             .delete_item()
             .table_name(&self.table)
@@ -478,7 +518,7 @@ impl VideoStore for DynamoStore {
             .send()
             .await
             .map_err(backend)?;
-        Ok(())
+        self.delete_frames(id).await
     }
 }
 
@@ -565,6 +605,7 @@ impl ResultStore for DynamoStore {
                 .expression_attribute_values(":pk", s(format!("VIDEO#{video_id}")))
                 .expression_attribute_values(":meta", s("META"))
                 .projection_expression("pk, sk")
+                .consistent_read(true)
                 .set_exclusive_start_key(start)
                 .send()
                 .await
@@ -681,18 +722,35 @@ impl AnalysisLedger for DynamoStore {
             .expression_attribute_values(":until", n(now + lease.as_millis() as i64))
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":one", n(1))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
             .send()
             .await;
         match result {
             Ok(out) => {
-                let item = out.attributes.unwrap_or_default();
+                let old = out.attributes.unwrap_or_default();
+                let mut crashed_runs = number(&old, "crash_count");
+                // an owner that never released its lease: that run crashed or was killed
+                if old.contains_key("lease_owner") {
+                    crashed_runs += 1;
+                    self.client
+                        .update_item()
+                        .table_name(&self.table)
+                        .set_key(Some(self.segment_key(video_id, index).into()))
+                        .update_expression("SET crash_count = :c")
+                        .condition_expression("lease_owner = :o")
+                        .expression_attribute_values(":c", n(crashed_runs))
+                        .expression_attribute_values(":o", s(owner))
+                        .send()
+                        .await
+                        .map_err(|e| backend(e.into_service_error()))?;
+                }
                 Ok(SegmentClaim::Claimed {
-                    attempt: number(&item, "attempt_count") as u32,
-                    checkpoint: item
+                    attempt: number(&old, "attempt_count") as u32 + 1,
+                    checkpoint: old
                         .contains_key("resume_at")
-                        .then(|| from_json::<Checkpoint>(&item, "resume_at"))
+                        .then(|| from_json::<Checkpoint>(&old, "resume_at"))
                         .transpose()?,
+                    crashed_runs: crashed_runs as u32,
                 })
             }
             Err(e) => {
@@ -742,7 +800,8 @@ impl AnalysisLedger for DynamoStore {
                 Err(backend(e))
             };
         }
-        self.client
+        let result = self
+            .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(self.meta_key(video_id).into()))
@@ -751,9 +810,19 @@ impl AnalysisLedger for DynamoStore {
             .expression_attribute_values(":c", n(progress.covered_ms))
             .expression_attribute_values(":f", n(progress.frames))
             .send()
-            .await
-            .map_err(|e| backend(e.into_service_error()))?;
-        Ok(true)
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                // the video was deleted: the run must stop
+                let e = e.into_service_error();
+                if condition_failed(&e) {
+                    Ok(false)
+                } else {
+                    Err(backend(e))
+                }
+            }
+        }
     }
 
     async fn release_segment(&self, video_id: &str, index: u32, owner: &str) -> StoreResult<()> {
@@ -762,7 +831,7 @@ impl AnalysisLedger for DynamoStore {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(self.segment_key(video_id, index).into()))
-            .update_expression("SET lease_until = :zero")
+            .update_expression("SET lease_until = :zero REMOVE lease_owner")
             .condition_expression("lease_owner = :o")
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":o", s(owner))
@@ -894,10 +963,11 @@ impl AnalysisLedger for DynamoStore {
             .table_name(&self.table)
             .set_key(Some(self.meta_key(video_id).into()))
             .update_expression("SET analysis = :a, #status = :s")
-            .condition_expression("#status = :processing")
+            .condition_expression("#status IN (:pending, :processing)")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":a", json_attr(state)?)
             .expression_attribute_values(":s", s(state.status.as_str()))
+            .expression_attribute_values(":pending", s("PENDING"))
             .expression_attribute_values(":processing", s("PROCESSING"))
             .send()
             .await;
@@ -912,6 +982,55 @@ impl AnalysisLedger for DynamoStore {
                 }
             }
         }
+    }
+}
+
+/// Rate-limit counters in the table: one item per key and window (`RATE#{key}#{window}`),
+/// added to atomically, and removed by DynamoDB's TTL (`expires_at`) after the window ends, so
+/// every Lambda container counts against the same budget.
+#[async_trait]
+impl RateLimiter for DynamoStore {
+    async fn hit(
+        &self,
+        key: &str,
+        cost: u32,
+        limit: u32,
+        window: Duration,
+    ) -> StoreResult<RateDecision> {
+        let window_ms = window.as_millis().max(1) as i64;
+        let now = now_ms();
+        let index = now / window_ms;
+        let ends_ms = (index + 1) * window_ms;
+        let pk = format!("RATE#{key}#{index}");
+        let count = if cost == 0 {
+            self.item(pk, "RATE")
+                .await?
+                .map_or(0, |item| number(&item, "hits"))
+        } else {
+            let out = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(pk))
+                .key("sk", s("RATE"))
+                .update_expression("ADD hits :cost SET expires_at = if_not_exists(expires_at, :ttl)")
+                .expression_attribute_values(":cost", n(cost))
+                // TTL is in seconds; a minute's slack keeps the item for the whole window
+                .expression_attribute_values(":ttl", n(ends_ms / 1000 + 60))
+                .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+                .send()
+                .await
+                .map_err(|e| backend(e.into_service_error()))?;
+            number(&out.attributes.unwrap_or_default(), "hits")
+        };
+        let wanted = count + u64::from(cost == 0);
+        Ok(if wanted <= u64::from(limit) {
+            RateDecision::Allowed
+        } else {
+            RateDecision::Limited {
+                retry_after: Duration::from_millis((ends_ms - now).max(0) as u64),
+            }
+        })
     }
 }
 
@@ -932,10 +1051,13 @@ impl S3Blobs {
 
 #[async_trait]
 impl BlobStore for S3Blobs {
+    /// Signs the Content-Type and, when the size was declared, the Content-Length: S3 then
+    /// refuses a body of any other length (browsers send the header by themselves).
     async fn presign_put(
         &self,
         key: &str,
         content_type: &str,
+        content_length: Option<u64>,
         expires_in: Duration,
     ) -> StoreResult<PresignedUpload> {
         let expires_at = Utc::now() + chrono::Duration::from_std(expires_in).unwrap_or_default();
@@ -945,6 +1067,7 @@ impl BlobStore for S3Blobs {
             .bucket(&self.bucket)
             .key(key)
             .content_type(content_type)
+            .set_content_length(content_length.map(|n| n as i64))
             .presigned(PresigningConfig::expires_in(expires_in).map_err(backend)?)
             .await
             .map_err(backend)?;
@@ -954,31 +1077,43 @@ impl BlobStore for S3Blobs {
         })
     }
 
-    async fn presign_get(&self, key: &str, expires_in: Duration) -> StoreResult<String> {
+    async fn presign_get(
+        &self,
+        key: &str,
+        version: Option<&str>,
+        expires_in: Duration,
+    ) -> StoreResult<String> {
         let presigned = self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(key)
+            .set_version_id(version.map(str::to_string))
             .presigned(PresigningConfig::expires_in(expires_in).map_err(backend)?)
             .await
             .map_err(backend)?;
         Ok(presigned.uri().to_string())
     }
 
-    async fn head(&self, key: &str) -> StoreResult<Option<u64>> {
+    async fn stat(&self, key: &str, version: Option<&str>) -> StoreResult<Option<StoredObject>> {
         match self
             .client
             .head_object()
             .bucket(&self.bucket)
             .key(key)
+            .set_version_id(version.map(str::to_string))
             .send()
             .await
         {
-            Ok(out) => Ok(Some(out.content_length.unwrap_or(0).max(0) as u64)),
+            Ok(out) => Ok(Some(StoredObject {
+                size: out.content_length.unwrap_or(0).max(0) as u64,
+                etag: out.e_tag.map(|t| t.trim_matches('"').to_string()),
+                version_id: out.version_id.filter(|v| v != "null"),
+            })),
             Err(e) => {
                 let e = e.into_service_error();
-                if e.is_not_found() {
+                // a version id that does not exist is a 400 or 404 depending on the server
+                if e.is_not_found() || (version.is_some() && e.meta().code().is_none()) {
                     Ok(None)
                 } else {
                     Err(backend(e))
@@ -987,19 +1122,117 @@ impl BlobStore for S3Blobs {
         }
     }
 
+    async fn locate(&self, key: &str, object: &StoredObject) -> StoreResult<Option<StoredObject>> {
+        if object.version_id.is_some() {
+            return Ok(Some(object.clone()));
+        }
+        let mut found: Option<(aws_sdk_s3::primitives::DateTime, StoredObject)> = None;
+        let mut key_marker: Option<String> = None;
+        let mut version_marker: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .list_object_versions()
+                .bucket(&self.bucket)
+                .prefix(key)
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
+                .send()
+                .await
+                .map_err(backend)?;
+            for version in out.versions() {
+                let candidate = StoredObject {
+                    size: version.size().unwrap_or(0).max(0) as u64,
+                    etag: version.e_tag().map(|t| t.trim_matches('"').to_string()),
+                    version_id: version.version_id().map(str::to_string),
+                };
+                let older = |t: &aws_sdk_s3::primitives::DateTime| {
+                    found.as_ref().is_none_or(|(at, _)| t < at)
+                };
+                if version.key() == Some(key)
+                    && candidate.same_as(object)
+                    && let Some(at) = version.last_modified()
+                    && older(at)
+                {
+                    found = Some((*at, candidate));
+                }
+            }
+            if out.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = out.next_key_marker().map(str::to_string);
+            version_marker = out.next_version_id_marker().map(str::to_string);
+        }
+        Ok(found.map(|(_, mut object)| {
+            // an unversioned bucket lists its one object as version "null"
+            object.version_id = object.version_id.filter(|v| v != "null");
+            object
+        }))
+    }
+
+    /// Every version and delete marker of the key (the bucket is versioned so that an upload
+    /// cannot be swapped; a plain DeleteObject would only hide it behind a delete marker).
     async fn delete(&self, key: &str) -> StoreResult<()> {
+        let mut key_marker: Option<String> = None;
+        let mut version_marker: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .list_object_versions()
+                .bucket(&self.bucket)
+                .prefix(key)
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
+                .send()
+                .await
+                .map_err(backend)?;
+            let versions = out
+                .versions()
+                .iter()
+                .map(|v| (v.key(), v.version_id()))
+                .chain(
+                    out.delete_markers()
+                        .iter()
+                        .map(|m| (m.key(), m.version_id())),
+                );
+            for (_, version) in versions.filter(|(k, _)| *k == Some(key)) {
+                self.client
+                    .delete_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .set_version_id(version.map(str::to_string))
+                    .send()
+                    .await
+                    .map_err(backend)?;
+            }
+            if out.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = out.next_key_marker().map(str::to_string);
+            version_marker = out.next_version_id_marker().map(str::to_string);
+        }
+        Ok(())
+    }
+
+    async fn delete_version(&self, key: &str, version: &str) -> StoreResult<()> {
         self.client
             .delete_object()
             .bucket(&self.bucket)
             .key(key)
+            .version_id(version)
             .send()
             .await
             .map_err(backend)?;
         Ok(())
     }
 
-    async fn analysis_source(&self, key: &str, expires_in: Duration) -> StoreResult<String> {
-        self.presign_get(key, expires_in).await
+    async fn analysis_source(
+        &self,
+        key: &str,
+        version: Option<&str>,
+        expires_in: Duration,
+    ) -> StoreResult<String> {
+        self.presign_get(key, version, expires_in).await
     }
 
     async fn download(&self, key: &str, to: &Path) -> StoreResult<()> {

@@ -1,4 +1,5 @@
-//! In-memory fakes of every port, for tests of the router and the worker.
+//! In-memory fakes of the users, videos, results, blobs, jobs and rate-limit ports, for tests of
+//! the router; [`MemoryRateLimiter`] is also the one-machine server's rate limiter.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -9,7 +10,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 
 use crate::ports::*;
-use crate::{AnalysisState, FrameResult, User, Video};
+use crate::{AnalysisState, FrameResult, StoredObject, User, Video};
 
 #[derive(Default)]
 pub struct MemoryStore {
@@ -102,8 +103,23 @@ impl VideoStore for MemoryStore {
             .map(|v| v.analysis = state.clone())
             .ok_or(StoreError::NotFound)
     }
+    async fn record_upload(&self, id: &str, object: &StoredObject) -> StoreResult<UploadRecord> {
+        let mut videos = self.videos.lock().unwrap();
+        let Some(video) = videos.get_mut(id) else {
+            return Ok(UploadRecord::Gone);
+        };
+        Ok(match &video.upload {
+            None => {
+                video.upload = Some(object.clone());
+                UploadRecord::Recorded
+            }
+            Some(recorded) if recorded.same_as(object) => UploadRecord::Same,
+            Some(recorded) => UploadRecord::Different(recorded.clone()),
+        })
+    }
     async fn delete_video(&self, id: &str) -> StoreResult<()> {
         self.videos.lock().unwrap().remove(id);
+        self.frames.lock().unwrap().remove(id);
         Ok(())
     }
 }
@@ -151,26 +167,43 @@ impl BlobStore for MemoryBlobs {
         &self,
         key: &str,
         content_type: &str,
+        content_length: Option<u64>,
         expires_in: Duration,
     ) -> StoreResult<PresignedUpload> {
+        let length = content_length.map_or(String::new(), |n| format!("&content-length={n}"));
         Ok(PresignedUpload {
-            url: format!("https://blobs.example/{key}?content-type={content_type}"),
+            url: format!("https://blobs.example/{key}?content-type={content_type}{length}"),
             expires_at: Utc::now() + chrono::Duration::from_std(expires_in).unwrap_or_default(),
         })
     }
-    async fn presign_get(&self, key: &str, _expires_in: Duration) -> StoreResult<String> {
+    async fn presign_get(
+        &self,
+        key: &str,
+        _version: Option<&str>,
+        _expires_in: Duration,
+    ) -> StoreResult<String> {
         Ok(format!("https://blobs.example/{key}"))
     }
-    async fn head(&self, key: &str) -> StoreResult<Option<u64>> {
+    async fn stat(&self, key: &str, _version: Option<&str>) -> StoreResult<Option<StoredObject>> {
         Ok(self
             .objects
             .lock()
             .unwrap()
             .get(key)
-            .map(|b| b.len() as u64))
+            .map(|b| StoredObject {
+                size: b.len() as u64,
+                etag: None,
+                version_id: None,
+            }))
+    }
+    async fn locate(&self, _key: &str, object: &StoredObject) -> StoreResult<Option<StoredObject>> {
+        Ok(Some(object.clone()))
     }
     async fn delete(&self, key: &str) -> StoreResult<()> {
         self.objects.lock().unwrap().remove(key);
+        Ok(())
+    }
+    async fn delete_version(&self, _key: &str, _version: &str) -> StoreResult<()> {
         Ok(())
     }
     async fn download(&self, key: &str, to: &Path) -> StoreResult<()> {
@@ -183,8 +216,52 @@ impl BlobStore for MemoryBlobs {
             .ok_or(StoreError::NotFound)?;
         std::fs::write(to, bytes).map_err(|e| StoreError::Backend(e.to_string()))
     }
-    async fn analysis_source(&self, key: &str, expires_in: Duration) -> StoreResult<String> {
-        self.presign_get(key, expires_in).await
+    async fn analysis_source(
+        &self,
+        key: &str,
+        version: Option<&str>,
+        expires_in: Duration,
+    ) -> StoreResult<String> {
+        self.presign_get(key, version, expires_in).await
+    }
+}
+
+/// Fixed-window counters in a map: exact for one process, which is all `deepemotion serve` is.
+#[derive(Default)]
+pub struct MemoryRateLimiter {
+    /// key → (the end of its current window in ms since the epoch, attempts in it)
+    windows: Mutex<HashMap<String, (u64, u32)>>,
+}
+
+#[async_trait]
+impl RateLimiter for MemoryRateLimiter {
+    async fn hit(
+        &self,
+        key: &str,
+        cost: u32,
+        limit: u32,
+        window: Duration,
+    ) -> StoreResult<RateDecision> {
+        let window_ms = window.as_millis().max(1) as u64;
+        let now_ms = Utc::now().timestamp_millis().max(0) as u64;
+        let ends_ms = (now_ms / window_ms + 1) * window_ms;
+        let mut windows = self.windows.lock().unwrap();
+        if windows.len() > 100_000 {
+            // forget finished windows so a flood of distinct keys cannot grow the map for ever
+            windows.retain(|_, (ends, _)| *ends > now_ms);
+        }
+        let entry = windows.entry(key.to_string()).or_insert((ends_ms, 0));
+        if entry.0 != ends_ms {
+            *entry = (ends_ms, 0);
+        }
+        entry.1 = entry.1.saturating_add(cost);
+        Ok(if entry.1.saturating_add(u32::from(cost == 0)) <= limit {
+            RateDecision::Allowed
+        } else {
+            RateDecision::Limited {
+                retry_after: Duration::from_millis(ends_ms - now_ms),
+            }
+        })
     }
 }
 

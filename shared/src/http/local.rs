@@ -10,12 +10,13 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::put;
 use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
 
-use super::routes::{create_video, job_for, owned_video, video_json};
+use super::routes::{create_video, owned_video, video_json};
 use super::stream::serve_file;
 use super::{ApiError, AppState, AuthUser};
-use crate::adapters::local::{FileBlobs, SignatureError};
+use crate::adapters::local::{FileBlobs, SignatureError, UploadError};
+use crate::ports::{AnalysisJob, BlobStore, UploadRecord};
+use crate::{StoredObject, Video, VideoStatus};
 
 /// `PUT /uploads/{user}/{video}.{ext}` and `GET` of the same, both signed.
 pub fn upload_routes() -> Router<AppState> {
@@ -47,44 +48,78 @@ fn check_signature(
         .map_err(|e: SignatureError| ApiError::Forbidden(e.to_string()))
 }
 
-/// Streams a request body into the blob file (via a temporary file, so a broken upload never
-/// leaves a half file under the real name), refusing more than the configured maximum.
-async fn write_blob(
-    files: &FileBlobs,
-    key: &str,
-    mut chunks: impl futures_util::Stream<Item = Result<axum::body::Bytes, String>> + Unpin,
-    max_bytes: u64,
-) -> Result<u64, ApiError> {
-    let path = files.path_of(key)?;
-    let internal = |e: std::io::Error| ApiError::Internal(e.to_string());
-    tokio::fs::create_dir_all(path.parent().expect("keys have a directory"))
-        .await
-        .map_err(internal)?;
-    let partial = path.with_extension("part");
-    let mut file = tokio::fs::File::create(&partial).await.map_err(internal)?;
-    let mut written = 0u64;
-    while let Some(chunk) = chunks.next().await {
-        let chunk = match chunk {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&partial).await;
-                return Err(ApiError::BadRequest(format!("upload interrupted: {e}")));
+impl From<UploadError> for ApiError {
+    fn from(e: UploadError) -> Self {
+        match e {
+            UploadError::AlreadyUploaded => ApiError::Conflict(e.to_string()),
+            UploadError::TooLarge(_) => ApiError::PayloadTooLarge(e.to_string()),
+            UploadError::SizeMismatch { declared, got } if got > declared => {
+                ApiError::PayloadTooLarge(e.to_string())
             }
-        };
-        written += chunk.len() as u64;
-        if written > max_bytes {
-            drop(file);
-            let _ = tokio::fs::remove_file(&partial).await;
-            return Err(ApiError::PayloadTooLarge(format!(
-                "the file is larger than the {max_bytes} byte limit"
-            )));
+            UploadError::SizeMismatch { .. } | UploadError::Interrupted(_) => {
+                ApiError::BadRequest(e.to_string())
+            }
+            UploadError::Store(e) => e.into(),
         }
-        file.write_all(&chunk).await.map_err(internal)?;
     }
-    file.flush().await.map_err(internal)?;
-    drop(file);
-    tokio::fs::rename(&partial, &path).await.map_err(internal)?;
-    Ok(written)
+}
+
+/// The video a local upload URL belongs to, if it may still be uploaded to: 404 when the video
+/// is gone, 409 once an upload has been stored (an upload URL writes once).
+async fn uploadable_video(state: &AppState, key: &str) -> Result<Video, ApiError> {
+    let (_, video_id) = crate::parse_object_key(key).ok_or(ApiError::NotFound)?;
+    let video = state
+        .videos
+        .video(video_id)
+        .await?
+        .filter(|v| v.s3_key == key)
+        .ok_or(ApiError::NotFound)?;
+    if video.analysis.status != VideoStatus::Pending || video.upload.is_some() {
+        return Err(UploadError::AlreadyUploaded.into());
+    }
+    Ok(video)
+}
+
+/// Stores an upload write-once and queues its analysis, as S3's ObjectCreated event does on
+/// AWS. A DELETE that raced the upload leaves no file behind.
+async fn store_upload<S, B>(
+    state: &AppState,
+    files: &FileBlobs,
+    video: &Video,
+    chunks: S,
+) -> Result<u64, ApiError>
+where
+    S: futures_util::Stream<Item = Result<B, String>> + Unpin,
+    B: AsRef<[u8]>,
+{
+    let size = files
+        .store_new(
+            &video.s3_key,
+            chunks,
+            state.config.max_upload_bytes,
+            video.size_bytes,
+        )
+        .await?;
+    let object = StoredObject {
+        size,
+        etag: None,
+        version_id: None,
+    };
+    // recorded now, not only by the worker: the local queue lives in memory, and a restart
+    // re-queues uploads it finds recorded
+    if state.videos.record_upload(&video.id, &object).await? == UploadRecord::Gone {
+        files.delete(&video.s3_key).await?;
+        return Err(ApiError::NotFound);
+    }
+    tracing::info!(key = %video.s3_key, size, "upload stored");
+    state
+        .jobs
+        .enqueue(AnalysisJob {
+            object: Some(object),
+            ..AnalysisJob::upload(video.s3_key.clone())
+        })
+        .await?;
+    Ok(size)
 }
 
 async fn signed_put(
@@ -101,13 +136,11 @@ async fn signed_put(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     check_signature(files, "PUT", &key, content_type, &query)?;
+    let video = uploadable_video(&state, &key).await?;
     let chunks = body
         .into_data_stream()
         .map(|c| c.map_err(|e| e.to_string()));
-    let size = write_blob(files, &key, chunks, state.config.max_upload_bytes).await?;
-    tracing::info!(%key, size, "upload stored");
-    // exactly what the S3 ObjectCreated event does on AWS
-    state.jobs.enqueue(job_for(&key)).await?;
+    store_upload(&state, files, &video, chunks).await?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -121,6 +154,27 @@ async fn signed_get(
     let key = format!("uploads/{rest}");
     check_signature(files, "GET", &key, "", &query)?;
     serve_file(files, &key, None, request).await
+}
+
+/// A form field that is not the file, read whole but never more than a few KB: the form
+/// itself has no size limit, because it carries the video.
+async fn small_text_field(mut field: axum::extract::multipart::Field<'_>) -> Result<String, ApiError> {
+    const MAX: usize = 16 * 1024;
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field
+        .chunk()
+        .await
+        .map_err(|e| ApiError::BadRequest(e.body_text()))?
+    {
+        if bytes.len() + chunk.len() > MAX {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "form field {:?} is longer than {MAX} bytes",
+                field.name().unwrap_or("")
+            )));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    String::from_utf8(bytes).map_err(|_| ApiError::BadRequest("form fields must be UTF-8".into()))
 }
 
 /// The original client's local mode: `multipart/form-data` with `file` and `title`.
@@ -138,14 +192,7 @@ pub(crate) async fn multipart_upload(
         .map_err(|e| ApiError::BadRequest(e.body_text()))?
     {
         match field.name() {
-            Some("title") => {
-                title = Some(
-                    field
-                        .text()
-                        .await
-                        .map_err(|e| ApiError::BadRequest(e.body_text()))?,
-                )
-            }
+            Some("title") => title = Some(small_text_field(field).await?),
             Some("file") if video.is_none() => {
                 let filename = field.file_name().unwrap_or("").to_string();
                 let content_type = field.content_type().map(str::to_string);
@@ -161,14 +208,7 @@ pub(crate) async fn multipart_upload(
                 .await?;
                 let chunks = field.map(|c| c.map_err(|e| e.body_text()));
                 let files = local_files(&state)?;
-                if let Err(e) = write_blob(
-                    files,
-                    &created.s3_key,
-                    Box::pin(chunks),
-                    state.config.max_upload_bytes,
-                )
-                .await
-                {
+                if let Err(e) = store_upload(&state, files, &created, Box::pin(chunks)).await {
                     state.videos.delete_video(&created.id).await?;
                     return Err(e);
                 }
@@ -184,7 +224,6 @@ pub(crate) async fn multipart_upload(
     {
         state.videos.set_title(&video.id, &t).await?;
     }
-    state.jobs.enqueue(job_for(&video.s3_key)).await?;
     let video = owned_video(&state, &user_id, &video.id).await?;
     Ok((
         StatusCode::CREATED,

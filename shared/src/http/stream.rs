@@ -48,9 +48,15 @@ pub(crate) async fn stream_video(
     match state.local_files.as_deref() {
         Some(files) => serve_file(files, &video.s3_key, Some(&video.content_type), request).await,
         None => {
+            // exactly the object that was analysed, never a later PUT to the same key
+            let upload = video.upload.as_ref().ok_or(ApiError::NotFound)?;
             let url = state
                 .blobs
-                .presign_get(&video.s3_key, state.config.download_url_ttl)
+                .presign_get(
+                    &video.s3_key,
+                    upload.version_id.as_deref(),
+                    state.config.download_url_ttl,
+                )
                 .await?;
             Ok(Redirect::temporary(&url).into_response())
         }
@@ -90,8 +96,9 @@ pub(crate) async fn video_events(
     let token = bearer_token(&headers)
         .or(query.get("token").map(String::as_str))
         .ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
-    let user_id = state.tokens.verify(token.trim())?;
-    owned_video(&state, &user_id, &id).await?;
+    // the same check as every other authenticated route: a valid token of an existing user
+    let user = super::auth::authenticate(&state, token.trim()).await?;
+    owned_video(&state, &user.id, &id).await?;
     let watch = Watch {
         heard: state.events.subscribe(),
         until: state

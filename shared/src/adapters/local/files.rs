@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::parse_object_key;
+use crate::{StoredObject, parse_object_key};
 use crate::ports::{BlobStore, PresignedUpload, StoreError, StoreResult};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -18,6 +18,21 @@ pub enum SignatureError {
     Expired,
     #[error("invalid signature for this URL, method or Content-Type")]
     Invalid,
+}
+
+/// Why a write-once upload was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error("this upload URL has already been used: a video is uploaded once")]
+    AlreadyUploaded,
+    #[error("the file is larger than the {0} byte limit")]
+    TooLarge(u64),
+    #[error("the upload is {got} bytes but {declared} bytes were declared")]
+    SizeMismatch { declared: u64, got: u64 },
+    #[error("upload interrupted: {0}")]
+    Interrupted(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Blobs as files under a directory. URLs are `{base_url}/{key}?expires=..&signature=..`, signed
@@ -42,6 +57,74 @@ impl FileBlobs {
         parse_object_key(key)
             .ok_or_else(|| StoreError::Backend(format!("not an upload key: {key:?}")))?;
         Ok(self.root.join(key))
+    }
+
+    /// Streams an upload into the file for `key`, once: each request writes its own temporary
+    /// file, and only a complete one is linked into place, atomically and only if no file is
+    /// there yet. Concurrent uploads to one key therefore leave exactly one of them, whole; the
+    /// others get `AlreadyUploaded`. With `declared`, the body must be exactly that long.
+    pub async fn store_new<S, B>(
+        &self,
+        key: &str,
+        mut chunks: S,
+        max_bytes: u64,
+        declared: Option<u64>,
+    ) -> Result<u64, UploadError>
+    where
+        S: futures_util::Stream<Item = Result<B, String>> + Unpin,
+        B: AsRef<[u8]>,
+    {
+        use futures_util::StreamExt;
+        use tokio::io::AsyncWriteExt;
+
+        let path = self.path_of(key)?;
+        let io = |e: std::io::Error| UploadError::Store(StoreError::Backend(e.to_string()));
+        let dir = path.parent().expect("keys have a directory");
+        tokio::fs::create_dir_all(dir).await.map_err(io)?;
+        if tokio::fs::try_exists(&path).await.map_err(io)? {
+            return Err(UploadError::AlreadyUploaded);
+        }
+        let name = path.file_name().expect("keys name a file").to_string_lossy();
+        let partial = dir.join(format!(".{name}.{}.part", uuid::Uuid::new_v4().simple()));
+        let limit = declared.map_or(max_bytes, |d| d.min(max_bytes));
+        let result = async {
+            let mut file = tokio::fs::File::create_new(&partial).await.map_err(io)?;
+            let mut written = 0u64;
+            while let Some(chunk) = chunks.next().await {
+                let chunk = chunk.map_err(UploadError::Interrupted)?;
+                let chunk = chunk.as_ref();
+                written += chunk.len() as u64;
+                if written > limit {
+                    return Err(match declared {
+                        Some(declared) if declared <= max_bytes => UploadError::SizeMismatch {
+                            declared,
+                            got: written,
+                        },
+                        _ => UploadError::TooLarge(max_bytes),
+                    });
+                }
+                file.write_all(chunk).await.map_err(io)?;
+            }
+            if let Some(declared) = declared.filter(|d| *d != written) {
+                return Err(UploadError::SizeMismatch {
+                    declared,
+                    got: written,
+                });
+            }
+            file.sync_all().await.map_err(io)?;
+            drop(file);
+            // a hard link fails if the name exists: the first complete upload wins
+            match tokio::fs::hard_link(&partial, &path).await {
+                Ok(()) => Ok(written),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    Err(UploadError::AlreadyUploaded)
+                }
+                Err(e) => Err(io(e)),
+            }
+        }
+        .await;
+        let _ = tokio::fs::remove_file(&partial).await;
+        result
     }
 
     fn signature(&self, method: &str, key: &str, content_type: &str, expires: i64) -> HmacSha256 {
@@ -96,10 +179,13 @@ impl FileBlobs {
 
 #[async_trait]
 impl BlobStore for FileBlobs {
+    /// The declared length is not signed into the URL: the upload route checks the body
+    /// against the size recorded on the video instead.
     async fn presign_put(
         &self,
         key: &str,
         content_type: &str,
+        _content_length: Option<u64>,
         expires_in: Duration,
     ) -> StoreResult<PresignedUpload> {
         self.path_of(key)?;
@@ -107,17 +193,31 @@ impl BlobStore for FileBlobs {
         Ok(PresignedUpload { url, expires_at })
     }
 
-    async fn presign_get(&self, key: &str, expires_in: Duration) -> StoreResult<String> {
+    async fn presign_get(
+        &self,
+        key: &str,
+        _version: Option<&str>,
+        expires_in: Duration,
+    ) -> StoreResult<String> {
         self.path_of(key)?;
         Ok(self.signed_url("GET", key, "", expires_in).0)
     }
 
-    async fn head(&self, key: &str) -> StoreResult<Option<u64>> {
+    /// Files are write-once (see [`FileBlobs::store_new`]), so they need no version.
+    async fn stat(&self, key: &str, _version: Option<&str>) -> StoreResult<Option<StoredObject>> {
         match tokio::fs::metadata(self.path_of(key)?).await {
-            Ok(m) => Ok(Some(m.len())),
+            Ok(m) => Ok(Some(StoredObject {
+                size: m.len(),
+                etag: None,
+                version_id: None,
+            })),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StoreError::Backend(e.to_string())),
         }
+    }
+
+    async fn locate(&self, key: &str, object: &StoredObject) -> StoreResult<Option<StoredObject>> {
+        Ok(self.stat(key, None).await?.filter(|s| s.same_as(object)))
     }
 
     async fn delete(&self, key: &str) -> StoreResult<()> {
@@ -128,6 +228,11 @@ impl BlobStore for FileBlobs {
         }
     }
 
+    /// Never needed: a file cannot be replaced, so there is no second version to remove.
+    async fn delete_version(&self, _key: &str, _version: &str) -> StoreResult<()> {
+        Ok(())
+    }
+
     async fn download(&self, key: &str, to: &Path) -> StoreResult<()> {
         tokio::fs::copy(self.path_of(key)?, to)
             .await
@@ -135,7 +240,12 @@ impl BlobStore for FileBlobs {
             .map_err(|e| StoreError::Backend(e.to_string()))
     }
 
-    async fn analysis_source(&self, key: &str, _expires_in: Duration) -> StoreResult<String> {
+    async fn analysis_source(
+        &self,
+        key: &str,
+        _version: Option<&str>,
+        _expires_in: Duration,
+    ) -> StoreResult<String> {
         Ok(self.path_of(key)?.to_string_lossy().into_owned())
     }
 }
@@ -167,7 +277,7 @@ mod tests {
         let b = blobs();
         let key = "uploads/u1/v1.mp4";
         let up = b
-            .presign_put(key, "video/mp4", Duration::from_secs(60))
+            .presign_put(key, "video/mp4", None, Duration::from_secs(60))
             .await
             .unwrap();
         assert!(
@@ -205,7 +315,7 @@ mod tests {
         let b = blobs();
         let key = "uploads/u1/v1.mp4";
         let up = b
-            .presign_put(key, "video/mp4", Duration::ZERO)
+            .presign_put(key, "video/mp4", None, Duration::ZERO)
             .await
             .unwrap();
         let (expires, sig) = query(&up.url);

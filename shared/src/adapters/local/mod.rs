@@ -4,7 +4,7 @@
 mod files;
 mod sqlite;
 
-pub use files::{FileBlobs, SignatureError};
+pub use files::{FileBlobs, SignatureError, UploadError};
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;

@@ -10,10 +10,11 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::ports::{
     AnalysisLedger, Page, PlanDecision, ProgressDelta, ResultStore, SegmentClaim, SegmentStatus,
-    SegmentTally, StoreError, StoreResult, UserStore, VideoStore,
+    SegmentTally, StoreError, StoreResult, UploadRecord, UserStore, VideoStore,
 };
 use crate::{
-    AnalysisPlan, AnalysisState, Checkpoint, FrameResult, User, Video, VideoInfo, VideoStatus,
+    AnalysisPlan, AnalysisState, Checkpoint, FrameResult, StoredObject, User, Video, VideoInfo,
+    VideoStatus,
 };
 
 /// Users, videos and frame results in one SQLite file (WAL mode). Queries take microseconds, so
@@ -44,8 +45,9 @@ CREATE TABLE IF NOT EXISTS videos (
     uploaded_ms INTEGER NOT NULL,
     status TEXT NOT NULL,
     title TEXT NOT NULL,
-    record TEXT NOT NULL,   -- the Video as JSON, minus title and analysis
-    analysis TEXT NOT NULL  -- AnalysisState as JSON
+    record TEXT NOT NULL,   -- the Video as JSON; title, upload and analysis are read from their columns
+    analysis TEXT NOT NULL, -- AnalysisState as JSON
+    upload TEXT             -- StoredObject as JSON, set once by record_upload
 );
 CREATE INDEX IF NOT EXISTS videos_by_user ON videos (user_id, uploaded_ms DESC, id DESC);
 CREATE TABLE IF NOT EXISTS frames (
@@ -65,9 +67,10 @@ CREATE TABLE IF NOT EXISTS analysis_plans (
 CREATE TABLE IF NOT EXISTS analysis_segments (
     video_id TEXT NOT NULL,
     idx INTEGER NOT NULL,
-    owner TEXT,
+    owner TEXT,             -- NULL once released cleanly; kept by a run that crashed
     lease_until_ms INTEGER NOT NULL DEFAULT 0,
     attempts INTEGER NOT NULL DEFAULT 0,
+    crashes INTEGER NOT NULL DEFAULT 0,
     checkpoint TEXT,
     done INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (video_id, idx)
@@ -78,10 +81,38 @@ fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
 
+/// Columns added since the first release, for databases made before them.
+const MIGRATIONS: &[(&str, &str, &str)] = &[
+    ("videos", "upload", "ALTER TABLE videos ADD COLUMN upload TEXT"),
+    (
+        "analysis_segments",
+        "crashes",
+        "ALTER TABLE analysis_segments ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0",
+    ),
+];
+
+fn prepare(conn: &Connection) -> StoreResult<()> {
+    conn.execute_batch(SCHEMA).map_err(backend)?;
+    for (table, column, alter) in MIGRATIONS {
+        let present: bool = conn
+            .query_row(
+                &format!("SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE name = ?1"),
+                [column],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(backend)?
+            > 0;
+        if !present {
+            conn.execute_batch(alter).map_err(backend)?;
+        }
+    }
+    Ok(())
+}
+
 impl SqliteStore {
     pub fn open(path: &Path) -> StoreResult<Self> {
         let conn = Connection::open(path).map_err(backend)?;
-        conn.execute_batch(SCHEMA).map_err(backend)?;
+        prepare(&conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
         })
@@ -89,7 +120,7 @@ impl SqliteStore {
 
     pub fn in_memory() -> StoreResult<Self> {
         let conn = Connection::open_in_memory().map_err(backend)?;
-        conn.execute_batch(SCHEMA).map_err(backend)?;
+        prepare(&conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
         })
@@ -100,8 +131,10 @@ impl SqliteStore {
     }
 
     /// After a crash or restart: the leases this process held are void, so analyses that were
-    /// running are queued again and resume from their checkpoints; returns their keys. (A
-    /// `PROCESSING` video without a plan, from an older version, goes back to `PENDING`.)
+    /// running (or uploads stored but not yet analysed) are queued again and resume from their
+    /// checkpoints; returns their keys. A run the restart cut short counts as crashed (see
+    /// `AnalysisLedger::claim_segment`), so a video that keeps taking the process down ends as
+    /// `FAILED` instead of being retried at every start.
     pub fn requeue_interrupted(&self) -> StoreResult<Vec<String>> {
         let db = self.db();
         db.execute(
@@ -110,59 +143,42 @@ impl SqliteStore {
         )
         .map_err(backend)?;
         let mut stmt = db
-            .prepare(
-                "SELECT id, record, title, analysis FROM videos WHERE status = 'PROCESSING'
-                 AND id NOT IN (SELECT video_id FROM analysis_plans)",
-            )
+            .prepare(&format!(
+                "SELECT {VIDEO_COLUMNS} FROM videos
+                 WHERE status = 'PROCESSING' OR (status = 'PENDING' AND upload IS NOT NULL)
+                 ORDER BY uploaded_ms"
+            ))
             .map_err(backend)?;
-        let videos: Vec<Video> = stmt
-            .query_map([], |row| {
-                Ok((
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?,
-                    row.get::<_, String>(3)?,
-                ))
-            })
-            .map_err(backend)?
-            .filter_map(Result::ok)
-            .filter_map(|(record, title, analysis)| video_from(&record, &title, &analysis).ok())
-            .collect();
-        let mut keys = Vec::new();
-        for video in videos {
-            let state = AnalysisState {
-                status: VideoStatus::Pending,
-                progress: 0,
-                ..video.analysis.clone()
-            };
-            db.execute(
-                "UPDATE videos SET status = 'PENDING', analysis = ?2 WHERE id = ?1",
-                params![video.id, serde_json::to_string(&state).map_err(backend)?],
-            )
-            .map_err(backend)?;
-            keys.push(video.s3_key);
-        }
-        let mut planned = db
-            .prepare(
-                "SELECT record, title, analysis FROM videos WHERE status = 'PROCESSING'
-                 AND id IN (SELECT video_id FROM analysis_plans)",
-            )
-            .map_err(backend)?;
-        let resumable: Vec<(String, String, String)> = planned
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        let rows: Vec<VideoRow> = stmt
+            .query_map([], video_row)
             .map_err(backend)?
             .collect::<Result<_, _>>()
             .map_err(backend)?;
-        for (record, title, analysis) in resumable {
-            keys.push(video_from(&record, &title, &analysis)?.s3_key);
-        }
-        Ok(keys)
+        rows.iter()
+            .map(|row| video_from(row).map(|v| v.s3_key))
+            .collect()
     }
 }
 
-fn video_from(record: &str, title: &str, analysis: &str) -> StoreResult<Video> {
+/// The columns a video is read from: the record, then the fields kept in their own columns
+/// so that their writers never overwrite each other.
+const VIDEO_COLUMNS: &str = "record, title, analysis, upload";
+
+type VideoRow = (String, String, String, Option<String>);
+
+fn video_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VideoRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+}
+
+fn video_from((record, title, analysis, upload): &VideoRow) -> StoreResult<Video> {
     let mut video: Video = serde_json::from_str(record).map_err(backend)?;
     video.title = title.to_string();
     video.analysis = serde_json::from_str(analysis).map_err(backend)?;
+    video.upload = upload
+        .as_deref()
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(backend)?;
     Ok(video)
 }
 
@@ -250,20 +266,13 @@ impl VideoStore for SqliteStore {
         let row = self
             .db()
             .query_row(
-                "SELECT record, title, analysis FROM videos WHERE id = ?1",
+                &format!("SELECT {VIDEO_COLUMNS} FROM videos WHERE id = ?1"),
                 [id],
-                |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                    ))
-                },
+                video_row,
             )
             .optional()
             .map_err(backend)?;
-        row.map(|(record, title, analysis)| video_from(&record, &title, &analysis))
-            .transpose()
+        row.as_ref().map(video_from).transpose()
     }
 
     async fn videos_of(
@@ -290,12 +299,12 @@ impl VideoStore for SqliteStore {
         let db = self.db();
         let mut stmt = db
             .prepare_cached(
-                "SELECT record, title, analysis, uploaded_ms, id FROM videos
+                "SELECT record, title, analysis, upload, uploaded_ms, id FROM videos
                  WHERE user_id = ?1 AND (uploaded_ms < ?2 OR (uploaded_ms = ?2 AND id < ?3) OR ?4)
                  ORDER BY uploaded_ms DESC, id DESC LIMIT ?5",
             )
             .map_err(backend)?;
-        let rows: Vec<(String, String, String, i64, String)> = stmt
+        let rows: Vec<(VideoRow, i64, String)> = stmt
             .query_map(
                 params![
                     user_id,
@@ -304,7 +313,7 @@ impl VideoStore for SqliteStore {
                     cursor.is_none(),
                     limit as i64 + 1
                 ],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                |r| Ok((video_row(r)?, r.get(4)?, r.get(5)?)),
             )
             .map_err(backend)?
             .collect::<Result<_, _>>()
@@ -312,8 +321,8 @@ impl VideoStore for SqliteStore {
         let more = rows.len() > limit;
         let mut items = Vec::with_capacity(limit.min(rows.len()));
         let mut next = None;
-        for (record, title, analysis, ms, id) in rows.into_iter().take(limit) {
-            items.push(video_from(&record, &title, &analysis)?);
+        for (row, ms, id) in rows.into_iter().take(limit) {
+            items.push(video_from(&row)?);
             if more {
                 next = Some(URL_SAFE_NO_PAD.encode(format!("{ms}:{id}")));
             }
@@ -355,6 +364,37 @@ impl VideoStore for SqliteStore {
         }
     }
 
+    async fn record_upload(&self, id: &str, object: &StoredObject) -> StoreResult<UploadRecord> {
+        let mut db = self.db();
+        let tx = db.transaction().map_err(backend)?;
+        let row: Option<Option<String>> = tx
+            .query_row("SELECT upload FROM videos WHERE id = ?1", [id], |r| r.get(0))
+            .optional()
+            .map_err(backend)?;
+        let decision = match row {
+            None => UploadRecord::Gone,
+            Some(None) => {
+                tx.execute(
+                    "UPDATE videos SET upload = ?2 WHERE id = ?1",
+                    params![id, serde_json::to_string(object).map_err(backend)?],
+                )
+                .map_err(backend)?;
+                UploadRecord::Recorded
+            }
+            Some(Some(recorded)) => {
+                let recorded: StoredObject = serde_json::from_str(&recorded).map_err(backend)?;
+                if recorded.same_as(object) {
+                    UploadRecord::Same
+                } else {
+                    UploadRecord::Different(recorded)
+                }
+            }
+        };
+        tx.commit().map_err(backend)?;
+        Ok(decision)
+    }
+
+    /// One transaction: a worker's later write finds its segment gone (see `VideoStore`).
     async fn delete_video(&self, id: &str) -> StoreResult<()> {
         let mut db = self.db();
         let tx = db.transaction().map_err(backend)?;
@@ -362,6 +402,7 @@ impl VideoStore for SqliteStore {
             "videos WHERE id",
             "analysis_plans WHERE video_id",
             "analysis_segments WHERE video_id",
+            "frames WHERE video_id",
         ] {
             tx.execute(&format!("DELETE FROM {table} = ?1"), [id])
                 .map_err(backend)?;
@@ -434,11 +475,6 @@ impl AnalysisLedger for SqliteStore {
             params![video_id, serde_json::to_string(plan).map_err(backend)?],
         )
         .map_err(backend)?;
-        tx.execute(
-            "DELETE FROM analysis_segments WHERE video_id = ?1",
-            [video_id],
-        )
-        .map_err(backend)?;
         tx.commit().map_err(backend)?;
         Ok(PlanDecision::Recorded)
     }
@@ -452,29 +488,34 @@ impl AnalysisLedger for SqliteStore {
     ) -> StoreResult<SegmentClaim> {
         let mut db = self.db();
         let tx = db.transaction().map_err(backend)?;
-        let row: Option<(i64, i64, i64, Option<String>)> = tx
+        type SegmentRow = (i64, i64, i64, i64, Option<String>, Option<String>);
+        let row: Option<SegmentRow> = tx
             .query_row(
-                "SELECT done, lease_until_ms, attempts, checkpoint FROM analysis_segments WHERE video_id = ?1 AND idx = ?2",
+                "SELECT done, lease_until_ms, attempts, crashes, owner, checkpoint FROM analysis_segments WHERE video_id = ?1 AND idx = ?2",
                 params![video_id, index],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
             )
             .optional()
             .map_err(backend)?;
         let now = now_ms();
-        let (attempts, checkpoint) = match row {
+        let (attempts, crashes, checkpoint) = match row {
             Some((1, ..)) => return Ok(SegmentClaim::Done),
-            Some((_, until, _, _)) if until > now => return Ok(SegmentClaim::Busy),
-            Some((_, _, attempts, checkpoint)) => (attempts, checkpoint),
-            None => (0, None),
+            Some((_, until, ..)) if until > now => return Ok(SegmentClaim::Busy),
+            // an owner that never released its lease: that run crashed or was killed
+            Some((_, _, attempts, crashes, owner, checkpoint)) => {
+                (attempts, crashes + i64::from(owner.is_some()), checkpoint)
+            }
+            None => (0, 0, None),
         };
         tx.execute(
-            "INSERT INTO analysis_segments (video_id, idx, owner, lease_until_ms, attempts) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (video_id, idx) DO UPDATE SET owner = ?3, lease_until_ms = ?4, attempts = ?5",
-            params![video_id, index, owner, now + lease.as_millis() as i64, attempts + 1],
+            "INSERT INTO analysis_segments (video_id, idx, owner, lease_until_ms, attempts, crashes) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (video_id, idx) DO UPDATE SET owner = ?3, lease_until_ms = ?4, attempts = ?5, crashes = ?6",
+            params![video_id, index, owner, now + lease.as_millis() as i64, attempts + 1, crashes],
         )
         .map_err(backend)?;
         tx.commit().map_err(backend)?;
         Ok(SegmentClaim::Claimed {
+            crashed_runs: crashes as u32,
             attempt: attempts as u32 + 1,
             checkpoint: checkpoint
                 .map(|c| serde_json::from_str(&c).map_err(backend))
@@ -542,7 +583,7 @@ impl AnalysisLedger for SqliteStore {
     async fn release_segment(&self, video_id: &str, index: u32, owner: &str) -> StoreResult<()> {
         self.db()
             .execute(
-                "UPDATE analysis_segments SET lease_until_ms = 0 WHERE video_id = ?1 AND idx = ?2 AND owner = ?3",
+                "UPDATE analysis_segments SET lease_until_ms = 0, owner = NULL WHERE video_id = ?1 AND idx = ?2 AND owner = ?3",
                 params![video_id, index, owner],
             )
             .map(|_| ())
@@ -630,7 +671,7 @@ impl AnalysisLedger for SqliteStore {
         let changed = self
             .db()
             .execute(
-                "UPDATE videos SET status = ?2, analysis = ?3 WHERE id = ?1 AND status = 'PROCESSING'",
+                "UPDATE videos SET status = ?2, analysis = ?3 WHERE id = ?1 AND status IN ('PENDING', 'PROCESSING')",
                 params![
                     video_id,
                     state.status.as_str(),
