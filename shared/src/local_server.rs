@@ -4,10 +4,20 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use sha2::{Digest, Sha256};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
 
 use crate::adapters::local::{FileBlobs, LocalQueue, SqliteStore};
+use crate::http::limits::{self, BodyRate, PageOrigins};
 use crate::http::{ApiConfig, AppState, TokenKeys};
 use crate::live::{AnnouncingLedger, VideoEvents};
 use crate::ports::{AnalysisJob, JobQueue};
@@ -27,6 +37,50 @@ pub struct LocalServerConfig {
     pub engine: EngineConfig,
     pub api: ApiConfig,
     pub worker: WorkerConfig,
+    pub limits: ConnectionLimits,
+}
+
+/// What a client may hold of the server: how long a connection may take to send a request head,
+/// how many connections are served at once, and how slowly a request body may arrive.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// A connection must deliver a complete request head within this time of opening, or of the
+    /// end of its previous response: it is also the keep-alive idle timeout
+    /// (`DEEPEMOTION_HEADER_TIMEOUT`, 20 s).
+    pub header_timeout: Duration,
+    /// Most connections served at once (`DEEPEMOTION_MAX_CONNECTIONS`); beyond it a new
+    /// connection gets a 503 and is closed. `None` derives it from the file-descriptor limit,
+    /// which is raised to its hard limit at start: half of what is left after 256 for files,
+    /// since a connection may hold a second descriptor, at most [`DEFAULT_MAX_CONNECTIONS`].
+    pub max_connections: Option<usize>,
+    /// The slowest a request body may arrive (`DEEPEMOTION_BODY_TIMEOUT`, 20 s, and
+    /// `DEEPEMOTION_BODY_MIN_RATE`, 500 bytes/s: at least 10,000 bytes in every 20 s).
+    pub body_rate: BodyRate,
+}
+
+/// The connection cap when the fd limit allows it.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 8192;
+/// Descriptors kept for everything but connections: the database, ffmpeg's pipes, the runtime.
+const RESERVED_FDS: u64 = 256;
+/// The HTTP parser's own ceilings, above the documented limits the router answers with a JSON 431
+/// ([`limits::MAX_HEADER_FIELDS`], [`limits::MAX_HEADER_BYTES`]). A request over these gets
+/// hyper's bare 431 and the connection is closed.
+const PARSER_MAX_HEADERS: usize = 256;
+const PARSER_MAX_HEAD_BYTES: usize = 64 * 1024;
+/// How long Ctrl-C waits for requests in flight (an SSE stream may never end by itself).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(20),
+            max_connections: None,
+            body_rate: BodyRate {
+                window: Duration::from_secs(20),
+                min_bytes_per_sec: 500,
+            },
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +144,7 @@ pub async fn serve(
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
+    let page_origins = PageOrigins::from_url(&public_url);
 
     let engine = config.engine.clone();
     let analyzer = tokio::task::spawn_blocking(move || Analyzer::new(engine))
@@ -151,16 +206,182 @@ pub async fn serve(
         local_files: Some(files),
         events: events.clone(),
     };
-    // CORS outermost, so socket.io's polling requests get it too
+    // CORS outside socket.io, so its polling requests get it too; the limits and security
+    // headers outermost, so socket.io's requests and responses get them as well
     let app = crate::http::routes(state)
         .layer(crate::socket::progress_socket(tokens, store, events))
-        .layer(crate::http::cors(&config.api.cors_origins));
-    tracing::info!(%addr, "serving /api/v2, socket.io and the web page");
+        .layer(crate::http::cors(&config.api.cors_origins))
+        .layer(axum::middleware::from_fn(limits::header_limits))
+        .layer(axum::middleware::from_fn_with_state(
+            config.limits.body_rate,
+            limits::min_body_rate,
+        ))
+        .layer(axum::middleware::from_fn(limits::security_headers))
+        .layer(axum::Extension(page_origins));
+    let max_connections = connection_cap(config.limits.max_connections, raise_fd_limit());
+    tracing::info!(
+        %addr,
+        max_connections,
+        header_timeout_s = config.limits.header_timeout.as_secs_f64(),
+        body_window_s = config.limits.body_rate.window.as_secs_f64(),
+        body_min_rate = config.limits.body_rate.min_bytes_per_sec,
+        "serving /api/v2, socket.io and the web page"
+    );
     ready(addr);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+    serve_connections(listener, app, &config.limits, max_connections).await;
+    Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit; returns the limit now in force.
+fn raise_fd_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return None;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    Some(limit.rlim_cur)
+}
+
+/// The connection cap: the configured one, or [`DEFAULT_MAX_CONNECTIONS`], within what the
+/// file-descriptor limit allows.
+fn connection_cap(configured: Option<usize>, fd_limit: Option<u64>) -> usize {
+    let by_fds = fd_limit.map(|n| (n.saturating_sub(RESERVED_FDS) / 2).max(16));
+    let by_fds = by_fds.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+    let cap = match (configured, by_fds) {
+        (Some(c), Some(f)) if c > f => {
+            tracing::warn!(
+                configured = c,
+                fd_limit,
+                "DEEPEMOTION_MAX_CONNECTIONS is more than the open-file limit allows; using {f}"
+            );
+            f
+        }
+        (Some(c), _) => c,
+        (None, Some(f)) => f.min(DEFAULT_MAX_CONNECTIONS),
+        (None, None) => DEFAULT_MAX_CONNECTIONS,
+    };
+    cap.clamp(1, u32::MAX as usize)
+}
+
+/// The accept loop: hyper's HTTP/1 server per connection, with the header-read timeout and the
+/// parser's ceilings, at most `max_connections` at once, until Ctrl-C.
+async fn serve_connections(
+    listener: TcpListener,
+    app: Router,
+    limits: &ConnectionLimits,
+    max_connections: usize,
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_headers(PARSER_MAX_HEADERS)
+        .max_header_size(PARSER_MAX_HEAD_BYTES);
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let (closing, closed) = tokio::sync::watch::channel(());
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut refused = 0u64;
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+            _ = &mut ctrl_c => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            if refused == 0 {
+                tracing::warn!(
+                    max_connections,
+                    "connection limit reached: refusing new connections until some close"
+                );
+            }
+            refused += 1;
+            refuse(stream);
+            continue;
+        };
+        if refused > 0 {
+            tracing::warn!(refused, "below the connection limit again");
+            refused = 0;
+        }
+        let _ = stream.set_nodelay(true);
+        // handlers may ask for the client's address (`ConnectInfo<SocketAddr>`)
+        let service = app
+            .clone()
+            .map_request(move |mut request: axum::http::Request<Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(remote));
+                request
+            });
+        let conn = http
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+            .with_upgrades();
+        let mut closed = closed.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                result = conn.as_mut() => result,
+                _ = closed.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%remote, error = %e, "connection ended");
+            }
+        });
+    }
+    drop(listener);
+    let _ = closing.send(());
+    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(SHUTDOWN_GRACE, slots.acquire_many(all))
         .await
-        .map_err(startup)
+        .is_err()
+    {
+        tracing::warn!("stopping with requests still open");
+    }
+}
+
+/// Over the connection cap: a best-effort 503 (the socket's send buffer is empty, so the write
+/// does not block), then the connection is closed.
+fn refuse(stream: TcpStream) {
+    const BODY: &str = r#"{"error":"too many connections; try again shortly"}"#;
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\
+         x-content-type-options: nosniff\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let _ = stream.try_write(response.as_bytes());
+}
+
+/// Errors of `accept` that concern one connection are skipped; others (out of descriptors, which
+/// the cap should prevent) are logged and retried shortly.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::ConnectionRefused
+    ) {
+        return;
+    }
+    tracing::error!(error = %e, "accept failed");
+    tokio::time::sleep(Duration::from_millis(100)).await;
 }

@@ -69,6 +69,26 @@ enum Command {
         /// Development mode: without DEEPEMOTION_JWT_SECRET, generate a secret in the data dir.
         #[arg(long)]
         dev: bool,
+        /// Seconds a connection has to send a complete request head, from opening or from its
+        /// previous response (so also the keep-alive idle timeout).
+        #[arg(long, env = "DEEPEMOTION_HEADER_TIMEOUT", default_value = "20", value_name = "SECONDS", value_parser = seconds)]
+        header_timeout: std::time::Duration,
+        /// Most connections served at once; beyond it new ones get a 503 and are closed
+        /// [default: from the open-file limit, at most 8192].
+        #[arg(long, env = "DEEPEMOTION_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
+        max_connections: Option<u32>,
+        /// A request body must deliver BODY_MIN_RATE x BODY_TIMEOUT bytes in every BODY_TIMEOUT
+        /// seconds (a shorter body must be complete within it), else 408.
+        #[arg(long, env = "DEEPEMOTION_BODY_TIMEOUT", default_value = "20", value_name = "SECONDS", value_parser = seconds)]
+        body_timeout: std::time::Duration,
+        /// Bytes per second (see --body-timeout).
+        #[arg(
+            long,
+            env = "DEEPEMOTION_BODY_MIN_RATE",
+            default_value_t = 500,
+            value_name = "BYTES"
+        )]
+        body_min_rate: u64,
     },
     /// Classify images that are already face crops (no detection); one JSON line per image.
     Classify {
@@ -100,6 +120,16 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A positive number of seconds, e.g. `20` or `2.5`.
+fn seconds(value: &str) -> Result<std::time::Duration, String> {
+    value
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e9)
+        .map(std::time::Duration::from_secs_f64)
+        .ok_or_else(|| format!("{value:?} is not a positive number of seconds"))
 }
 
 /// The server logs requests and jobs by default; the one-shot commands keep stderr quiet.
@@ -162,6 +192,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             data_dir,
             public_url,
             dev,
+            header_timeout,
+            max_connections,
+            body_timeout,
+            body_min_rate,
         } => {
             let api = shared::http::ApiConfig {
                 max_upload_bytes: std::env::var("DEEPEMOTION_MAX_UPLOAD_BYTES")
@@ -193,6 +227,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 engine: config,
                 api,
                 worker: shared::worker::WorkerConfig::from_env().map_err(anyhow::Error::msg)?,
+                limits: shared::local_server::ConnectionLimits {
+                    header_timeout,
+                    max_connections: max_connections.map(|n| n as usize),
+                    body_rate: shared::http::limits::BodyRate {
+                        window: body_timeout,
+                        min_bytes_per_sec: body_min_rate,
+                    },
+                },
             };
             tokio::runtime::Runtime::new()?.block_on(shared::local_server::serve(
                 server,

@@ -3,6 +3,7 @@
 
 mod auth;
 mod error;
+pub mod limits;
 pub mod local;
 mod openapi;
 mod routes;
@@ -128,7 +129,9 @@ pub fn routes(state: AppState) -> Router {
     }
     app.fallback(|| async { ApiError::NotFound })
         .layer(middleware::from_fn(json_errors))
+        .layer(middleware::from_fn(limits::header_limits))
         .layer(middleware::from_fn(request_id))
+        .layer(middleware::from_fn(limits::security_headers))
         .with_state(state)
 }
 
