@@ -56,6 +56,7 @@ fn video(id: &str, owner: &str, age_ms: i64) -> Video {
         size_bytes: Some(10),
         sample_fps: 5.0,
         uploaded_at: Utc::now() - chrono::Duration::milliseconds(age_ms),
+        upload: None,
         analysis: AnalysisState::pending(),
     }
 }
@@ -199,7 +200,8 @@ async fn the_ledger_plans_once_leases_segments_and_counts_them_once() {
         claim,
         SegmentClaim::Claimed {
             attempt: 1,
-            checkpoint: None
+            checkpoint: None,
+            crashed_runs: 0,
         }
     );
     assert_eq!(
@@ -247,7 +249,8 @@ async fn the_ledger_plans_once_leases_segments_and_counts_them_once() {
             .unwrap(),
         SegmentClaim::Claimed {
             attempt: 2,
-            checkpoint: Some(at)
+            checkpoint: Some(at),
+            crashed_runs: 0,
         }
     );
     let statuses = store.segments("v9").await.unwrap();
@@ -354,7 +357,7 @@ async fn blobs_upload_through_presigned_urls() {
     let blobs = S3Blobs::new(&clients, &config.bucket);
     let key = "uploads/u1/v1.mp4";
     let upload = blobs
-        .presign_put(key, "video/mp4", Duration::from_secs(900))
+        .presign_put(key, "video/mp4", None, Duration::from_secs(900))
         .await
         .unwrap();
     assert!(
@@ -376,7 +379,10 @@ async fn blobs_upload_through_presigned_urls() {
         .await
         .unwrap();
     assert!(r.status().is_success(), "{}", r.status());
-    assert_eq!(blobs.head(key).await.unwrap(), Some(100_000));
+    assert_eq!(
+        blobs.stat(key, None).await.unwrap().map(|o| o.size),
+        Some(100_000)
+    );
     let dir = tempfile::tempdir().unwrap();
     blobs
         .download(key, &dir.path().join("v1.mp4"))
@@ -384,7 +390,7 @@ async fn blobs_upload_through_presigned_urls() {
         .unwrap();
     assert_eq!(std::fs::read(dir.path().join("v1.mp4")).unwrap(), bytes);
     let url = blobs
-        .presign_get(key, Duration::from_secs(60))
+        .presign_get(key, None, Duration::from_secs(60))
         .await
         .unwrap();
     assert_eq!(
@@ -398,7 +404,7 @@ async fn blobs_upload_through_presigned_urls() {
         100_000
     );
     blobs.delete(key).await.unwrap();
-    assert_eq!(blobs.head(key).await.unwrap(), None);
+    assert_eq!(blobs.stat(key, None).await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -492,4 +498,268 @@ async fn the_api_lambda_signs_tokens_with_the_secret_it_reads_from_secrets_manag
         app_state(&config(short.arn().unwrap())).await,
         Err(LambdaConfigError::Invalid(_))
     ));
+}
+
+#[tokio::test]
+async fn a_run_that_never_released_its_lease_is_counted_as_crashed_at_the_next_claim() {
+    use shared::ports::{AnalysisLedger, SegmentClaim};
+    let store = store().await;
+    store.create_video(&video("v1", "u1", 0)).await.unwrap();
+    let short = Duration::from_millis(1);
+    let crashed_runs = |claim: SegmentClaim| match claim {
+        SegmentClaim::Claimed { crashed_runs, .. } => crashed_runs,
+        other => panic!("{other:?}"),
+    };
+    let first = store.claim_segment("v1", 0, "a", short).await.unwrap();
+    assert_eq!(crashed_runs(first), 0);
+    // "a" released cleanly (a store error worth retrying): not a crash
+    store.release_segment("v1", 0, "a").await.unwrap();
+    let second = store.claim_segment("v1", 0, "b", short).await.unwrap();
+    assert_eq!(crashed_runs(second), 0);
+    // "b" vanished with its lease (killed, or a panic): counted once, and it adds up
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let third = store.claim_segment("v1", 0, "c", short).await.unwrap();
+    assert_eq!(crashed_runs(third), 1);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let fourth = store.claim_segment("v1", 0, "d", short).await.unwrap();
+    assert_eq!(crashed_runs(fourth), 2);
+}
+
+#[tokio::test]
+async fn the_first_upload_is_recorded_once_and_a_delete_removes_every_item() {
+    use shared::StoredObject;
+    use shared::ports::{AnalysisLedger, SegmentClaim, UploadRecord};
+    let store = store().await;
+    store.create_video(&video("v1", "u1", 0)).await.unwrap();
+    let first = StoredObject {
+        size: 100,
+        etag: Some("aaa".into()),
+        version_id: Some("ver-1".into()),
+    };
+    let second = StoredObject {
+        size: 120,
+        etag: Some("bbb".into()),
+        version_id: Some("ver-2".into()),
+    };
+    assert_eq!(
+        store.record_upload("v1", &first).await.unwrap(),
+        UploadRecord::Recorded
+    );
+    assert_eq!(
+        store.record_upload("v1", &first).await.unwrap(),
+        UploadRecord::Same
+    );
+    assert_eq!(
+        store.record_upload("v1", &second).await.unwrap(),
+        UploadRecord::Different(first.clone())
+    );
+    assert_eq!(
+        store.video("v1").await.unwrap().unwrap().upload,
+        Some(first.clone())
+    );
+    // a title change does not clobber it
+    store.set_title("v1", "renamed").await.unwrap();
+    assert_eq!(
+        store.video("v1").await.unwrap().unwrap().upload,
+        Some(first)
+    );
+
+    store
+        .put_frames(
+            "v1",
+            &[FrameResult {
+                frame: 3,
+                t_ms: 120,
+                faces: vec![],
+            }],
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .claim_segment("v1", 0, "w", Duration::from_secs(60))
+            .await
+            .unwrap(),
+        SegmentClaim::Claimed { .. }
+    ));
+    store.delete_video("v1").await.unwrap();
+    assert!(store.video("v1").await.unwrap().is_none());
+    assert!(store.frames("v1", None, 10).await.unwrap().0.is_empty());
+    assert!(store.segments("v1").await.unwrap().is_empty());
+    assert_eq!(
+        store.record_upload("v1", &second).await.unwrap(),
+        UploadRecord::Gone
+    );
+}
+
+async fn versioned_bucket() -> S3Blobs {
+    let (clients, config) = clients().await;
+    clients
+        .s3
+        .create_bucket()
+        .bucket(&config.bucket)
+        .send()
+        .await
+        .unwrap();
+    clients
+        .s3
+        .put_bucket_versioning()
+        .bucket(&config.bucket)
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    S3Blobs::new(&clients, &config.bucket)
+}
+
+async fn put(url: &str, bytes: Vec<u8>) -> reqwest::StatusCode {
+    reqwest::Client::new()
+        .put(url)
+        .header("Content-Type", "video/mp4")
+        .body(bytes)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+async fn get(url: &str) -> Vec<u8> {
+    reqwest::get(url)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec()
+}
+
+#[tokio::test]
+async fn a_second_put_to_the_same_key_never_changes_what_is_read_through_the_recorded_version() {
+    let blobs = versioned_bucket().await;
+    let key = "uploads/u1/v1.mp4";
+    let url = blobs
+        .presign_put(key, "video/mp4", None, Duration::from_secs(900))
+        .await
+        .unwrap()
+        .url;
+    let original = vec![1u8; 50_000];
+    let swapped = vec![2u8; 60_000];
+    assert!(put(&url, original.clone()).await.is_success());
+    let recorded = blobs.stat(key, None).await.unwrap().unwrap();
+    assert_eq!(recorded.size, 50_000);
+    let version = recorded.version_id.clone().expect("a versioned bucket");
+    // an event that names the object by size and ETag only (moto's) finds the same version
+    let described = shared::StoredObject {
+        version_id: None,
+        ..recorded.clone()
+    };
+    assert_eq!(
+        blobs.locate(key, &described).await.unwrap(),
+        Some(recorded.clone())
+    );
+
+    // the same URL, again, with other bytes
+    assert!(put(&url, swapped.clone()).await.is_success());
+    let current = blobs.stat(key, None).await.unwrap().unwrap();
+    assert_ne!(current.version_id, recorded.version_id);
+    assert!(!current.same_as(&recorded), "the worker can tell them apart");
+    // still the original for the analysis and for the player
+    let source = blobs
+        .analysis_source(key, Some(&version), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(get(&source).await, original);
+    let stream = blobs
+        .presign_get(key, Some(&version), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(get(&stream).await, original);
+    assert_eq!(
+        blobs.stat(key, Some(&version)).await.unwrap(),
+        Some(recorded.clone())
+    );
+    // the worker discards the second version: the original is current again
+    blobs
+        .delete_version(key, current.version_id.as_deref().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(blobs.stat(key, None).await.unwrap(), Some(recorded));
+    // a delete removes every version: nothing is left behind a delete marker
+    blobs.delete(key).await.unwrap();
+    assert_eq!(blobs.stat(key, None).await.unwrap(), None);
+    assert_eq!(blobs.stat(key, Some(&version)).await.unwrap(), None);
+    assert_eq!(blobs.locate(key, &described).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_declared_size_is_signed_into_the_presigned_put() {
+    let blobs = versioned_bucket().await;
+    let signed_headers = |url: &str| -> String {
+        let query = url.split_once('?').map_or("", |(_, q)| q);
+        query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("X-Amz-SignedHeaders="))
+            .map(|v| percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let with_size = blobs
+        .presign_put(
+            "uploads/u1/v1.mp4",
+            "video/mp4",
+            Some(1234),
+            Duration::from_secs(900),
+        )
+        .await
+        .unwrap();
+    let headers = signed_headers(&with_size.url);
+    assert!(
+        headers.split(';').any(|h| h == "content-length")
+            && headers.split(';').any(|h| h == "content-type"),
+        "signed headers: {headers}"
+    );
+    let without = blobs
+        .presign_put("uploads/u1/v2.mp4", "video/mp4", None, Duration::from_secs(900))
+        .await
+        .unwrap();
+    assert!(!signed_headers(&without.url).contains("content-length"));
+}
+
+#[tokio::test]
+async fn rate_limit_counters_are_shared_through_the_table() {
+    use shared::ports::{RateDecision, RateLimiter};
+    let (clients, config) = clients().await;
+    let table = DynamoStore::new(&clients, &config.table);
+    table.create_table().await.unwrap();
+    // a second client over the same table: another Lambda container
+    let other = DynamoStore::new(&clients, &config.table);
+    let window = Duration::from_secs(3600);
+    for _ in 0..2 {
+        assert_eq!(
+            table.hit("login#k", 1, 3, window).await.unwrap(),
+            RateDecision::Allowed
+        );
+    }
+    assert_eq!(
+        other.hit("login#k", 1, 3, window).await.unwrap(),
+        RateDecision::Allowed
+    );
+    // a look at a full budget says no without counting
+    assert!(matches!(
+        other.hit("login#k", 0, 3, window).await.unwrap(),
+        RateDecision::Limited { .. }
+    ));
+    let RateDecision::Limited { retry_after } = table.hit("login#k", 1, 3, window).await.unwrap()
+    else {
+        panic!("the fourth attempt is over the limit");
+    };
+    assert!(retry_after <= window && !retry_after.is_zero());
+    assert_eq!(
+        table.hit("login#other", 1, 3, window).await.unwrap(),
+        RateDecision::Allowed,
+        "keys are counted apart"
+    );
 }

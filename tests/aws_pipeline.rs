@@ -57,6 +57,19 @@ async fn stack() -> Stack {
         .send()
         .await
         .unwrap();
+    // as template.yaml declares it: a second PUT to an upload URL makes a new version
+    clients
+        .s3
+        .put_bucket_versioning()
+        .bucket(&config.bucket)
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
     let queue_url = clients
         .sqs
         .create_queue()
@@ -118,6 +131,7 @@ async fn stack() -> Stack {
         results: store.clone(),
         blobs: Arc::new(S3Blobs::new(&clients, &config.bucket)),
         jobs: Arc::new(SqsJobs::new(&clients, &queue_url)),
+        limiter: store.clone(),
         tokens: TokenKeys::new(b"moto-test-secret-moto-test-secret!!", 3600),
         config: ApiConfig::default(),
         local_files: None,
@@ -473,6 +487,100 @@ async fn an_upload_to_the_presigned_url_is_analysed_through_the_s3_event() {
         .await
         .unwrap();
     assert_eq!(frames.len(), 99);
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_put_to_a_used_upload_url_never_changes_what_is_analysed_or_streamed() {
+    let stack = stack().await;
+    let worker = stack.worker(WorkerConfig::default());
+    let token = stack.token().await;
+    let pexels = std::fs::read(common::video("WolfgangLanger_Pexels.mp4")).unwrap();
+    let init: Value = stack
+        .http
+        .post(format!("{}/videos/upload/initialize", stack.base))
+        .bearer_auth(&token)
+        .json(&json!({"filename": "pexels.mp4"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = init["video_id"].as_str().unwrap().to_string();
+    let url = init["upload_url"].as_str().unwrap().to_string();
+    let put = |bytes: Vec<u8>| {
+        let (http, url) = (stack.http.clone(), url.clone());
+        async move {
+            http.put(&url)
+                .header("Content-Type", "video/mp4")
+                .body(bytes)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert!(put(pexels.clone()).await.is_success());
+    // the same still-valid URL, again, before the analysis ran: S3 itself cannot refuse it
+    let swapped = b"not the video that was uploaded first\n".repeat(1000);
+    assert!(put(swapped.clone()).await.is_success());
+
+    let event = stack.receive_event(2).await;
+    let response = handle_sqs_event(&worker, event, deadline()).await;
+    assert!(no_failures(&response), "both events acknowledged: {response:?}");
+    let (_, video) = stack.get(&token, &format!("/videos/{id}")).await;
+    assert_eq!(video["status"], "COMPLETED", "the first upload was analysed: {video}");
+    assert_eq!(video["frame_count"], 99);
+
+    let versions = || async {
+        stack
+            .clients
+            .s3
+            .list_object_versions()
+            .bucket(&stack.config.bucket)
+            .prefix(init["s3_key"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .versions()
+            .iter()
+            .map(|v| v.size().unwrap_or(0) as usize)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        versions().await,
+        vec![pexels.len()],
+        "the second version was discarded"
+    );
+
+    // after COMPLETED, once more: discarded again, and the player still gets the first upload
+    assert!(put(swapped).await.is_success());
+    let event = stack.receive_event(1).await;
+    assert!(no_failures(&handle_sqs_event(&worker, event, deadline()).await));
+    assert_eq!(versions().await, vec![pexels.len()]);
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let name = init["s3_key"].as_str().unwrap().rsplit('/').next().unwrap();
+    let redirect = no_redirects
+        .get(format!("{}/videos/stream/{name}", stack.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(redirect.status(), 307);
+    let location = redirect.headers()["location"].to_str().unwrap().to_string();
+    assert!(location.contains("versionId="), "{location}");
+    let streamed = reqwest::get(&location).await.unwrap().bytes().await.unwrap();
+    assert_eq!(sha256(&streamed), sha256(&pexels));
+    let (_, video) = stack.get(&token, &format!("/videos/{id}")).await;
+    assert_eq!(video["status"], "COMPLETED");
+    assert_eq!(video["frame_count"], 99);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

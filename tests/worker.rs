@@ -12,7 +12,10 @@ use async_trait::async_trait;
 use chrono::Utc;
 use shared::adapters::local::{FileBlobs, SqliteStore};
 use shared::pipeline::AnalysisOptions;
-use shared::ports::{AnalysisJob, JobQueue, ResultStore, StoreError, StoreResult, VideoStore};
+use shared::ports::{
+    AnalysisJob, AnalysisLedger, BlobStore, JobQueue, ResultStore, SegmentClaim, StoreError,
+    StoreResult, VideoStore,
+};
 use shared::worker::{AnalysisWorker, JobOutcome, WorkerConfig, WorkerError};
 use shared::{AnalysisState, Analyzer, EngineConfig, FrameResult, Video, VideoStatus};
 
@@ -120,6 +123,7 @@ impl Rig {
                 size_bytes: Some(bytes.len() as u64),
                 sample_fps: 5.0,
                 uploaded_at: Utc::now(),
+                upload: None,
                 analysis: AnalysisState::pending(),
             })
             .await
@@ -476,10 +480,7 @@ async fn a_video_that_cannot_finish_before_the_deadline_fans_out_into_segments()
     // a duplicate segment message after the end is a no-op
     let late = worker
         .handle(
-            &AnalysisJob {
-                key: job.key.clone(),
-                segment: Some(2),
-            },
+            &AnalysisJob::segment(job.key.clone(), 2),
             None,
         )
         .await
@@ -534,4 +535,170 @@ async fn long_videos_split_by_length_and_deadline_stops_continue_where_they_left
     let outcomes = rig.drain(&worker, None).await;
     assert_eq!(outcomes, vec![JobOutcome::Completed { frames: 99 }]);
     assert_same_as_one_pass(&rig.frames(&job).await);
+}
+
+fn video_id(job: &AnalysisJob) -> String {
+    shared::parse_object_key(&job.key).unwrap().1.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_that_crash_are_capped_and_the_video_fails_repeatedly_instead_of_cycling() {
+    let rig = Rig::new();
+    let worker = rig.worker(quick());
+    let job = rig.upload(&pexels()).await;
+    let id = video_id(&job);
+    // three runs that took the lease and never gave it back (killed, crashed, panicked)
+    let short = Duration::from_millis(1);
+    for run in 0..3 {
+        let claim = rig
+            .store
+            .claim_segment(&id, 0, &format!("crashed-run-{run}"), short)
+            .await
+            .unwrap();
+        let SegmentClaim::Claimed { crashed_runs, .. } = claim else {
+            panic!("{claim:?}");
+        };
+        assert_eq!(crashed_runs, run, "each unreleased lease counts once");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let outcome = worker.handle(&job, None).await.unwrap();
+    let JobOutcome::Rejected { error } = outcome else {
+        panic!("the fourth run must give up: {outcome:?}");
+    };
+    assert!(error.contains("analysis failed repeatedly"), "{error}");
+    let video = rig.video(&job).await;
+    assert_eq!(video.analysis.status, VideoStatus::Failed);
+    assert_eq!(video.analysis.error.as_deref(), Some(error.as_str()));
+    // acknowledged for good: a redelivery is skipped, not run again
+    assert!(matches!(
+        worker.handle(&job, None).await.unwrap(),
+        JobOutcome::Skipped { .. }
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_failures_give_the_lease_back_and_never_count_as_crashes() {
+    let rig = Rig::new();
+    let job = rig.upload(&pexels()).await;
+    let stuck = Arc::new(ThrottledResults {
+        inner: rig.store.clone(),
+        failures: 1000,
+        calls: AtomicU32::new(0),
+    });
+    // more failed runs than the crash cap allows: each stopped cleanly
+    let failing = rig.worker_with(quick(), stuck, engine());
+    for _ in 0..4 {
+        assert!(matches!(
+            failing.handle(&job, None).await,
+            Err(WorkerError::Analysis(_))
+        ));
+    }
+    // a redrive after the store recovers completes normally
+    let outcome = rig.worker(quick()).handle(&job, None).await.unwrap();
+    assert_eq!(outcome, JobOutcome::Completed { frames: 99 });
+    assert_same_as_one_pass(&rig.frames(&job).await);
+}
+
+/// Passes writes through, and after the first one deletes the video as `DELETE /videos/{id}`
+/// does (the object, then the record with everything the store holds), then goes on writing:
+/// the writes a running analysis makes after a delete.
+struct DeletedMidway {
+    inner: Arc<SqliteStore>,
+    blobs: Arc<FileBlobs>,
+    key: String,
+    writes: AtomicU32,
+}
+
+#[async_trait]
+impl ResultStore for DeletedMidway {
+    async fn put_frames(&self, video_id: &str, frames: &[FrameResult]) -> StoreResult<()> {
+        if self.writes.fetch_add(1, Ordering::SeqCst) == 1 {
+            self.blobs.delete(&self.key).await?;
+            self.inner.delete_video(video_id).await?;
+        }
+        self.inner.put_frames(video_id, frames).await
+    }
+    async fn frames(
+        &self,
+        video_id: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> StoreResult<(Vec<FrameResult>, Option<u64>)> {
+        self.inner.frames(video_id, after, limit).await
+    }
+    async fn delete_frames(&self, video_id: &str) -> StoreResult<()> {
+        self.inner.delete_frames(video_id).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_video_deleted_mid_analysis_stops_at_the_next_checkpoint_and_leaves_no_rows() {
+    let rig = Rig::new();
+    let job = rig.upload(&pexels()).await;
+    let id = video_id(&job);
+    let results = Arc::new(DeletedMidway {
+        inner: rig.store.clone(),
+        blobs: rig.blobs.clone(),
+        key: job.key.clone(),
+        writes: AtomicU32::new(0),
+    });
+    let worker = rig.worker_with(quick(), results.clone(), engine());
+    let outcome = worker.handle(&job, None).await.unwrap();
+    assert!(
+        matches!(&outcome, JobOutcome::Skipped { reason } if reason.contains("deleted")),
+        "{outcome:?}"
+    );
+    let writes = results.writes.load(Ordering::SeqCst);
+    assert!(
+        writes >= 2,
+        "frames were written after the delete ({writes} writes)"
+    );
+    assert!(
+        rig.store.frames(&id, None, 10).await.unwrap().0.is_empty(),
+        "no result rows left for the deleted id"
+    );
+    assert!(rig.store.video(&id).await.unwrap().is_none());
+    assert!(!rig.blobs.path_of(&job.key).unwrap().exists());
+    // the upload event, redelivered later, finds nothing to do and leaves nothing behind
+    let late = worker.handle(&job, None).await.unwrap();
+    assert!(matches!(late, JobOutcome::Skipped { .. }), "{late:?}");
+    assert!(rig.store.frames(&id, None, 10).await.unwrap().0.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_analysis_keeps_every_frame_decoded_before_the_failure() {
+    let whole = pexels();
+    let cut = &whole[..whole.len() / 2];
+    // what the engine delivers before the cut
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cut.mp4");
+    std::fs::write(&path, cut).unwrap();
+    let mut sink = common::Collect::default();
+    engine()
+        .analyze(&path, &AnalysisOptions::sampled(5.0), &mut sink)
+        .unwrap_err();
+    let delivered: Vec<u64> = sink.frames.iter().map(|f| f.frame).collect();
+    assert!(
+        !delivered.is_empty() && !delivered.len().is_multiple_of(50),
+        "a partial batch is pending at the failure: {} frames",
+        delivered.len()
+    );
+
+    let rig = Rig::new();
+    // no time-based checkpoint: only full batches of 50 would be written before the failure
+    let worker = rig.worker(WorkerConfig {
+        checkpoint_every: Duration::from_secs(3600),
+        ..quick()
+    });
+    let job = rig.upload(cut).await;
+    let outcome = worker.handle(&job, None).await.unwrap();
+    assert!(
+        matches!(&outcome, JobOutcome::Rejected { error } if error.contains("truncated")),
+        "{outcome:?}"
+    );
+    let stored: Vec<u64> = rig.frames(&job).await.iter().map(|f| f.frame).collect();
+    assert_eq!(stored, delivered, "every frame decoded before the failure is kept");
+    let video = rig.video(&job).await;
+    assert_eq!(video.analysis.status, VideoStatus::Failed);
+    assert_eq!(video.analysis.frames_analyzed, delivered.len() as u64);
 }

@@ -177,6 +177,7 @@ mod tests {
                 size_bytes: None,
                 sample_fps: 5.0,
                 uploaded_at: chrono::Utc::now(),
+                upload: None,
                 analysis: AnalysisState::pending(),
             })
             .await

@@ -21,7 +21,7 @@ use crate::http::limits::{self, BodyRate, PageOrigins};
 use crate::http::{ApiConfig, AppState, TokenKeys};
 use crate::live::{AnnouncingLedger, VideoEvents};
 use crate::ports::{AnalysisJob, JobQueue};
-use crate::worker::{AnalysisWorker, JobOutcome, WorkerConfig};
+use crate::worker::{AnalysisWorker, WorkerConfig};
 use crate::{Analyzer, EngineConfig};
 
 #[derive(Debug, Clone)]
@@ -160,7 +160,7 @@ pub async fn serve(
         public_url,
         &blob_key,
     ));
-    let (queue, mut jobs) = LocalQueue::new();
+    let (queue, jobs) = LocalQueue::new();
     let events = VideoEvents::default();
 
     let worker = AnalysisWorker {
@@ -173,19 +173,7 @@ pub async fn serve(
         config: config.worker.clone(),
     };
     // the same processing function the analysis Lambda runs, fed by the in-process queue
-    tokio::spawn(async move {
-        while let Some(job) = jobs.recv().await {
-            match worker.handle(&job, None).await {
-                Ok(JobOutcome::Skipped { reason }) => {
-                    tracing::info!(key = %job.key, segment = ?job.segment, %reason, "job skipped")
-                }
-                Ok(outcome) => tracing::info!(key = %job.key, ?outcome, "job done"),
-                Err(e) => {
-                    tracing::error!(key = %job.key, error = %e, "job failed; it resumes at the next start")
-                }
-            }
-        }
-    });
+    tokio::spawn(Arc::new(worker).serve_queue(jobs, Arc::new(queue.clone())));
     for key in store.requeue_interrupted().map_err(startup)? {
         tracing::warn!(%key, "resuming an analysis interrupted by a restart");
         queue
@@ -201,6 +189,7 @@ pub async fn serve(
         results: store.clone(),
         blobs: files.clone(),
         jobs: Arc::new(queue),
+        limiter: Arc::new(crate::adapters::memory::MemoryRateLimiter::default()),
         tokens: tokens.clone(),
         config: config.api.clone(),
         local_files: Some(files),
