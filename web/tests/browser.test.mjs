@@ -55,17 +55,23 @@ test('sign up, upload, watch the analysis live, explore, rename and delete', { t
   const id = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
   const email = `web-${id}@example.com`;
   const password = `pw-${id}-secret`;
+  // markup in a username (and, below, in a title) is shown as text, never parsed: an <img> that
+  // ran its onerror would set window.__xss (and its src would show up as a failed request)
+  const username = `<img src=x onerror=window.__xss=1>${id}`;
   await page.click(tid('show-signup'));
-  await page.fill(tid('signup-username'), `web_${id}`);
+  await page.fill(tid('signup-username'), username);
   await page.fill(tid('signup-email'), email);
   await page.fill(tid('signup-password'), password);
   await page.click(tid('signup-submit'));
   await page.waitForSelector(tid('auth-info'));
+  assert.equal(await page.textContent(tid('auth-info')), `Account ${username} created. Log in to continue.`);
   assert.equal(await page.inputValue(tid('login-email')), email);
   await page.fill(tid('login-password'), password);
   await page.click(tid('login-submit'));
   await page.waitForSelector(tid('current-user'));
   await page.waitForSelector(tid('no-videos'));
+  assert.equal(await page.textContent(tid('current-user')), username, 'the username is shown as text');
+  assert.equal(await page.locator(`${tid('current-user')} *`).count(), 0, 'no element made from it');
   // a marker that survives only if the page is never reloaded
   await page.evaluate(() => (window.__sameDocument = true));
   step('signed up and logged in');
@@ -160,14 +166,16 @@ test('sign up, upload, watch the analysis live, explore, rename and delete', { t
   assert.ok(Array.isArray(frames) && frames.length > 10 && frames[0].faces, 'the JSON holds the frames');
   step(`exports: ${csvText.split('\n').length} CSV lines, ${frames.length} JSON frames`);
 
-  // ---- rename ----
-  const title = `Crying, then laughing ${id}`;
+  // ---- rename (to a title with markup in it, shown as text) ----
+  const title = `Crying, then <b>laughing</b> <img src=x onerror=window.__xss=2> ${id}`;
   await page.click(tid('rename'));
   await page.fill(tid('rename-input'), title);
   await page.click(tid('rename-save'));
   await page.waitForFunction((title) =>
     document.querySelector('[data-testid="video-item"] [data-testid="video-title"]')?.textContent === title, title);
   assert.equal(await page.textContent(tid('detail-title')), title);
+  assert.equal(await page.locator(`${tid('detail-title')} *, ${tid('video-title')} *`).count(), 0,
+    'no element made from the title');
 
   // ---- delete, confirming the dialog ----
   page.once('dialog', (dialog) => dialog.accept());
@@ -177,6 +185,7 @@ test('sign up, upload, watch the analysis live, explore, rename and delete', { t
   await shot('04-after-delete.png');
 
   assert.equal(await page.evaluate(() => window.__sameDocument), true, 'the page was never reloaded');
+  assert.equal(await page.evaluate(() => window.__xss), undefined, 'no markup from a username or title ran');
   assert.deepEqual(problems, [], 'no errors in the page');
   step('done');
 });

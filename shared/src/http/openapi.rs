@@ -101,7 +101,13 @@ pub fn openapi_document() -> Value {
             responses.insert(code.into(), json!({"description": why, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}));
         }
         if *auth {
-            responses.insert("401".into(), json!({"description": "missing or invalid token", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}));
+            responses.insert("401".into(), json!({"description": "missing or invalid token, or a token of a user that does not exist", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}));
+        }
+        if *method == "post" && matches!(*path, "/videos/upload/initialize" | "/videos/upload") {
+            responses.insert("415".into(), json!({"description": "not a video: the file extension or the declared content_type is not an accepted video type", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}));
+        }
+        if *path == "/auth/register" {
+            responses.insert("409".into(), json!({"description": "an account with this email (in any spelling that normalises to it) exists", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}));
         }
         let mut operation = json!({"summary": summary, "responses": responses});
         if *auth {

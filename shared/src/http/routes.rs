@@ -13,11 +13,13 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::auth::{hash_password, verify_password};
+use super::auth::{CurrentUser, check_password, hash_password_blocking};
 use super::{ApiError, AppState, AuthUser, local, openapi, stream};
 use crate::ports::AnalysisJob;
 use crate::{
-    AnalysisState, EmotionLabel, FrameResult, User, Video, VideoStatus, object_key, video_type,
+    ALLOWED_UPLOAD_TYPES, AnalysisState, EmotionLabel, FrameResult, TITLE_MAX_CHARS, User, Video,
+    VideoStatus, is_allowed_upload_type, is_control_char, normalize_email, object_key,
+    validate_email, validate_title, validate_username, video_type,
 };
 
 pub fn routes() -> Router<AppState> {
@@ -69,6 +71,14 @@ impl FieldErrors {
         self.0.entry(field.into()).or_default().push(message.into());
     }
 
+    /// The checked value, or an empty string with the message recorded against `field`.
+    fn check(&mut self, field: &str, checked: Result<String, &str>) -> String {
+        checked.unwrap_or_else(|message| {
+            self.add(field, message);
+            String::new()
+        })
+    }
+
     fn into_result(self) -> Result<(), ApiError> {
         if self.0.is_empty() {
             return Ok(());
@@ -100,41 +110,33 @@ struct RegisterBody {
     password: Option<String>,
 }
 
-fn looks_like_email(email: &str) -> bool {
-    let Some((local, domain)) = email.split_once('@') else {
-        return false;
-    };
-    !local.is_empty()
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && email.len() <= 254
-        && !email.contains(char::is_whitespace)
-}
-
+/// `POST /auth/register`. The email is stored normalised (see [`crate::validate_email`]), so
+/// every spelling of a registered address is a 409; the username is checked by
+/// [`crate::validate_username`]. The password is hashed on the blocking pool.
 async fn register(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let body: RegisterBody = parse_body(&body)?;
     let mut errors = FieldErrors::default();
-    let username = body.username.unwrap_or_default().trim().to_string();
-    let email = body.email.unwrap_or_default().trim().to_lowercase();
+    let username = errors.check(
+        "username",
+        validate_username(body.username.as_deref().unwrap_or_default()),
+    );
+    let email = errors.check(
+        "email",
+        validate_email(body.email.as_deref().unwrap_or_default()),
+    );
     let password = body.password.unwrap_or_default();
-    if !(3..=50).contains(&username.chars().count()) {
-        errors.add("username", "must be 3 to 50 characters");
-    }
-    if !looks_like_email(&email) {
-        errors.add("email", "must be a valid email address");
-    }
     if password.chars().count() < 8 {
         errors.add("password", "must be at least 8 characters");
     }
     errors.into_result()?;
 
+    let password_hash = hash_password_blocking(password).await?;
     let now = Utc::now();
     let user = User {
         id: uuid::Uuid::new_v4().to_string(),
         username,
         email,
-        password_hash: hash_password(&password)?,
+        password_hash,
         created_at: now,
         updated_at: now,
     };
@@ -154,19 +156,16 @@ struct LoginBody {
     password: Option<String>,
 }
 
+/// `POST /auth/login`. The email is normalised as at registration, so `ANN@EXAMPLE.COM` and the
+/// fullwidth spelling reach the same account; the password is verified on the blocking pool.
 async fn login(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let body: LoginBody = parse_body(&body)?;
-    let email = body.email.unwrap_or_default().trim().to_lowercase();
+    let email = normalize_email(body.email.as_deref().unwrap_or_default());
     let password = body.password.unwrap_or_default();
     let user = state.users.user_by_email(&email).await?;
-    // Same answer whether the email exists or not; hash anyway so timing does not tell either.
-    let valid = match &user {
-        Some(u) => verify_password(&password, &u.password_hash),
-        None => {
-            let _ = verify_password(&password, DUMMY_HASH);
-            false
-        }
-    };
+    // Same answer whether the email exists or not; an unknown email is verified against a dummy
+    // hash so that the time taken does not tell either.
+    let valid = check_password(password, user.as_ref().map(|u| u.password_hash.clone())).await?;
     let user = user
         .filter(|_| valid)
         .ok_or_else(|| ApiError::Unauthorized("invalid email or password".into()))?;
@@ -177,19 +176,39 @@ async fn login(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>
     })))
 }
 
-/// argon2id hash of a random password, verified against when the email is unknown.
-const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Bm1JDAhMHR0uM8BCm0B7HYyeOqzOQWY4e/UaNh3+4SU";
+async fn profile(CurrentUser(user): CurrentUser) -> Json<Value> {
+    Json(user_json(&user))
+}
 
-async fn profile(
-    State(state): State<AppState>,
-    AuthUser(user_id): AuthUser,
-) -> Result<Json<Value>, ApiError> {
-    let user = state
-        .users
-        .user_by_id(&user_id)
-        .await?
-        .ok_or_else(|| ApiError::Unauthorized("unknown user".into()))?;
-    Ok(Json(user_json(&user)))
+/// A title set by any route (initialize, the multipart upload's `title` field, finalize, PATCH):
+/// [`crate::validate_title`]'s rule, refused with a 422 on `title`.
+pub(crate) fn checked_title(raw: &str) -> Result<String, ApiError> {
+    validate_title(raw).map_err(|message| ApiError::invalid("title", message))
+}
+
+/// The title of a video whose upload names none: the file name without its extension, as the
+/// original service did (the whole name when that leaves nothing), cut to the title length.
+fn default_title(base_name: &str) -> String {
+    let stem = base_name
+        .rsplit_once('.')
+        .map_or(base_name, |(stem, _)| stem)
+        .trim();
+    let title = if stem.is_empty() { base_name } else { stem };
+    title.chars().take(TITLE_MAX_CHARS).collect()
+}
+
+/// A declared upload `Content-Type`: one of [`ALLOWED_UPLOAD_TYPES`] (any case), else 415.
+/// Absent or blank means the extension's type. The value is kept as sent, because the presigned
+/// URL signs it and the client sends it again with the PUT.
+fn checked_upload_type(declared: Option<String>, default_type: &str) -> Result<String, ApiError> {
+    match declared.filter(|c| !c.trim().is_empty()) {
+        None => Ok(default_type.to_string()),
+        Some(c) if is_allowed_upload_type(&c) => Ok(c),
+        Some(_) => Err(ApiError::UnsupportedMediaType(format!(
+            "content_type must be one of {}",
+            ALLOWED_UPLOAD_TYPES.join(", ")
+        ))),
+    }
 }
 
 // ---- uploads ----
@@ -217,19 +236,18 @@ pub(crate) async fn create_video(
     if filename.is_empty() {
         return Err(ApiError::invalid("filename", "is required"));
     }
+    if filename.chars().any(is_control_char) {
+        return Err(ApiError::invalid(
+            "filename",
+            "must not contain control characters",
+        ));
+    }
     let (ext, default_type) = video_type(filename).ok_or_else(|| {
         ApiError::UnsupportedMediaType(
             "only video files can be uploaded (mp4, mov, m4v, avi, mkv, webm)".into(),
         )
     })?;
-    let content_type = content_type
-        .filter(|c| !c.trim().is_empty())
-        .unwrap_or_else(|| default_type.to_string());
-    if !content_type.starts_with("video/") && content_type != "application/octet-stream" {
-        return Err(ApiError::UnsupportedMediaType(format!(
-            "content type {content_type:?} is not a video type"
-        )));
-    }
+    let content_type = checked_upload_type(content_type, default_type)?;
     if let Some(size) = size_bytes
         && size > state.config.max_upload_bytes
     {
@@ -249,32 +267,18 @@ pub(crate) async fn create_video(
         ));
     }
     let id = uuid::Uuid::new_v4().to_string();
-    let title = title
-        .map(|t| t.trim().to_string())
-        .filter(|t| !t.is_empty())
-        .unwrap_or_else(|| {
-            // the file name without its extension, as the original service did
-            filename
-                .rsplit_once('.')
-                .map_or(filename, |(stem, _)| stem)
-                .rsplit(['/', '\\'])
-                .next()
-                .unwrap_or("")
-                .to_string()
-        });
-    if title.chars().count() > 200 {
-        return Err(ApiError::invalid("title", "must be at most 200 characters"));
-    }
+    let base_name = filename.rsplit(['/', '\\']).next().unwrap_or(filename);
+    // absent or blank: named after the file; anything else must be a valid title
+    let title = match title.filter(|t| !t.trim().is_empty()) {
+        Some(title) => checked_title(&title)?,
+        None => default_title(base_name),
+    };
     let video = Video {
         s3_key: object_key(user_id, &id, ext),
         id,
         user_id: user_id.to_string(),
         title,
-        filename: filename
-            .rsplit(['/', '\\'])
-            .next()
-            .unwrap_or(filename)
-            .to_string(),
+        filename: base_name.to_string(),
         content_type,
         size_bytes,
         sample_fps,
@@ -368,11 +372,9 @@ async fn finalize_upload(
     if video.s3_key != key {
         return Err(ApiError::NotFound);
     }
-    if let Some(title) = body
-        .title
-        .map(|t| t.trim().to_string())
-        .filter(|t| !t.is_empty())
-    {
+    // absent or blank leaves the title as it is; anything else must be a valid title
+    if let Some(title) = body.title.filter(|t| !t.trim().is_empty()) {
+        let title = checked_title(&title)?;
         state.videos.set_title(&video.id, &title).await?;
     }
     let video = owned_video(&state, &user_id, video_id).await?;
@@ -545,10 +547,7 @@ async fn patch_video(
 ) -> Result<Json<Value>, ApiError> {
     let body: PatchBody = parse_body(&body)?;
     let video = owned_video(&state, &user_id, &id).await?;
-    let title = body.title.map(|t| t.trim().to_string()).unwrap_or_default();
-    if title.is_empty() || title.chars().count() > 200 {
-        return Err(ApiError::invalid("title", "must be 1 to 200 characters"));
-    }
+    let title = checked_title(body.title.as_deref().unwrap_or_default())?;
     state.videos.set_title(&video.id, &title).await?;
     let video = owned_video(&state, &user_id, &id).await?;
     Ok(Json(video_json(&state, &video, true).await?))

@@ -1190,3 +1190,560 @@ async fn api_gateway_events_drive_the_router() {
         (StatusCode::OK, Some("3.1.0"))
     );
 }
+
+// ---- hardening: accounts, titles, upload types, tokens (issue 11, items 6 and 7) ----
+
+async fn register_as(api: &Api, username: &str, email: &str) -> Reply {
+    api.call(
+        Method::POST,
+        "/api/v2/auth/register",
+        None,
+        Some(json!({"username": username, "email": email, "password": "password123"})),
+    )
+    .await
+}
+
+async fn login_as(api: &Api, email: &str, password: &str) -> Reply {
+    api.call(
+        Method::POST,
+        "/api/v2/auth/login",
+        None,
+        Some(json!({"email": email, "password": password})),
+    )
+    .await
+}
+
+/// A request with exactly this `Authorization` header value.
+async fn with_authorization(api: &Api, method: Method, path: &str, value: &str) -> Reply {
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::AUTHORIZATION, value)
+        .body(Body::empty())
+        .unwrap();
+    let response = api.app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    Reply {
+        status,
+        headers,
+        body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        text,
+    }
+}
+
+#[tokio::test]
+async fn every_spelling_of_a_registered_email_is_a_conflict_or_refused() {
+    let api = api();
+    assert_eq!(
+        register_as(&api, "ann", "ann@example.com").await.status,
+        StatusCode::CREATED
+    );
+    // spellings that normalise to the registered address: 409
+    for variant in [
+        "ANN@EXAMPLE.COM",
+        "  Ann@Example.com  ",
+        "ａｎｎ@ｅｘａｍｐｌｅ.ｃｏｍ",
+        "ａｎｎ＠ｅｘａｍｐｌｅ．ｃｏｍ",
+    ] {
+        let r = register_as(&api, "ann2", variant).await;
+        assert_error(&r, StatusCode::CONFLICT);
+    }
+    // NFC then NFD of the same address: one account
+    let nfc = register_as(&api, "jose", "jos\u{e9}@example.com").await;
+    assert_eq!(nfc.status, StatusCode::CREATED, "{}", nfc.text);
+    assert_eq!(nfc.body["email"], "jos\u{e9}@example.com");
+    let nfd = register_as(&api, "jose2", "jose\u{301}@example.com").await;
+    assert_error(&nfd, StatusCode::CONFLICT);
+    let upper_nfd = register_as(&api, "jose3", "JOSE\u{301}@EXAMPLE.COM").await;
+    assert_error(&upper_nfd, StatusCode::CONFLICT);
+    // invisible characters, NUL and quoted local parts: refused, never a second account
+    for refused in [
+        "ann\u{200b}@example.com",
+        "ann@example.com\u{0}",
+        "\"ann\"@example.com",
+        "\"ann@example.com\"@example.com",
+        "ann\u{feff}@example.com",
+        "ann\u{2060}@example.com",
+        "ann\u{202e}@example.com",
+        "ann@exa\r\nmple.com",
+    ] {
+        let r = register_as(&api, "ann3", refused).await;
+        assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(
+            r.body["fields"]["email"].is_array(),
+            "{refused:?}: {}",
+            r.text
+        );
+    }
+    let ann = login_as(&api, "ann@example.com", "password123").await;
+    assert_eq!(
+        ann.status,
+        StatusCode::OK,
+        "the first account still logs in"
+    );
+}
+
+#[tokio::test]
+async fn login_normalises_the_email_like_registration() {
+    let api = api();
+    let r = register_as(&api, "ann", "Ann@Example.com").await;
+    let id = r.body["id"].as_str().unwrap().to_string();
+    for spelling in [
+        "ann@example.com",
+        "ANN@EXAMPLE.COM",
+        " ann@example.com ",
+        "ａｎｎ@ｅｘａｍｐｌｅ.ｃｏｍ",
+        "ＡＮＮ＠ＥＸＡＭＰＬＥ．ＣＯＭ",
+    ] {
+        let login = login_as(&api, spelling, "password123").await;
+        assert_eq!(login.status, StatusCode::OK, "{spelling:?}: {}", login.text);
+        let me = api
+            .call(
+                Method::GET,
+                "/api/v2/auth/profile",
+                login.body["access_token"].as_str(),
+                None,
+            )
+            .await;
+        assert_eq!(me.body["id"], id.as_str(), "{spelling:?}");
+    }
+    for other in ["ann\u{200b}@example.com", "ann@example.com\u{0}"] {
+        assert_error(
+            &login_as(&api, other, "password123").await,
+            StatusCode::UNAUTHORIZED,
+        );
+    }
+}
+
+#[tokio::test]
+async fn usernames_are_nfc_trimmed_and_free_of_invisible_characters() {
+    let api = api();
+    let r = register_as(&api, "  Jose\u{301}  ", "jose@example.com").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["username"], "Jos\u{e9}");
+    // markup is just text to the API: stored and returned as given (the page renders it as text)
+    let markup = "<img src=x onerror=alert(1)>";
+    let r = register_as(&api, markup, "markup@example.com").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["username"], markup);
+    for refused in [
+        "ann\u{200b}",
+        "an\u{200d}n",
+        "ann\u{0}",
+        "ann\u{202e}x",
+        "a\nbc",
+        "\u{3164}\u{3164}\u{3164}",
+        "ab",
+        "   ab   ",
+    ] {
+        let r = register_as(&api, refused, "other@example.com").await;
+        assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(
+            r.body["fields"]["username"].is_array(),
+            "{refused:?}: {}",
+            r.text
+        );
+    }
+    let r = register_as(&api, &"x".repeat(51), "other@example.com").await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY);
+    let r = register_as(&api, &"\u{e9}".repeat(50), "other@example.com").await;
+    assert_eq!(r.status, StatusCode::CREATED, "50 characters, 100 bytes");
+}
+
+#[tokio::test]
+async fn one_title_rule_on_initialize_finalize_and_patch() {
+    let api = api();
+    let token = api.user("ann").await;
+    let (id, key) = api.video(&token).await;
+    let long = "t".repeat(201);
+    let longest = "t".repeat(200);
+    // NFD: 400 scalar values that are 200 characters in NFC
+    let decomposed = "e\u{301}".repeat(200);
+    for bad in [
+        long.as_str(),
+        "a\u{0}b",
+        "two\nlines",
+        "evil\u{202e}4pm",
+        "\u{7}",
+    ] {
+        let r = api
+            .call(
+                Method::POST,
+                "/api/v2/videos/upload/initialize",
+                Some(&token),
+                Some(json!({"filename": "clip.mp4", "title": bad})),
+            )
+            .await;
+        assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(r.body["fields"]["title"].is_array(), "{bad:?}: {}", r.text);
+        let r = api
+            .call(
+                Method::POST,
+                "/api/v2/videos/upload/finalize",
+                Some(&token),
+                Some(json!({"s3_key": key, "title": bad})),
+            )
+            .await;
+        assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(r.body["fields"]["title"].is_array(), "{bad:?}: {}", r.text);
+        let r = api
+            .call(
+                Method::PATCH,
+                &format!("/api/v2/videos/{id}"),
+                Some(&token),
+                Some(json!({"title": bad})),
+            )
+            .await;
+        assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(r.body["fields"]["title"].is_array(), "{bad:?}: {}", r.text);
+    }
+    assert_eq!(api.store.video(&id).await.unwrap().unwrap().title, "Clip");
+    // a 1.9 MB title is one of the refused ones too
+    let r = api
+        .call(
+            Method::POST,
+            "/api/v2/videos/upload/finalize",
+            Some(&token),
+            Some(json!({"s3_key": key, "title": "x".repeat(1_900_000)})),
+        )
+        .await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY);
+
+    for good in [
+        longest.as_str(),
+        decomposed.as_str(),
+        "  Holiday \u{1F3D6}\u{FE0F}  ",
+    ] {
+        let expected = crate::validate_title(good).unwrap();
+        let r = api
+            .call(
+                Method::POST,
+                "/api/v2/videos/upload/initialize",
+                Some(&token),
+                Some(json!({"filename": "clip.mp4", "title": good})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        let created = api
+            .store
+            .video(r.body["video_id"].as_str().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(created.title, expected);
+        let r = api
+            .call(
+                Method::POST,
+                "/api/v2/videos/upload/finalize",
+                Some(&token),
+                Some(json!({"s3_key": key, "title": good})),
+            )
+            .await;
+        assert_eq!(
+            (r.status, r.body["title"].as_str()),
+            (StatusCode::ACCEPTED, Some(expected.as_str())),
+            "{}",
+            r.text
+        );
+        let r = api
+            .call(
+                Method::PATCH,
+                &format!("/api/v2/videos/{id}"),
+                Some(&token),
+                Some(json!({"title": good})),
+            )
+            .await;
+        assert_eq!(
+            (r.status, r.body["title"].as_str()),
+            (StatusCode::OK, Some(expected.as_str())),
+            "{}",
+            r.text
+        );
+    }
+    assert_eq!(decomposed.chars().count(), 400);
+
+    // PATCH needs a title; initialize and finalize treat a blank one as none
+    let r = api
+        .call(
+            Method::PATCH,
+            &format!("/api/v2/videos/{id}"),
+            Some(&token),
+            Some(json!({"title": "   "})),
+        )
+        .await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY);
+    let r = api
+        .call(
+            Method::POST,
+            "/api/v2/videos/upload/initialize",
+            Some(&token),
+            Some(json!({"filename": format!("{}.mp4", "n".repeat(300)), "title": " "})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let named = api
+        .store
+        .video(r.body["video_id"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        named.title,
+        "n".repeat(200),
+        "named after the file, cut to 200"
+    );
+    // a control character in the file name is refused, not carried into the title
+    let r = api
+        .call(
+            Method::POST,
+            "/api/v2/videos/upload/initialize",
+            Some(&token),
+            Some(json!({"filename": "a\u{0}b.mp4"})),
+        )
+        .await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.body["fields"]["filename"].is_array(), "{}", r.text);
+}
+
+#[tokio::test]
+async fn initialize_accepts_only_video_content_types() {
+    let api = api();
+    let token = api.user("ann").await;
+    let initialize = |filename: &'static str, content_type: Value| {
+        let api = &api;
+        let token = token.clone();
+        async move {
+            api.call(
+                Method::POST,
+                "/api/v2/videos/upload/initialize",
+                Some(&token),
+                Some(json!({"filename": filename, "content_type": content_type})),
+            )
+            .await
+        }
+    };
+    // what the original web client sends (the browser's file.type), and nothing at all
+    for (filename, sent, signed) in [
+        ("a.mp4", json!("video/mp4"), "video/mp4"),
+        ("a.mov", json!("video/quicktime"), "video/quicktime"),
+        ("a.m4v", json!("video/x-m4v"), "video/x-m4v"),
+        ("a.mkv", json!("video/x-matroska"), "video/x-matroska"),
+        ("a.avi", json!("video/x-msvideo"), "video/x-msvideo"),
+        ("a.avi", json!("video/avi"), "video/avi"),
+        ("a.webm", json!("video/webm"), "video/webm"),
+        ("a.mkv", json!(""), "video/x-matroska"),
+        ("a.mov", json!(null), "video/quicktime"),
+        (
+            "a.mp4",
+            json!("application/octet-stream"),
+            "application/octet-stream",
+        ),
+        ("a.mp4", json!("Video/MP4"), "Video/MP4"),
+    ] {
+        let r = initialize(filename, sent.clone()).await;
+        assert_eq!(r.status, StatusCode::OK, "{filename} {sent}: {}", r.text);
+        assert_eq!(
+            r.body["headers"]["Content-Type"], signed,
+            "{filename} {sent}"
+        );
+    }
+    for refused in [
+        "video/",
+        "video",
+        "video/mp4\r\nX-Injected: 1",
+        "video/mp4\n",
+        "video/mp4; codecs=avc1",
+        " video/mp4",
+        "video/x-flv",
+        "video/*",
+        "text/html",
+        "image/png",
+        "audio/mp4",
+        "multipart/form-data",
+    ] {
+        let r = initialize("a.mp4", json!(refused)).await;
+        assert_error(&r, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    }
+    let me = api
+        .call(Method::GET, "/api/v2/auth/profile", Some(&token), None)
+        .await;
+    let videos = api
+        .store
+        .videos_of(me.body["id"].as_str().unwrap(), 100, None)
+        .await
+        .unwrap();
+    assert_eq!(videos.items.len(), 11, "a refused type creates no video");
+}
+
+#[tokio::test]
+async fn a_valid_token_of_a_user_that_does_not_exist_is_401_everywhere() {
+    let api = api();
+    let ann = api.user("ann").await;
+    let (id, key) = api.video(&ann).await;
+    // correctly signed, unexpired, for a user id that was never registered
+    let ghost = TokenKeys::new(SECRET, 3600).issue("no-such-user").unwrap();
+    let calls: Vec<(Method, String, Option<Value>)> = vec![
+        (Method::GET, "/api/v2/auth/profile".into(), None),
+        (Method::GET, "/api/v2/videos/".into(), None),
+        (Method::GET, "/api/v2/videos".into(), None),
+        (
+            Method::POST,
+            "/api/v2/videos/upload/initialize".into(),
+            Some(json!({"filename": "a.mp4"})),
+        ),
+        (
+            Method::POST,
+            "/api/v2/videos/upload".into(),
+            Some(json!({"filename": "a.mp4"})),
+        ),
+        (
+            Method::POST,
+            "/api/v2/videos/upload/finalize".into(),
+            Some(json!({"s3_key": key})),
+        ),
+        (Method::GET, format!("/api/v2/videos/{id}"), None),
+        (
+            Method::PATCH,
+            format!("/api/v2/videos/{id}"),
+            Some(json!({"title": "x"})),
+        ),
+        (Method::DELETE, format!("/api/v2/videos/{id}"), None),
+        (Method::GET, format!("/api/v2/videos/{id}/frames"), None),
+        (Method::GET, format!("/api/v2/videos/{id}/export.csv"), None),
+        (Method::GET, format!("/api/v2/videos/{id}/events"), None),
+        (
+            Method::GET,
+            format!("/api/v2/videos/{id}/events?token={ghost}"),
+            None,
+        ),
+    ];
+    for (method, path, body) in calls {
+        let token = (!path.contains("?token=")).then_some(ghost.as_str());
+        let r = api.call(method.clone(), &path, token, body).await;
+        assert_error(&r, StatusCode::UNAUTHORIZED);
+        assert_eq!(r.body["error"], "unknown user", "{method} {path}");
+        assert_eq!(r.headers[header::WWW_AUTHENTICATE], "Bearer");
+    }
+    let created = api
+        .store
+        .videos_of("no-such-user", 100, None)
+        .await
+        .unwrap();
+    assert!(created.items.is_empty(), "nothing created");
+    assert!(
+        api.store.video(&id).await.unwrap().is_some(),
+        "nothing deleted"
+    );
+    // the real user is unaffected
+    let r = api
+        .call(Method::GET, "/api/v2/videos/", Some(&ann), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive_on_every_route() {
+    let api = api();
+    let token = api.user("ann").await;
+    let (id, _) = api.video(&token).await;
+    for scheme in ["Bearer", "bearer", "BEARER", "BeArEr"] {
+        for path in [
+            "/api/v2/auth/profile".to_string(),
+            "/api/v2/videos/".to_string(),
+            format!("/api/v2/videos/{id}"),
+        ] {
+            let r =
+                with_authorization(&api, Method::GET, &path, &format!("{scheme} {token}")).await;
+            assert_eq!(r.status, StatusCode::OK, "{scheme} {path}: {}", r.text);
+        }
+    }
+    for value in [
+        format!("Bearer{token}"),
+        format!("Basic {token}"),
+        "Bearer".to_string(),
+        "Bearer ".to_string(),
+        token.clone(),
+    ] {
+        let r = with_authorization(&api, Method::GET, "/api/v2/auth/profile", &value).await;
+        assert_error(&r, StatusCode::UNAUTHORIZED);
+    }
+}
+
+#[tokio::test]
+async fn argon2_runs_on_the_blocking_pool_never_on_the_async_worker() {
+    // a current-thread runtime: this test's thread is the runtime's only worker
+    let here = std::thread::current().id();
+    let api = api();
+    assert_eq!(
+        register_as(&api, "ann", "ann@example.com").await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        login_as(&api, "ann@example.com", "password123")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    for (email, password) in [
+        ("ann@example.com", "wrong-password"),
+        ("nobody@example.com", "password123"),
+    ] {
+        assert_error(
+            &login_as(&api, email, password).await,
+            StatusCode::UNAUTHORIZED,
+        );
+    }
+    // other tests hash at the same time, each from its own thread: keep the hashes asked for here
+    let mine: Vec<_> = super::auth::probe::HASHES
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(caller, _)| *caller == here)
+        .map(|(_, ran_on)| *ran_on)
+        .collect();
+    assert_eq!(
+        mine.len(),
+        4,
+        "register, login, wrong password and unknown email (the dummy hash) all hash on the pool"
+    );
+    assert!(
+        mine.iter().all(|ran_on| *ran_on != here),
+        "argon2 ran on the async worker"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_hashes_are_bounded_and_other_requests_are_answered() {
+    let api = api();
+    let token = api.user("ann").await;
+    let bound = super::auth::hashing_concurrency();
+    // more logins than permits: a few wrong passwords, the rest unknown emails (the dummy hash);
+    // few enough per email and in all to stay under the login rate limits
+    let emails: Vec<String> = (0..(3 * bound + 2).min(bound + 24))
+        .map(|i| match i {
+            0..3 => "ann@example.com".to_string(),
+            _ => format!("nobody{i}@example.com"),
+        })
+        .collect();
+    let logins = emails
+        .iter()
+        .map(|email| login_as(&api, email, "wrong-password"));
+    let flood = futures_util::future::join_all(logins);
+    let profile = api.call(Method::GET, "/api/v2/auth/profile", Some(&token), None);
+    let (replies, me) = tokio::join!(flood, profile);
+    assert_eq!(me.status, StatusCode::OK);
+    assert!(
+        replies.iter().all(|r| r.status == StatusCode::UNAUTHORIZED),
+        "every login answered"
+    );
+    let most = super::auth::probe::MOST_AT_ONCE.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        (1..=bound).contains(&most),
+        "{most} hashes ran at once; the bound is {bound}"
+    );
+}
