@@ -26,11 +26,16 @@ impl Drop for Server {
 }
 
 fn start() -> Server {
+    start_with(&[])
+}
+
+fn start_with(env: &[(&str, &str)]) -> Server {
     let data_dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_deepemotion"))
         .args(["serve", "--dev", "--addr", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir.path())
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .spawn()
         .expect("deepemotion serve starts");
@@ -90,11 +95,15 @@ impl Session<'_> {
     }
 
     fn initialize(&self, filename: &str) -> Value {
+        self.initialize_with(json!({ "filename": filename }))
+    }
+
+    fn initialize_with(&self, body: Value) -> Value {
         let r = self
             .http
             .post(format!("{}/videos/upload/initialize", self.server.base))
             .bearer_auth(&self.token)
-            .json(&json!({"filename": filename}))
+            .json(&body)
             .send()
             .unwrap();
         assert_eq!(r.status(), StatusCode::OK);
@@ -381,5 +390,245 @@ fn the_original_clients_local_mode_uploads_multipart_and_streams() {
     assert_eq!(
         anyone.get(&stream).send().unwrap().status(),
         StatusCode::NOT_FOUND
+    );
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Every file under the server's blob directory (uploads and leftovers of any kind).
+fn stored_files(server: &Server) -> Vec<std::path::PathBuf> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&server.data_dir.path().join("blobs"), &mut out);
+    out
+}
+
+fn streamed(session: &Session, init: &Value) -> Vec<u8> {
+    let name = init["s3_key"].as_str().unwrap().rsplit('/').next().unwrap();
+    let r = session
+        .http
+        .get(format!("{}/videos/stream/{name}", session.server.base))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    r.bytes().unwrap().to_vec()
+}
+
+#[test]
+fn an_upload_url_writes_once_after_completed_failed_or_deleted() {
+    let server = start();
+    let ann = server.session("ann");
+    let pexels = std::fs::read(video("WolfgangLanger_Pexels.mp4")).unwrap();
+    let other = b"some other bytes, not the analysed video\n".repeat(100);
+
+    // COMPLETED: a second PUT is refused and the stream still serves what was analysed
+    let init = ann.initialize("pexels.mp4");
+    let id = init["video_id"].as_str().unwrap();
+    assert_eq!(upload(&ann.http, &init, pexels.clone()).status(), StatusCode::OK);
+    assert_eq!(ann.wait_until_done(id)["status"], "COMPLETED");
+    let again = upload(&ann.http, &init, other.clone());
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+    let body: Value = again.json().unwrap();
+    assert!(body["error"].as_str().unwrap().contains("already been used"), "{body}");
+    assert_eq!(sha256(&streamed(&ann, &init)), sha256(&pexels));
+
+    // FAILED stays failed: the URL is used up (a new upload is a new video)
+    let bad = ann.initialize("notes.mp4");
+    let bad_id = bad["video_id"].as_str().unwrap();
+    assert_eq!(
+        upload(&ann.http, &bad, b"not a video at all\n".to_vec()).status(),
+        StatusCode::OK
+    );
+    assert_eq!(ann.wait_until_done(bad_id)["status"], "FAILED");
+    assert_eq!(
+        upload(&ann.http, &bad, pexels.clone()).status(),
+        StatusCode::CONFLICT
+    );
+    let still: Value = ann.get(&format!("/videos/{bad_id}")).json().unwrap();
+    assert_eq!(still["status"], "FAILED");
+
+    // DELETE: the old URL finds nothing, and nothing is left on disk
+    for init in [&init, &bad] {
+        let id = init["video_id"].as_str().unwrap();
+        let r = ann
+            .http
+            .delete(format!("{}/videos/{id}", server.base))
+            .bearer_auth(&ann.token)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        assert_eq!(
+            upload(&ann.http, init, other.clone()).status(),
+            StatusCode::NOT_FOUND
+        );
+    }
+    let pending = ann.initialize("later.mp4");
+    let r = ann
+        .http
+        .delete(format!(
+            "{}/videos/{}",
+            server.base,
+            pending["video_id"].as_str().unwrap()
+        ))
+        .bearer_auth(&ann.token)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        upload(&ann.http, &pending, pexels).status(),
+        StatusCode::NOT_FOUND,
+        "a PUT to a deleted video's URL"
+    );
+    assert_eq!(stored_files(&server), Vec::<std::path::PathBuf>::new());
+}
+
+#[test]
+fn concurrent_puts_to_one_url_store_exactly_one_whole_upload() {
+    let server = start();
+    let ann = server.session("ann");
+    let pexels = std::fs::read(video("WolfgangLanger_Pexels.mp4")).unwrap();
+    let init = ann.initialize("race.mp4");
+    // eight different bodies (an mp4 ignores trailing bytes), some sent slowly in chunks
+    let bodies: Vec<Vec<u8>> = (0..8u8)
+        .map(|i| {
+            let mut body = pexels.clone();
+            body.extend(std::iter::repeat_n(i, 4096 * (usize::from(i) + 1)));
+            body
+        })
+        .collect();
+    let statuses: Vec<StatusCode> = std::thread::scope(|scope| {
+        let handles: Vec<_> = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, body)| {
+                let (init, body) = (&init, body.clone());
+                scope.spawn(move || {
+                    let http = Client::new();
+                    let request = http
+                        .put(init["upload_url"].as_str().unwrap())
+                        .header("Content-Type", "video/mp4");
+                    let request = if i % 2 == 0 {
+                        request.body(body)
+                    } else {
+                        // a slow writer: the body arrives in pieces
+                        let reader = SlowReader {
+                            chunks: body.chunks(64 * 1024).map(<[u8]>::to_vec).collect(),
+                            at: 0,
+                        };
+                        request.body(reqwest::blocking::Body::sized(reader, body.len() as u64))
+                    };
+                    request.send().unwrap().status()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let won = statuses.iter().filter(|s| s.is_success()).count();
+    assert_eq!(won, 1, "exactly one upload wins: {statuses:?}");
+    assert!(
+        statuses
+            .iter()
+            .all(|s| s.is_success() || *s == StatusCode::CONFLICT),
+        "the others get 409, never a 500: {statuses:?}"
+    );
+    let stored = sha256(&streamed(&ann, &init));
+    assert!(
+        bodies.iter().any(|b| sha256(b) == stored),
+        "the stored object is one of the uploads, whole"
+    );
+    assert_eq!(
+        stored_files(&server).len(),
+        1,
+        "no temporary files left: {:?}",
+        stored_files(&server)
+    );
+}
+
+/// Hands out a body in pieces with a pause between them.
+struct SlowReader {
+    chunks: std::collections::VecDeque<Vec<u8>>,
+    at: usize,
+}
+
+impl std::io::Read for SlowReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let Some(chunk) = self.chunks.front() else {
+            return Ok(0);
+        };
+        if self.at == 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let n = buf.len().min(chunk.len() - self.at);
+        buf[..n].copy_from_slice(&chunk[self.at..self.at + n]);
+        self.at += n;
+        if self.at == chunk.len() {
+            self.chunks.pop_front();
+            self.at = 0;
+        }
+        Ok(n)
+    }
+}
+
+/// A form the original web client sends: `file` and `title`.
+fn multipart(session: &Session, bytes: Vec<u8>) -> reqwest::blocking::Response {
+    let form = reqwest::blocking::multipart::Form::new()
+        .text("title", "big one")
+        .part(
+            "file",
+            reqwest::blocking::multipart::Part::bytes(bytes)
+                .file_name("big.mp4")
+                .mime_str("video/mp4")
+                .unwrap(),
+        );
+    session
+        .http
+        .post(format!("{}/videos/upload", session.server.base))
+        .bearer_auth(&session.token)
+        .multipart(form)
+        .send()
+        .unwrap()
+}
+
+#[test]
+fn multipart_uploads_take_real_sizes_and_declared_sizes_are_enforced() {
+    let server = start_with(&[("DEEPEMOTION_MAX_UPLOAD_BYTES", "8000000")]);
+    let ann = server.session("ann");
+    let mut big = std::fs::read(video("WolfgangLanger_Pexels.mp4")).unwrap();
+    big.resize(6_000_000, 0); // a real video is rarely under axum's 2 MB default body limit
+    let r = multipart(&ann, big.clone());
+    assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().unwrap());
+    let mut huge = big;
+    huge.resize(9_000_000, 0);
+    let r = multipart(&ann, huge);
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(r.json::<Value>().unwrap()["error"].is_string());
+    let listed: Value = ann.get("/videos/").json().unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "the refused upload left no video");
+
+    // a declared size is the size: more is 413, less is 400, exactly it is stored
+    let init = ann.initialize_with(json!({"filename": "small.mp4", "size_bytes": 1000}));
+    assert_eq!(
+        upload(&ann.http, &init, vec![1u8; 208_000]).status(),
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    assert_eq!(
+        upload(&ann.http, &init, vec![1u8; 999]).status(),
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        upload(&ann.http, &init, vec![1u8; 1000]).status(),
+        StatusCode::OK
     );
 }

@@ -80,26 +80,55 @@ async fn uploadable_video(state: &AppState, key: &str) -> Result<Video, ApiError
     Ok(video)
 }
 
+/// Reads what is left of a refused upload, up to a bound, so that the client, still sending,
+/// reads its 413 instead of a connection reset. Past the bound the connection is closed.
+async fn discard_rest<S, B>(chunks: &mut S)
+where
+    S: futures_util::Stream<Item = Result<B, String>> + Unpin,
+    B: AsRef<[u8]>,
+{
+    const DISCARD_AT_MOST: u64 = 256 << 20;
+    let mut discarded = 0u64;
+    while let Some(Ok(chunk)) = chunks.next().await {
+        discarded += chunk.as_ref().len() as u64;
+        if discarded > DISCARD_AT_MOST {
+            break;
+        }
+    }
+}
+
 /// Stores an upload write-once and queues its analysis, as S3's ObjectCreated event does on
 /// AWS. A DELETE that raced the upload leaves no file behind.
 async fn store_upload<S, B>(
     state: &AppState,
     files: &FileBlobs,
     video: &Video,
-    chunks: S,
+    mut chunks: S,
 ) -> Result<u64, ApiError>
 where
     S: futures_util::Stream<Item = Result<B, String>> + Unpin,
     B: AsRef<[u8]>,
 {
-    let size = files
+    let stored = files
         .store_new(
             &video.s3_key,
-            chunks,
+            &mut chunks,
             state.config.max_upload_bytes,
             video.size_bytes,
         )
-        .await?;
+        .await;
+    let size = match stored {
+        Ok(size) => size,
+        Err(e) => {
+            if matches!(
+                e,
+                UploadError::TooLarge(_) | UploadError::SizeMismatch { .. }
+            ) {
+                discard_rest(&mut chunks).await;
+            }
+            return Err(e.into());
+        }
+    };
     let object = StoredObject {
         size,
         etag: None,

@@ -66,7 +66,7 @@ impl FileBlobs {
     pub async fn store_new<S, B>(
         &self,
         key: &str,
-        mut chunks: S,
+        chunks: &mut S,
         max_bytes: u64,
         declared: Option<u64>,
     ) -> Result<u64, UploadError>
