@@ -308,3 +308,47 @@ fn missing_tools_and_models_are_named() {
         "unknown model \"happy-net\"",
     );
 }
+
+#[test]
+fn a_decompression_bomb_and_an_empty_video_are_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    // 16000x16000 pixels in 790 KB, uploaded as a video: once a panic in the detector
+    let bomb = dir.path().join("bomb.mp4");
+    std::fs::copy(common::bomb_png(), &bomb).unwrap();
+    let o = deepemotion(&["analyze", bomb.to_str().unwrap()], &[]);
+    assert_one_line_error(&o, "the frames are 16000x16000 pixels");
+    assert!(
+        stderr(&o).contains("limit is 160 megapixels"),
+        "{}",
+        stderr(&o)
+    );
+    // the limit is configuration
+    assert_one_line_error(
+        &deepemotion(
+            &["analyze", video("single_face.mp4").to_str().unwrap()],
+            &[("DEEPEMOTION_MAX_FRAME_PIXELS", "100000")],
+        ),
+        "the frames are 640x360 pixels",
+    );
+    assert_one_line_error(
+        &deepemotion(
+            &["analyze", bomb.to_str().unwrap()],
+            &[("DEEPEMOTION_MAX_FRAME_PIXELS", "400000000")],
+        ),
+        "DEEPEMOTION_MAX_FRAME_PIXELS",
+    );
+    let empty = dir.path().join("empty.avi");
+    common::ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "color=size=64x64",
+        "-frames:v",
+        "0",
+        empty.to_str().unwrap(),
+    ]);
+    assert_one_line_error(
+        &deepemotion(&["analyze", empty.to_str().unwrap()], &[]),
+        "the video has no frames",
+    );
+}

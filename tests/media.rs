@@ -4,9 +4,12 @@ mod common;
 
 use std::path::Path;
 
-use common::{Collect, analyzer, ffmpeg, ffprobe_frame_times_ms, photo, video};
-use shared::pipeline::{AnalysisOptions, AnalysisSink, SinkError};
-use shared::{AnalysisError, EmotionLabel, EmotionScores, FrameResult};
+use common::{
+    Collect, analyzer, bomb_png, child_processes, ffmpeg, ffprobe_frame_times_ms, in_own_process,
+    photo, video,
+};
+use shared::pipeline::{AnalysisOptions, AnalysisSink, PipelineStage, SinkError};
+use shared::{AnalysisError, Analyzer, EmotionLabel, EmotionScores, EngineConfig, FrameResult};
 
 #[allow(clippy::result_large_err)] // test helper: the sink is returned with the error on purpose
 fn analyze(path: &Path, sample_fps: f64) -> Result<Collect, (AnalysisError, Collect)> {
@@ -422,4 +425,234 @@ fn a_failing_sink_stops_the_analysis_promptly_and_says_why() {
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
     // and the engine is usable again afterwards
     assert!(analyze(&video("single_face.mp4"), 1.0).is_ok());
+}
+
+// ---- hostile input: refused before decoding, panics contained, ffmpeg always reaped ----
+
+/// No child process is left running or as a zombie. Only meaningful in a test that runs in a
+/// process of its own ([`in_own_process`]): other tests' ffmpeg children would show up here.
+fn assert_no_children(after: &str) {
+    assert_eq!(
+        child_processes(),
+        vec![],
+        "child processes left after {after}"
+    );
+}
+
+#[test]
+fn a_decompression_bomb_is_refused_from_its_header_and_ffmpeg_is_reaped() {
+    // 16000x16000: once a panic in the detector (a frame buffer shorter than its size), and a
+    // stuck job; now refused from the header, named .mp4 (ffmpeg decodes it) and as .png
+    let bomb = bomb_png();
+    if !in_own_process("a_decompression_bomb_is_refused_from_its_header_and_ffmpeg_is_reaped") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let as_mp4 = dir.path().join("bomb.mp4");
+    std::fs::copy(&bomb, &as_mp4).unwrap();
+    for path in [&as_mp4, &bomb] {
+        let (err, sink) = analyze(path, 5.0).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                AnalysisError::FrameTooLarge {
+                    width: 16000,
+                    height: 16000,
+                    ..
+                }
+            ),
+            "{}: {err:?}",
+            path.display()
+        );
+        assert!(err.is_bad_input(), "the worker records it as FAILED");
+        let message = err.to_string();
+        assert!(
+            message.contains("16000x16000") && message.contains("limit is 160 megapixels"),
+            "{message}"
+        );
+        assert!(
+            !message.contains("bomb"),
+            "no path in the message: {message}"
+        );
+        assert!(sink.began.is_none(), "refused before the analysis began");
+        assert_no_children(&format!("analysing {}", path.display()));
+    }
+    let err = analyzer().probe(&as_mp4).unwrap_err();
+    assert!(
+        matches!(err, AnalysisError::FrameTooLarge { .. }),
+        "{err:?}"
+    );
+    assert_no_children("probing it");
+    // ffprobe only lists packets (nothing is decoded), and is reaped too
+    assert_eq!(analyzer().frame_times(&as_mp4).unwrap().len(), 1);
+    assert_no_children("listing its frames");
+
+    // the limit is configuration, and the engine is still usable afterwards
+    let strict = Analyzer::new(EngineConfig {
+        max_frame_pixels: 640 * 360 - 1,
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let err = strict
+        .analyze(
+            &video("single_face.mp4"),
+            &AnalysisOptions::sampled(1.0),
+            &mut Collect::default(),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            AnalysisError::FrameTooLarge {
+                width: 640,
+                height: 360,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_no_children("a video over a configured limit");
+    assert!(analyze(&video("single_face.mp4"), 1.0).is_ok());
+    assert_no_children("a normal analysis");
+}
+
+#[test]
+fn a_12000_pixel_wide_frame_is_legitimate_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let wide_mp4 = dir.path().join("wide.mp4");
+    let wide_png = dir.path().join("wide.png");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "color=c=gray:size=12000x400:rate=5",
+        "-frames:v",
+        "3",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        wide_mp4.to_str().unwrap(),
+    ]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "color=c=gray:size=12000x400",
+        "-frames:v",
+        "1",
+        wide_png.to_str().unwrap(),
+    ]);
+    for (path, frames) in [(&wide_mp4, 3), (&wide_png, 1)] {
+        let out = analyze(path, 0.0).unwrap_or_else(|(e, _)| panic!("{}: {e}", path.display()));
+        let info = out.began.expect("began");
+        assert_eq!(
+            (info.width, info.height),
+            (12000, 400),
+            "{}",
+            path.display()
+        );
+        assert_eq!(out.frames.len(), frames, "{}", path.display());
+        assert_eq!(out.finished.expect("finished").frames_with_faces, 0);
+    }
+}
+
+/// A sink that panics on the second frame, like a bug in a result writer.
+struct PanickingSink(u32);
+
+impl AnalysisSink for PanickingSink {
+    fn frame(&mut self, _frame: &FrameResult) -> Result<(), SinkError> {
+        self.0 += 1;
+        assert!(self.0 < 2, "the sink broke");
+        Ok(())
+    }
+}
+
+#[test]
+fn a_panic_in_any_stage_is_an_internal_error_and_ffmpeg_is_reaped() {
+    if !in_own_process("a_panic_in_any_stage_is_an_internal_error_and_ffmpeg_is_reaped") {
+        return;
+    }
+    let clip = video("WolfgangLanger_Pexels.mp4");
+    for (stage, name) in [
+        (PipelineStage::Decode, "decoder stage"),
+        (PipelineStage::Detect, "detector stage"),
+        (PipelineStage::Classify, "classifier stage"),
+    ] {
+        let engine = Analyzer::new(EngineConfig {
+            fault: Some(stage),
+            ..EngineConfig::default()
+        })
+        .unwrap();
+        for input in [clip.clone(), photo("astronaut.png")] {
+            let mut sink = Collect::default();
+            let err = engine
+                .analyze(&input, &AnalysisOptions::sampled(0.0), &mut sink)
+                .unwrap_err();
+            assert!(
+                matches!(&err, AnalysisError::Internal(m)
+                    if m.contains(&format!("the {name} panicked: injected fault in the {name}"))),
+                "{stage:?} on {}: {err:?}",
+                input.display()
+            );
+            assert!(!err.is_bad_input(), "a crash, not the input's fault");
+            assert!(sink.finished.is_none());
+            assert_no_children(&format!("a panic in the {name}"));
+        }
+        // the image's classifier panicked holding the session's lock, which is taken back
+        engine
+            .classify_image(&photo("astronaut.png"))
+            .unwrap_or_else(|e| panic!("{stage:?}: the engine is usable again: {e}"));
+    }
+
+    // a panic in the sink, on the classifier thread, with ffmpeg still decoding
+    let mut sink = PanickingSink(0);
+    let err = analyzer()
+        .analyze(&clip, &AnalysisOptions::sampled(0.0), &mut sink)
+        .unwrap_err();
+    assert!(
+        matches!(&err, AnalysisError::Internal(m) if m.contains("classifier stage panicked: the sink broke")),
+        "{err:?}"
+    );
+    assert_eq!(sink.0, 2);
+    assert_no_children("a panic in the sink");
+    // the engine (its ONNX sessions, behind locks) is still usable
+    let out = analyze(&video("single_face.mp4"), 2.0).expect("analysis after a panic");
+    assert!(out.finished.is_some());
+    assert_no_children("an analysis after the panics");
+}
+
+#[test]
+fn a_video_with_no_frames_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    // a video stream and not one frame in it
+    let empty_track = dir.path().join("empty_track.avi");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "color=size=64x64",
+        "-frames:v",
+        "0",
+        empty_track.to_str().unwrap(),
+    ]);
+    // a stream header and nothing after it
+    let header_only = fixture(
+        dir.path(),
+        "header_only.y4m",
+        b"YUV4MPEG2 W64 H64 F25:1 Ip A1:1 C420jpeg\n",
+    );
+    for path in [&empty_track, &header_only] {
+        let (err, sink) = analyze(path, 5.0).unwrap_err();
+        assert!(
+            matches!(err, AnalysisError::NoFrames),
+            "{}: {err:?}",
+            path.display()
+        );
+        assert_eq!(err.to_string(), "the video has no frames");
+        assert!(err.is_bad_input());
+        assert!(sink.began.is_none());
+        let err = analyzer().probe(path).unwrap_err();
+        assert!(matches!(err, AnalysisError::NoFrames), "{err:?}");
+    }
 }

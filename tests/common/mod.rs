@@ -96,3 +96,77 @@ pub fn ffprobe_frame_times_ms(path: &Path) -> Vec<f64> {
         .map(|s| s * 1000.0)
         .collect()
 }
+
+/// A 16000×16000 PNG of one colour: 790 KB on disk, 768 MB of RGB once decoded (a
+/// "decompression bomb"). ffmpeg makes it once (about 12 s) into Cargo's scratch directory for
+/// tests, where every test binary finds it afterwards.
+pub fn bomb_png() -> PathBuf {
+    static BOMB: OnceLock<PathBuf> = OnceLock::new();
+    BOMB.get_or_init(|| {
+        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bomb-16000x16000.png");
+        if !path.is_file() {
+            // written aside, then renamed: a concurrent test binary never sees half a file
+            let partial = path.with_extension(format!("{}.png", std::process::id()));
+            ffmpeg(&[
+                "-f",
+                "lavfi",
+                "-i",
+                "color=c=red:size=16000x16000",
+                "-frames:v",
+                "1",
+                partial.to_str().unwrap(),
+            ]);
+            std::fs::rename(&partial, &path).unwrap();
+        }
+        path
+    })
+    .clone()
+}
+
+/// The child processes of this process, from /proc: `(pid, state, command)`; a state `Z` is a
+/// zombie, one that exited and was never waited for.
+pub fn child_processes() -> Vec<(u32, char, String)> {
+    let me = std::process::id();
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split at the last ')'
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let mut rest = stat[close + 1..].split_whitespace();
+        let state = rest.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        if rest.next().and_then(|p| p.parse::<u32>().ok()) == Some(me) {
+            children.push((pid, state, stat[open + 1..close].to_string()));
+        }
+    }
+    children
+}
+
+/// Runs test `name` of this test binary again, alone in a process of its own, so that every
+/// child process it finds is its own (tests in one binary share a process, and their ffmpeg
+/// children with it). Returns true in that process, where the test goes on; in the calling
+/// process, waits for it, asserts that it ran and passed, and returns false.
+pub fn in_own_process(name: &str) -> bool {
+    const VAR: &str = "DEEPEMOTION_TEST_OWN_PROCESS";
+    if std::env::var(VAR).as_deref() == Ok(name) {
+        return true;
+    }
+    let out = Command::new(std::env::current_exe().expect("test binary"))
+        .args([name, "--exact", "--nocapture", "--test-threads", "1"])
+        .env(VAR, name)
+        .output()
+        .expect("the test binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{name}, in a process of its own:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    false
+}

@@ -108,6 +108,7 @@ impl EmotionClassifier {
         frame: &RgbFrame,
         boxes: &[FaceBox],
     ) -> Result<Vec<EmotionScores>, AnalysisError> {
+        frame.check()?;
         let crops: Vec<(Vec<u8>, u32)> = boxes
             .iter()
             .map(|b| {

@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 
 use ffmpeg_sidecar::child::FfmpegChild;
 use ffmpeg_sidecar::command::FfmpegCommand;
@@ -16,11 +17,11 @@ use ffmpeg_sidecar::event::{FfmpegEvent, LogLevel, OutputVideoFrame};
 use ffmpeg_sidecar::iter::FfmpegIterator;
 
 use super::AnalysisError;
-use super::image::RgbFrame;
+use super::image::{FrameLimits, RgbFrame};
 use crate::VideoInfo;
 
 /// How to decode.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct DecodeOptions {
     /// The ffmpeg binary; `None` means `ffmpeg` next to the executable, else on `PATH`.
     pub ffmpeg: Option<PathBuf>,
@@ -28,6 +29,8 @@ pub struct DecodeOptions {
     pub sample_fps: f64,
     /// Part of the stream to decode; the default is all of it.
     pub window: DecodeWindow,
+    /// Larger frames are refused from the stream's header, before ffmpeg decodes the stream.
+    pub limits: FrameLimits,
 }
 
 /// A time range of the stream, for analysing a long video in segments or resuming one.
@@ -163,12 +166,15 @@ fn filtergraph(sample_fps: f64) -> String {
     }
 }
 
-/// A running ffmpeg decode. Dropping it stops ffmpeg.
+/// A running ffmpeg decode. Dropping it stops ffmpeg and reaps it, on every path: the end of the
+/// stream, an error, a panic in the thread that owns it, or a consumer that stops early.
 pub struct VideoDecoder {
     path: PathBuf,
     child: FfmpegChild,
     events: FfmpegIterator,
     sampling: bool,
+    seeking: bool,
+    limits: FrameLimits,
     info: VideoInfo,
     start_s: f64,
     /// `(pts, n)` of every decoded frame not yet matched to a selected one.
@@ -240,6 +246,8 @@ impl VideoDecoder {
             child,
             events,
             sampling: options.sample_fps > 0.0,
+            seeking: options.window.seek_s.is_some(),
+            limits: options.limits,
             info: VideoInfo::default(),
             start_s: 0.0,
             decoded: VecDeque::new(),
@@ -285,10 +293,11 @@ impl VideoDecoder {
                 });
                 self.emitted += 1;
                 let t_ms = ((pts_time - self.start_s).max(0.0) * 1000.0).round() as u64;
+                let image = frame_pixels(&self.limits, pixels)?;
                 return Ok(Some(DecodedFrame {
                     frame: self.first_frame + n,
                     t_ms,
-                    image: RgbFrame::new(pixels.width, pixels.height, pixels.data),
+                    image,
                 }));
             }
             if self.finished {
@@ -312,6 +321,8 @@ impl VideoDecoder {
                     self.info.width = video.width;
                     self.info.height = video.height;
                     self.info.fps = (video.fps as f64 * 1000.0).round() / 1000.0;
+                    // The input's header, before ffmpeg sets up decoding: a bomb stops here.
+                    self.limits.check(video.width, video.height)?;
                 }
             }
             FfmpegEvent::ParsedDuration(d) if d.input_index == 0 => {
@@ -324,6 +335,7 @@ impl VideoDecoder {
                     // after ffmpeg's autorotation: the size we actually analyse
                     self.info.width = video.width;
                     self.info.height = video.height;
+                    self.limits.check(video.width, video.height)?;
                 }
             }
             FfmpegEvent::Log(level, line) => self.on_log(level, line),
@@ -381,6 +393,26 @@ impl VideoDecoder {
         }
     }
 
+    /// A video stream was found and ffmpeg ended without decoding a frame of it, for no reason
+    /// but that there was none: an empty track ("Cannot determine format of input stream 0:0
+    /// after EOF", "Error marking filters as finished"), or a header with nothing after it
+    /// (success, "Output file is empty"). A decode that seeks may end up past the last frame,
+    /// which says nothing about the video; it keeps the older verdicts.
+    fn no_frames_at_all(&self) -> bool {
+        const NOTHING_TO_DECODE: [&str; 3] = [
+            "Cannot determine format of input stream",
+            "Error marking filters as finished",
+            "Output file is empty",
+        ];
+        !self.seeking
+            && !self.info.codec.is_empty()
+            && self.info.frame_count == 0
+            && self
+                .errors
+                .iter()
+                .all(|line| NOTHING_TO_DECODE.iter().any(|n| line.contains(n)))
+    }
+
     /// Decides whether the stream ended cleanly once ffmpeg is done.
     fn finish(&mut self) -> Result<(), AnalysisError> {
         let status = self
@@ -410,6 +442,9 @@ impl VideoDecoder {
                     self.info.codec.clone()
                 };
                 return Err(AnalysisError::UnsupportedCodec { path, codec });
+            }
+            if self.no_frames_at_all() {
+                return Err(AnalysisError::NoFrames);
             }
             if has("moov atom not found") && starts_like_mp4(&path) {
                 return Err(AnalysisError::Truncated {
@@ -450,12 +485,50 @@ impl VideoDecoder {
     }
 }
 
+/// A frame's pixels, refused unless they are the RGB24 buffer its size calls for.
+/// ffmpeg-sidecar sizes its read buffer from the output stream's header line, as
+/// `width × height × 24` bits in a `u32`: for 16000×16000 that wraps to 231 129 088 bytes instead
+/// of 768 000 000, and one frame comes out as three short "frames" (the detector then read past
+/// the end of the first). The limits keep such sizes out; this catches whatever else disagrees.
+fn frame_pixels(limits: &FrameLimits, pixels: OutputVideoFrame) -> Result<RgbFrame, AnalysisError> {
+    limits.check(pixels.width, pixels.height)?;
+    let expected = RgbFrame::bytes_for(pixels.width, pixels.height);
+    if pixels.pix_fmt != "rgb24" || pixels.data.len() as u64 != expected {
+        return Err(AnalysisError::Internal(format!(
+            "ffmpeg sent {} bytes of {} for a {}x{} frame; expected {expected} bytes of rgb24",
+            pixels.data.len(),
+            pixels.pix_fmt,
+            pixels.width,
+            pixels.height
+        )));
+    }
+    RgbFrame::try_new(pixels.width, pixels.height, pixels.data)
+}
+
 impl Drop for VideoDecoder {
     fn drop(&mut self) {
-        if !self.finished {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        // Even when the event stream has ended, ffmpeg may not have been waited for yet (a
+        // consumer that stopped early, an error, a panic): kill it if it still runs, then reap
+        // it. Both are no-ops once `finish` has waited.
+        reap(self.child.as_inner_mut());
+    }
+}
+
+/// Kills a child process unless it has exited, then waits for it, so that it never lingers
+/// as a zombie. Safe to call on a child that was already waited for.
+fn reap(child: &mut Child) {
+    if !matches!(child.try_wait(), Ok(Some(_))) {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+}
+
+/// A child process that is killed and reaped when this guard is dropped, on every path.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        reap(&mut self.0);
     }
 }
 
@@ -468,21 +541,45 @@ pub(crate) fn frame_times(ffmpeg: Option<&Path>, input: &Path) -> Result<Vec<f64
         .map(|dir| dir.join("ffprobe"))
         .filter(|p| p.exists())
         .unwrap_or_else(ffmpeg_sidecar::ffprobe::ffprobe_path);
-    let output = std::process::Command::new(&ffprobe)
+    let child = Command::new(&ffprobe)
         .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
         .arg("packet=pts_time,dts_time")
         .args(["-of", "csv=p=0"])
         .arg(input)
-        .output()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .map_err(|e| AnalysisError::FfmpegMissing(format!("{}: {e}", ffprobe.display())))?;
-    if !output.status.success() {
+    // From here on ffprobe is killed and reaped however this function ends.
+    let mut child = Reaped(child);
+    let (stdout, stderr) = (child.0.stdout.take(), child.0.stderr.take());
+    let (out, err) = std::thread::scope(|scope| {
+        // stderr is drained alongside stdout so that neither pipe can fill up and stall ffprobe
+        let err = scope.spawn(move || {
+            let mut text = Vec::new();
+            if let Some(mut stderr) = stderr {
+                let _ = stderr.read_to_end(&mut text);
+            }
+            text
+        });
+        let mut out = Vec::new();
+        let read = stdout.map_or(Ok(0), |mut s| s.read_to_end(&mut out));
+        (read.map(|_| out), err.join().unwrap_or_default())
+    });
+    let out = out.map_err(|e| AnalysisError::Ffmpeg(format!("reading ffprobe's output: {e}")))?;
+    let status = child
+        .0
+        .wait()
+        .map_err(|e| AnalysisError::Ffmpeg(e.to_string()))?;
+    if !status.success() {
         return Err(AnalysisError::Ffmpeg(format!(
             "ffprobe failed on {}: {}",
             redacted(input),
-            String::from_utf8_lossy(&output.stderr).trim()
+            String::from_utf8_lossy(&err).trim()
         )));
     }
-    Ok(parse_frame_times(&String::from_utf8_lossy(&output.stdout)))
+    Ok(parse_frame_times(&String::from_utf8_lossy(&out)))
 }
 
 /// `pts_time,dts_time` lines; a packet without a pts falls back to its dts.
@@ -603,6 +700,84 @@ mod tests {
         );
         assert!(!is_url(Path::new("/tmp/v.mp4?x")));
         assert_eq!(redacted(Path::new("/tmp/v.mp4")), "/tmp/v.mp4");
+    }
+
+    fn output_frame(width: u32, height: u32, bytes: usize) -> OutputVideoFrame {
+        OutputVideoFrame {
+            width,
+            height,
+            pix_fmt: "rgb24".into(),
+            output_index: 0,
+            data: vec![0; bytes],
+            frame_num: 0,
+            timestamp: 0.0,
+        }
+    }
+
+    #[test]
+    fn a_frame_buffer_that_does_not_fit_its_size_is_an_error_not_a_panic() {
+        let limits = FrameLimits::default();
+        assert!(frame_pixels(&limits, output_frame(64, 32, 64 * 32 * 3)).is_ok());
+        // what ffmpeg-sidecar handed out for the 16000x16000 bomb: refused for its size
+        let err = frame_pixels(&limits, output_frame(16000, 16000, 231_129_088)).unwrap_err();
+        assert!(
+            matches!(err, AnalysisError::FrameTooLarge { .. }),
+            "{err:?}"
+        );
+        // a buffer short by one byte, or of another pixel format
+        let err = frame_pixels(&limits, output_frame(64, 32, 64 * 32 * 3 - 1)).unwrap_err();
+        assert!(
+            matches!(&err, AnalysisError::Internal(m) if m.contains("6143 bytes of rgb24 for a 64x32 frame")),
+            "{err:?}"
+        );
+        let mut grey = output_frame(64, 32, 64 * 32);
+        grey.pix_fmt = "gray".into();
+        assert!(matches!(
+            frame_pixels(&limits, grey),
+            Err(AnalysisError::Internal(_))
+        ));
+    }
+
+    /// A clip of `frames` frames of 32x32, made by ffmpeg.
+    fn tiny_clip(dir: &Path, frames: u32) -> PathBuf {
+        let clip = dir.join("tiny.mp4");
+        let status = Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-nostdin", "-f", "lavfi", "-i"])
+            .arg("color=size=32x32:rate=10")
+            .args(["-frames:v", &frames.to_string()])
+            .arg(&clip)
+            .status()
+            .expect("ffmpeg on PATH");
+        assert!(status.success());
+        clip
+    }
+
+    #[test]
+    fn a_decoder_dropped_after_ffmpeg_ended_still_reaps_it() {
+        // ffmpeg has written everything and exited, frames are still queued, and the consumer
+        // stops (a stage failed): dropping the decoder used to skip the wait once the event
+        // stream had ended, leaving a defunct ffmpeg behind
+        let dir = tempfile::tempdir().unwrap();
+        let clip = tiny_clip(dir.path(), 10);
+        let mut decoder = VideoDecoder::open(&clip, &DecodeOptions::default()).unwrap();
+        let pid = decoder.child.as_inner().id();
+        while !decoder.finished {
+            decoder.pump().unwrap();
+        }
+        assert!(decoder.pixels.len() > 1, "frames left unread");
+        drop(decoder);
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "ffmpeg {pid} is still there: {:?}",
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        );
+
+        // and one dropped mid-stream is killed and reaped
+        let mut decoder = VideoDecoder::open(&clip, &DecodeOptions::default()).unwrap();
+        let pid = decoder.child.as_inner().id();
+        assert!(decoder.next_frame().unwrap().is_some());
+        drop(decoder);
+        assert!(!Path::new(&format!("/proc/{pid}")).exists());
     }
 
     #[test]

@@ -155,6 +155,7 @@ impl FaceDetector {
 
     /// Faces in the frame, highest score first.
     pub fn detect(&mut self, frame: &RgbFrame) -> Result<Vec<DetectedFace>, AnalysisError> {
+        frame.check()?;
         let plan = Letterbox::plan(self.spec.input, frame.width, frame.height);
         self.fill_input(frame, &plan);
         let shape = [1usize, 3, plan.canvas_h, plan.canvas_w];

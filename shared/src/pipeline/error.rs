@@ -21,6 +21,26 @@ pub enum AnalysisError {
     #[error("{path}: unsupported video codec {codec:?} (this ffmpeg has no decoder for it)")]
     UnsupportedCodec { path: PathBuf, codec: String },
 
+    /// Refused from the stream's or the image's header, before anything is decoded: a frame this
+    /// large would take more memory than the engine allows (a "decompression bomb" is a tiny file
+    /// that claims huge frames). The limits are [`EngineConfig`](super::EngineConfig)'s
+    /// `max_frame_pixels` and `max_frame_side`.
+    #[error(
+        "the frames are {width}x{height} pixels ({mp:.1} megapixels); the limit is {max_mp:.0} megapixels and {max_side} pixels a side: scale the video or image down and try again",
+        mp = megapixels(u64::from(*.width) * u64::from(*.height)),
+        max_mp = megapixels(*.max_pixels)
+    )]
+    FrameTooLarge {
+        width: u32,
+        height: u32,
+        max_pixels: u64,
+        max_side: u32,
+    },
+
+    /// A video stream without a single frame (an empty track, or a header and nothing after it).
+    #[error("the video has no frames")]
+    NoFrames,
+
     #[error("{path} is corrupt: decoding failed after {frames_decoded} frames ({detail})")]
     CorruptStream {
         path: PathBuf,
@@ -77,8 +97,17 @@ pub enum AnalysisError {
     #[error("analysis cancelled")]
     Cancelled,
 
+    /// A bug, not the input's fault: a pipeline stage panicked (the panic is caught and the
+    /// engine stays usable), or a stage broke an invariant.
+    #[error("internal error: {0}")]
+    Internal(String),
+
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+fn megapixels(pixels: u64) -> f64 {
+    pixels as f64 / 1e6
 }
 
 impl<T> From<ort::Error<T>> for AnalysisError {
@@ -98,6 +127,8 @@ impl AnalysisError {
                 | AnalysisError::Truncated { .. }
                 | AnalysisError::NoVideoStream { .. }
                 | AnalysisError::UnsupportedCodec { .. }
+                | AnalysisError::FrameTooLarge { .. }
+                | AnalysisError::NoFrames
                 | AnalysisError::CorruptStream { .. }
                 | AnalysisError::Image { .. }
         )

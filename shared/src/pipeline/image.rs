@@ -1,9 +1,12 @@
 //! Pixel work: frames, crops, grey conversion, resizing — all bit-exact with Pillow, because the
 //! reference pipeline (../shared/models/validate.py) uses Pillow and the parity tests hold us to it.
 
+use super::AnalysisError;
 use crate::FaceBox;
 
-/// An upright RGB24 frame, rows top to bottom, no padding.
+/// An upright RGB24 frame, rows top to bottom, no padding: `data` holds exactly
+/// `width × height × 3` bytes. [`RgbFrame::try_new`] checks that; the detector and the
+/// classifier check it again ([`RgbFrame::check`]) before touching pixels.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RgbFrame {
     pub width: u32,
@@ -12,13 +15,89 @@ pub struct RgbFrame {
 }
 
 impl RgbFrame {
+    /// A frame from pixels known to fit (a decoder's own output); see [`RgbFrame::try_new`].
     pub fn new(width: u32, height: u32, data: Vec<u8>) -> Self {
-        debug_assert_eq!(data.len(), width as usize * height as usize * 3);
+        debug_assert_eq!(data.len() as u64, Self::bytes_for(width, height));
         Self {
             width,
             height,
             data,
         }
+    }
+
+    /// A frame from a buffer that must hold exactly `width × height × 3` bytes.
+    pub fn try_new(width: u32, height: u32, data: Vec<u8>) -> Result<Self, AnalysisError> {
+        let frame = Self {
+            width,
+            height,
+            data,
+        };
+        frame.check()?;
+        Ok(frame)
+    }
+
+    /// The size of an RGB24 buffer of these dimensions, computed in 64 bits (a 16000×16000
+    /// frame needs 768 000 000 bytes, 6.1·10⁹ bits: more than a `u32` holds).
+    pub fn bytes_for(width: u32, height: u32) -> u64 {
+        u64::from(width) * u64::from(height) * 3
+    }
+
+    /// Fails unless the frame has pixels and `data` is exactly `width × height × 3` bytes; the
+    /// pixel code below indexes rows by these dimensions.
+    pub fn check(&self) -> Result<(), AnalysisError> {
+        let expected = Self::bytes_for(self.width, self.height);
+        if expected == 0 || self.data.len() as u64 != expected {
+            return Err(AnalysisError::Internal(format!(
+                "a {}x{} RGB frame has {} bytes of pixels; it needs {expected}",
+                self.width,
+                self.height,
+                self.data.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The largest frames the engine accepts, checked from a stream's or an image's header before
+/// anything is decoded (see [`EngineConfig`](super::EngineConfig) for the defaults and why).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameLimits {
+    /// Width × height.
+    pub max_pixels: u64,
+    /// The longer side.
+    pub max_side: u32,
+}
+
+impl FrameLimits {
+    /// No limit may go above this: ffmpeg-sidecar computes a raw frame's size as
+    /// `width × height × 24` bits in a `u32`, which wraps (release) or panics (debug) above
+    /// 178 956 970 pixels, and then hands out buffers of the wrong size.
+    pub const CEILING_PIXELS: u64 = u32::MAX as u64 / 24;
+
+    /// 160 megapixels and 32768 pixels a side.
+    pub const DEFAULT: Self = Self {
+        max_pixels: 160_000_000,
+        max_side: 32_768,
+    };
+
+    /// `Err(FrameTooLarge)` when a `width × height` frame is over the limits.
+    pub fn check(&self, width: u32, height: u32) -> Result<(), AnalysisError> {
+        let max_pixels = self.max_pixels.min(Self::CEILING_PIXELS);
+        if u64::from(width) * u64::from(height) > max_pixels || width.max(height) > self.max_side {
+            return Err(AnalysisError::FrameTooLarge {
+                width,
+                height,
+                max_pixels,
+                max_side: self.max_side,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Default for FrameLimits {
+    fn default() -> Self {
+        Self::DEFAULT
     }
 }
 
@@ -91,6 +170,8 @@ pub fn rgb_to_grey(rgb: &[u8]) -> Vec<u8> {
 /// The emotion models are sensitive to single-level pixel differences (a generic resizer moves
 /// probabilities by up to 0.04, and a 0.2 px box shift moves a crop by a pixel), and the
 /// reference pipeline uses Pillow, so frames for the detector and face crops both go through this.
+///
+/// `src` must hold `sw × sh × channels` bytes (callers check frames with [`RgbFrame::check`]).
 pub fn pillow_bilinear_resize(
     src: &[u8],
     sw: u32,
@@ -103,6 +184,11 @@ pub fn pillow_bilinear_resize(
         return src.to_vec();
     }
     let (sw, sh, dw, dh) = (sw as usize, sh as usize, dw as usize, dh as usize);
+    assert!(
+        sw > 0 && sh > 0 && dw > 0 && dh > 0 && src.len() == sw * sh * channels,
+        "pillow_bilinear_resize: {} bytes for {sw}x{sh}x{channels}, to {dw}x{dh}",
+        src.len()
+    );
     let horizontal = PillowCoefficients::new(sw, dw);
     let vertical = PillowCoefficients::new(sh, dh);
     // Only the source rows the vertical pass reads need a horizontal pass.
@@ -314,6 +400,70 @@ mod tests {
             1.0,
         );
         assert!(crop.extract(&frame).iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn frame_sizes_are_computed_in_64_bits_and_buffers_must_match_them() {
+        // 16000 x 16000 x 24 bits wraps a u32 (to 231 129 088 bytes): the buffer ffmpeg-sidecar
+        // once handed out for the bomb, which the detector then read past
+        assert_eq!(RgbFrame::bytes_for(16000, 16000), 768_000_000);
+        assert_eq!(
+            (16000u32.wrapping_mul(16000).wrapping_mul(24) / 8) as u64,
+            231_129_088
+        );
+        assert!(RgbFrame::try_new(4, 2, vec![0; 24]).is_ok());
+        for (w, h, len) in [
+            (4, 2, 23),
+            (4, 2, 25),
+            (0, 0, 0),
+            (16000, 16000, 231_129_088),
+        ] {
+            let err = RgbFrame::try_new(w, h, vec![0; len]).unwrap_err();
+            assert!(
+                matches!(&err, AnalysisError::Internal(m) if m.contains(&format!("{w}x{h}"))),
+                "{err:?}"
+            );
+            assert!(!err.is_bad_input());
+        }
+    }
+
+    #[test]
+    fn the_default_limits_take_every_camera_and_refuse_the_bomb() {
+        let limits = FrameLimits::default();
+        for (w, h) in [
+            (640, 360),
+            (7680, 4320),   // 8K
+            (15360, 8640),  // 16K
+            (14204, 10652), // a 151 MP medium-format still
+            (12000, 12000),
+            (12000, 400),
+            (32768, 4000), // a panorama
+        ] {
+            assert!(limits.check(w, h).is_ok(), "{w}x{h}");
+        }
+        for (w, h) in [(16000, 16000), (13000, 13000), (40000, 10), (u32::MAX, 1)] {
+            let err = limits.check(w, h).unwrap_err();
+            assert!(
+                matches!(err, AnalysisError::FrameTooLarge { width, height, .. } if (width, height) == (w, h)),
+                "{w}x{h}: {err:?}"
+            );
+            assert!(err.is_bad_input());
+        }
+        assert_eq!(
+            limits.check(16000, 16000).unwrap_err().to_string(),
+            "the frames are 16000x16000 pixels (256.0 megapixels); the limit is 160 megapixels \
+             and 32768 pixels a side: scale the video or image down and try again"
+        );
+        // no configuration lifts the limit past what ffmpeg-sidecar can size
+        let unbounded = FrameLimits {
+            max_pixels: u64::MAX,
+            max_side: u32::MAX,
+        };
+        assert!(unbounded.check(13377, 13377).is_ok());
+        assert!(matches!(
+            unbounded.check(13378, 13378),
+            Err(AnalysisError::FrameTooLarge { max_pixels, .. }) if max_pixels == FrameLimits::CEILING_PIXELS
+        ));
     }
 
     #[test]

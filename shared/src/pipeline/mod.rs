@@ -3,6 +3,10 @@
 //! Three stages run on their own threads with small bounded queues between them (ffmpeg decodes
 //! in its own process on top of that), so memory stays flat however long the video is and both
 //! cores stay busy. Results go to an [`AnalysisSink`] frame by frame as they are produced.
+//!
+//! Nothing here panics out to the caller: frames larger than [`EngineConfig`]'s limits are
+//! refused from their header before decoding, and a panic in any stage (or in the sink) is caught
+//! and returned as [`AnalysisError::Internal`], with ffmpeg killed and reaped.
 
 mod classifier;
 mod decode;
@@ -12,6 +16,8 @@ pub mod image;
 pub mod models;
 pub mod runtime;
 
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::mpsc::sync_channel;
@@ -21,6 +27,7 @@ pub use classifier::EmotionClassifier;
 pub use decode::{DecodeOptions, DecodeWindow, DecodedFrame, VideoDecoder, is_url, redacted};
 pub use detector::FaceDetector;
 pub use error::AnalysisError;
+pub use image::FrameLimits;
 use image::RgbFrame;
 use models::{ModelCatalog, ModelEntry, ModelKind, find_model_dir};
 
@@ -52,6 +59,52 @@ pub struct EngineConfig {
     /// For dynamic-input detectors: the longer side, in pixels, frames are scaled to for detection
     /// (`DEEPEMOTION_DETECT_SIZE`). Smaller is faster and misses smaller faces.
     pub detect_size: Option<u32>,
+    /// The largest frame accepted, in pixels, width × height (`DEEPEMOTION_MAX_FRAME_PIXELS`,
+    /// default 160 000 000). Checked from the video's or the image's header before anything is
+    /// decoded; larger inputs fail with [`AnalysisError::FrameTooLarge`], a bad-input error.
+    ///
+    /// A frame costs width × height × 3 bytes in each stage and queue it passes through, so this
+    /// bounds the engine's memory. 160 megapixels admits every camera in use: 8K video (33 MP),
+    /// 12K and 16K cinema video (80 and 133 MP), 12000×12000 (144 MP) and the largest
+    /// medium-format stills (151 MP); a 16000×16000 "decompression bomb" (256 MP, 768 MB of RGB,
+    /// from a PNG of 790 KB) is refused. It cannot go above 178 956 970 pixels
+    /// ([`FrameLimits::CEILING_PIXELS`]), where ffmpeg-sidecar's 32-bit frame size overflows.
+    pub max_frame_pixels: u64,
+    /// The longest side accepted, in pixels (`DEEPEMOTION_MAX_FRAME_SIDE`, default 32768):
+    /// room for stitched panoramas, while refusing degenerate strips such as 200000×10.
+    pub max_frame_side: u32,
+    /// Tests only: make this stage panic on its first frame, to show that a panic becomes an
+    /// [`AnalysisError::Internal`] and that ffmpeg is reaped. Never set from the environment.
+    #[doc(hidden)]
+    pub fault: Option<PipelineStage>,
+}
+
+/// The stages of an analysis, as named in errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PipelineStage {
+    /// Reads frames from ffmpeg (or decodes the image).
+    Decode,
+    /// Runs the face detector.
+    Detect,
+    /// Tracks faces, classifies them and feeds the sink.
+    Classify,
+}
+
+impl PipelineStage {
+    fn name(self) -> &'static str {
+        match self {
+            PipelineStage::Decode => "decoder stage",
+            PipelineStage::Detect => "detector stage",
+            PipelineStage::Classify => "classifier stage",
+        }
+    }
+
+    /// Panics when this stage is the configured fault (tests only).
+    fn inject(self, fault: Option<PipelineStage>) {
+        if fault == Some(self) {
+            panic!("injected fault in the {}", self.name());
+        }
+    }
 }
 
 impl Default for EngineConfig {
@@ -65,6 +118,9 @@ impl Default for EngineConfig {
             classifier_spec: None,
             detect_interval_ms: 0,
             detect_size: None,
+            max_frame_pixels: FrameLimits::DEFAULT.max_pixels,
+            max_frame_side: FrameLimits::DEFAULT.max_side,
+            fault: None,
         }
     }
 }
@@ -95,7 +151,32 @@ impl EngineConfig {
             detect_interval_ms: number("DEEPEMOTION_DETECT_INTERVAL_MS", 0)?
                 .unwrap_or(defaults.detect_interval_ms),
             detect_size: number("DEEPEMOTION_DETECT_SIZE", 32)?.map(|n| n as u32),
+            max_frame_pixels: match number("DEEPEMOTION_MAX_FRAME_PIXELS", 1)? {
+                Some(n) if n > FrameLimits::CEILING_PIXELS => {
+                    return Err(AnalysisError::Config(format!(
+                        "DEEPEMOTION_MAX_FRAME_PIXELS={n} is above {}, the most ffmpeg-sidecar can size",
+                        FrameLimits::CEILING_PIXELS
+                    )));
+                }
+                Some(n) => n,
+                None => defaults.max_frame_pixels,
+            },
+            max_frame_side: match number("DEEPEMOTION_MAX_FRAME_SIDE", 1)? {
+                Some(n) => u32::try_from(n).map_err(|_| {
+                    AnalysisError::Config(format!("DEEPEMOTION_MAX_FRAME_SIDE={n} is too large"))
+                })?,
+                None => defaults.max_frame_side,
+            },
+            fault: None,
         })
+    }
+
+    /// The frame limits as the decoders take them.
+    pub fn frame_limits(&self) -> FrameLimits {
+        FrameLimits {
+            max_pixels: self.max_frame_pixels,
+            max_side: self.max_frame_side,
+        }
     }
 }
 
@@ -271,32 +352,42 @@ impl Analyzer {
         if !is_url(input) && !input.exists() {
             return Err(AnalysisError::InputNotFound(input.to_path_buf()));
         }
-        let decoder = VideoDecoder::open(
-            input,
-            &DecodeOptions {
-                ffmpeg: self.config.ffmpeg.clone(),
-                sample_fps: 0.0,
-                window: DecodeWindow::default(),
-            },
-        )?;
-        Ok(Probe {
-            video: VideoInfo {
-                frame_count: 0,
-                ..decoder.info().clone()
-            },
-            start_s: decoder.start_s(),
+        catch_panic("probe", || {
+            let decoder = VideoDecoder::open(input, &self.decode_options(0.0, Default::default()))?;
+            Ok(Probe {
+                video: VideoInfo {
+                    frame_count: 0,
+                    ..decoder.info().clone()
+                },
+                start_s: decoder.start_s(),
+            })
         })
+    }
+
+    fn decode_options(&self, sample_fps: f64, window: DecodeWindow) -> DecodeOptions {
+        DecodeOptions {
+            ffmpeg: self.config.ffmpeg.clone(),
+            sample_fps,
+            window,
+            limits: self.config.frame_limits(),
+        }
     }
 
     /// Every video frame's timestamp (seconds, stream timeline), sorted, read from the container
     /// by ffprobe without decoding: how many frames lie before a time, for segment planning.
     pub fn frame_times(&self, input: &Path) -> Result<Vec<f64>, AnalysisError> {
-        decode::frame_times(self.config.ffmpeg.as_deref(), input)
+        catch_panic("frame listing", || {
+            decode::frame_times(self.config.ffmpeg.as_deref(), input)
+        })
     }
 
     /// Classifies an image that is already a face crop (no detection), e.g. a FER2013 sample.
     pub fn classify_image(&self, path: &Path) -> Result<EmotionScores, AnalysisError> {
-        let image = load_image(path)?;
+        catch_panic("classifier", || self.classify_image_unguarded(path))
+    }
+
+    fn classify_image_unguarded(&self, path: &Path) -> Result<EmotionScores, AnalysisError> {
+        let image = load_image_within(path, self.config.frame_limits())?;
         let side = image.width.max(image.height);
         let crop = image::SquareCrop::around(
             &crate::FaceBox {
@@ -315,7 +406,10 @@ impl Analyzer {
     /// Analyses a video (or a jpg/png image as a one-frame video), streaming results to `sink`.
     ///
     /// On a decode error mid-stream, every frame decoded before it has already been delivered to
-    /// the sink; the error is returned and `finish` is not called.
+    /// the sink; the error is returned and `finish` is not called. Frames over the configured
+    /// limits are refused before decoding ([`AnalysisError::FrameTooLarge`]). A panic in any
+    /// stage, or in the sink, is returned as [`AnalysisError::Internal`]; whatever happens,
+    /// ffmpeg has been stopped and reaped when this returns, and the engine stays usable.
     pub fn analyze(
         &self,
         input: &Path,
@@ -325,18 +419,32 @@ impl Analyzer {
         if !is_url(input) && !input.exists() {
             return Err(AnalysisError::InputNotFound(input.to_path_buf()));
         }
-        if is_image(input) {
-            return self.analyze_image(input, sink);
-        }
+        // The stages catch their own panics and name themselves; this catches the rest (the
+        // sink's `begin` and `finish`, opening the decoder).
+        catch_panic("analysis", || {
+            if is_image(input) {
+                self.analyze_image(input, sink)
+            } else {
+                self.analyze_video(input, options, sink)
+            }
+        })
+    }
+
+    fn analyze_video(
+        &self,
+        input: &Path,
+        options: &AnalysisOptions,
+        sink: &mut dyn AnalysisSink,
+    ) -> Result<AnalysisOutcome, AnalysisError> {
+        // A guard dropped while a panic unwinds poisons its lock; the sessions hold no state
+        // between frames, so the next analysis simply takes them back.
         let mut detector = self.detector.lock().unwrap_or_else(|p| p.into_inner());
         let mut classifier = self.classifier.lock().unwrap_or_else(|p| p.into_inner());
-        let decode_options = DecodeOptions {
-            ffmpeg: self.config.ffmpeg.clone(),
-            sample_fps: options.sample_fps,
-            window: options.window,
-        };
         let first_frame = options.window.first_frame;
-        let mut decoder = VideoDecoder::open(input, &decode_options)?;
+        let mut decoder = VideoDecoder::open(
+            input,
+            &self.decode_options(options.sample_fps, options.window),
+        )?;
         // The frame count is only known at the end; 0 says "not yet" rather than a partial count.
         let head = VideoInfo {
             frame_count: 0,
@@ -348,14 +456,18 @@ impl Analyzer {
             height = decoder.info().height, sample_fps = options.sample_fps, "analysis started");
 
         let interval = self.config.detect_interval_ms;
+        let fault = self.config.fault;
+        let depth = queue_depth(head.width, head.height);
         let mut tracker = Tracker::new(TrackerConfig::default()).numbered_from(options.first_track);
         let mut summary = SummaryBuilder::new(self.has_contempt);
         let mut timings = StageTimings::default();
 
-        let (video, result) = std::thread::scope(|scope| {
-            let (frame_tx, frame_rx) = sync_channel::<DecodedFrame>(4);
-            let (det_tx, det_rx) = sync_channel::<(DecodedFrame, Option<Vec<DetectedFace>>)>(4);
+        let video = std::thread::scope(|scope| -> Result<VideoInfo, AnalysisError> {
+            let (frame_tx, frame_rx) = sync_channel::<DecodedFrame>(depth);
+            let (det_tx, det_rx) = sync_channel::<(DecodedFrame, Option<Vec<DetectedFace>>)>(depth);
 
+            // The decoder is moved into its thread: however that thread ends, dropping it there
+            // stops and reaps ffmpeg.
             let decoding = scope.spawn(move || -> (Duration, Result<VideoInfo, AnalysisError>) {
                 let mut spent = Duration::ZERO;
                 loop {
@@ -364,6 +476,7 @@ impl Analyzer {
                     spent += started.elapsed();
                     match next {
                         Ok(Some(frame)) => {
+                            PipelineStage::Decode.inject(fault);
                             if frame_tx.send(frame).is_err() {
                                 return (spent, Err(AnalysisError::Cancelled));
                             }
@@ -383,6 +496,7 @@ impl Analyzer {
                 let (mut spent, mut runs) = (Duration::ZERO, 0);
                 let mut last_detection: Option<u64> = None;
                 for frame in frame_rx {
+                    PipelineStage::Detect.inject(fault);
                     let due = match last_detection {
                         None => true,
                         Some(last) => frame.t_ms < last || frame.t_ms - last >= interval,
@@ -407,8 +521,10 @@ impl Analyzer {
                 (spent, runs, Ok(()))
             });
 
+            // The classifier stage runs on this thread; the sink is called from it.
             let classify = || -> Result<(), AnalysisError> {
                 for (frame, detections) in det_rx {
+                    PipelineStage::Classify.inject(fault);
                     let started = Instant::now();
                     let mut faces = match detections {
                         Some(d) => tracker.update(frame.t_ms, &d),
@@ -435,24 +551,33 @@ impl Analyzer {
                 }
                 Ok(())
             };
-            let classified = classify();
-            // Dropping the receivers (done by returning from `classify`) stops the other stages.
-            let (detect_time, runs, detected) = detecting.join().expect("detector thread panicked");
-            let (decode_time, decoded) = decoding.join().expect("decoder thread panicked");
-            timings.detect = detect_time;
-            timings.detector_runs = runs;
-            timings.decode = decode_time;
+            // Returning from `classify`, or unwinding out of it, drops its receiver, and that
+            // stops the other stages: each finds its queue closed.
+            let classified = catch_unwind(AssertUnwindSafe(classify))
+                .unwrap_or_else(|p| Err(panicked(PipelineStage::Classify.name(), p)));
+            let detected = match detecting.join() {
+                Ok((detect_time, runs, detected)) => {
+                    timings.detect = detect_time;
+                    timings.detector_runs = runs;
+                    detected
+                }
+                Err(p) => Err(panicked(PipelineStage::Detect.name(), p)),
+            };
+            let decoded = match decoding.join() {
+                Ok((decode_time, decoded)) => {
+                    timings.decode = decode_time;
+                    decoded
+                }
+                Err(p) => Err(panicked(PipelineStage::Decode.name(), p)),
+            };
             // Report the root cause: a failed stage makes the ones after it see a closed queue.
-            let result = classified.and(detected);
-            match (decoded, result) {
-                (Ok(video), Ok(())) => (Some(video), Ok(())),
-                (Err(AnalysisError::Cancelled), Err(e)) => (None, Err(e)),
-                (Err(e), _) => (None, Err(e)),
-                (Ok(_), Err(e)) => (None, Err(e)),
+            match (decoded, classified.and(detected)) {
+                (Ok(video), Ok(())) => Ok(video),
+                (Err(AnalysisError::Cancelled), Err(e)) => Err(e),
+                (Err(e), _) => Err(e),
+                (Ok(_), Err(e)) => Err(e),
             }
-        });
-        result?;
-        let video = video.expect("set on success");
+        })?;
         let summary = summary.finish();
         sink.finish(&video, &summary).map_err(sink_failed)?;
         tracing::info!(frames = summary.frames_analyzed, with_faces = summary.frames_with_faces,
@@ -469,7 +594,12 @@ impl Analyzer {
         input: &Path,
         sink: &mut dyn AnalysisSink,
     ) -> Result<AnalysisOutcome, AnalysisError> {
-        let image = load_image(input)?;
+        let fault = self.config.fault;
+        let image = catch_panic(PipelineStage::Decode.name(), || {
+            let image = load_image_within(input, self.config.frame_limits())?;
+            PipelineStage::Decode.inject(fault);
+            Ok(image)
+        })?;
         let codec = input
             .extension()
             .and_then(|e| e.to_str())
@@ -487,36 +617,39 @@ impl Analyzer {
             .map_err(sink_failed)?;
         let mut timings = StageTimings::default();
         let started = Instant::now();
-        let detections = self
-            .detector
-            .lock()
-            .expect("detector lock")
-            .detect(&image)?;
+        // A panic while a lock is held poisons it; the next `lock` takes it back (see above).
+        let detections = catch_panic(PipelineStage::Detect.name(), || {
+            let mut detector = self.detector.lock().unwrap_or_else(|p| p.into_inner());
+            PipelineStage::Detect.inject(fault);
+            detector.detect(&image)
+        })?;
         timings.detect = started.elapsed();
         timings.detector_runs = 1;
-        let faces = Tracker::new(TrackerConfig::default()).update(0, &detections);
-        let boxes: Vec<_> = faces.iter().map(|(_, f)| f.bbox).collect();
         let started = Instant::now();
-        let scores = self
-            .classifier
-            .lock()
-            .expect("classifier lock")
-            .classify_faces(&image, &boxes)?;
-        timings.classify = started.elapsed();
-        timings.faces_classified = boxes.len() as u64;
-        let frame = FrameResult {
-            frame: 0,
-            t_ms: 0,
-            faces: faces
-                .into_iter()
-                .zip(scores)
-                .map(|((track, face), emotions)| FaceResult::new(track, &face, emotions))
-                .collect(),
-        };
-        let mut summary = SummaryBuilder::new(self.has_contempt);
-        summary.add(&frame);
-        sink.frame(&frame).map_err(sink_failed)?;
-        let summary = summary.finish();
+        let summary = catch_panic(PipelineStage::Classify.name(), || {
+            let faces = Tracker::new(TrackerConfig::default()).update(0, &detections);
+            let boxes: Vec<_> = faces.iter().map(|(_, f)| f.bbox).collect();
+            let scores = {
+                let mut classifier = self.classifier.lock().unwrap_or_else(|p| p.into_inner());
+                PipelineStage::Classify.inject(fault);
+                classifier.classify_faces(&image, &boxes)?
+            };
+            timings.classify = started.elapsed();
+            timings.faces_classified = boxes.len() as u64;
+            let frame = FrameResult {
+                frame: 0,
+                t_ms: 0,
+                faces: faces
+                    .into_iter()
+                    .zip(scores)
+                    .map(|((track, face), emotions)| FaceResult::new(track, &face, emotions))
+                    .collect(),
+            };
+            let mut summary = SummaryBuilder::new(self.has_contempt);
+            summary.add(&frame);
+            sink.frame(&frame).map_err(sink_failed)?;
+            Ok(summary.finish())
+        })?;
         sink.finish(&video, &summary).map_err(sink_failed)?;
         Ok(AnalysisOutcome {
             video,
@@ -524,6 +657,33 @@ impl Analyzer {
             timings,
         })
     }
+}
+
+/// Frames queued between two stages: 4, or fewer when 4 frames would take more than 128 MiB
+/// (a 4K frame is 25 MB, an 8K one 100 MB), so that a huge frame size does not multiply the
+/// memory it takes by every queue slot. Ordinary videos keep all 4.
+fn queue_depth(width: u32, height: u32) -> usize {
+    const QUEUE_BYTES: u64 = 128 << 20;
+    (QUEUE_BYTES / RgbFrame::bytes_for(width, height).max(1)).clamp(1, 4) as usize
+}
+
+/// Runs `f`, turning a panic inside it into [`AnalysisError::Internal`].
+fn catch_panic<T>(
+    what: &str,
+    f: impl FnOnce() -> Result<T, AnalysisError>,
+) -> Result<T, AnalysisError> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| Err(panicked(what, payload)))
+}
+
+/// The error for a caught panic, with the panic's message.
+fn panicked(what: &str, payload: Box<dyn Any + Send>) -> AnalysisError {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_string());
+    tracing::error!(stage = what, %message, "a pipeline stage panicked");
+    AnalysisError::Internal(format!("the {what} panicked: {message}"))
 }
 
 fn sink_failed(e: SinkError) -> AnalysisError {
@@ -541,8 +701,14 @@ pub fn is_image(path: &Path) -> bool {
     )
 }
 
-/// Decodes a jpg/png into an RGB frame.
+/// Decodes a jpg/png into an RGB frame, within the default [`FrameLimits`].
 pub fn load_image(path: &Path) -> Result<RgbFrame, AnalysisError> {
+    load_image_within(path, FrameLimits::DEFAULT)
+}
+
+/// Decodes a jpg/png into an RGB frame. The size is read from the header first, and an image over
+/// `limits` is refused ([`AnalysisError::FrameTooLarge`]) before its pixels are decoded.
+pub fn load_image_within(path: &Path, limits: FrameLimits) -> Result<RgbFrame, AnalysisError> {
     let bad = |detail: String| AnalysisError::Image {
         path: path.to_path_buf(),
         detail,
@@ -557,24 +723,110 @@ pub fn load_image(path: &Path) -> Result<RgbFrame, AnalysisError> {
         });
     }
     if bytes.starts_with(&[0xff, 0xd8]) {
-        return decode_jpeg(&bytes).map_err(bad);
+        return decode_jpeg(&bytes, limits).map_err(|e| match e {
+            JpegError::Analysis(e) => e,
+            JpegError::Bad(detail) => bad(detail),
+        });
     }
-    let decoded = ::image::load_from_memory(&bytes)
-        .map_err(|e| bad(e.to_string()))?
-        .to_rgb8();
+    let reader = || {
+        ::image::ImageReader::new(std::io::Cursor::new(&bytes[..]))
+            .with_guessed_format()
+            .map_err(|e| bad(e.to_string()))
+    };
+    let (w, h) = reader()?
+        .into_dimensions()
+        .map_err(|e| bad(e.to_string()))?;
+    limits.check(w, h)?;
+    let mut reader = reader()?;
+    // Within the limits, the decoder may take what the image needs (up to 16-bit RGBA, 8 bytes
+    // a pixel); `image`'s own default of 512 MiB would refuse a 12000x12000 RGBA PNG.
+    let mut decoder_limits = ::image::Limits::default();
+    decoder_limits.max_image_width = Some(limits.max_side);
+    decoder_limits.max_image_height = Some(limits.max_side);
+    decoder_limits.max_alloc = Some(u64::from(w) * u64::from(h) * 8 + (64 << 20));
+    reader.limits(decoder_limits);
+    let decoded = reader.decode().map_err(|e| bad(e.to_string()))?.to_rgb8();
     let (w, h) = decoded.dimensions();
-    Ok(RgbFrame::new(w, h, decoded.into_raw()))
+    RgbFrame::try_new(w, h, decoded.into_raw())
 }
 
-/// libjpeg reports a broken file by unwinding out of its error handler; catch that here.
-fn decode_jpeg(bytes: &[u8]) -> Result<RgbFrame, String> {
-    std::panic::catch_unwind(|| -> std::io::Result<RgbFrame> {
-        let mut jpeg = mozjpeg::Decompress::new_mem(bytes)?.rgb()?;
+enum JpegError {
+    Analysis(AnalysisError),
+    Bad(String),
+}
+
+/// libjpeg reports a broken file by unwinding out of its error handler; catch that here. The
+/// header is read (and the size checked against `limits`) before decompression starts.
+fn decode_jpeg(bytes: &[u8], limits: FrameLimits) -> Result<RgbFrame, JpegError> {
+    catch_unwind(|| -> Result<RgbFrame, JpegError> {
+        let io = |e: std::io::Error| JpegError::Bad(e.to_string());
+        let header = mozjpeg::Decompress::new_mem(bytes).map_err(io)?;
+        let (w, h) = (header.width(), header.height());
+        let (w, h) = (
+            u32::try_from(w).unwrap_or(u32::MAX),
+            u32::try_from(h).unwrap_or(u32::MAX),
+        );
+        limits.check(w, h).map_err(JpegError::Analysis)?;
+        let mut jpeg = header.rgb().map_err(io)?;
         let (w, h) = (jpeg.width() as u32, jpeg.height() as u32);
-        let pixels = jpeg.read_scanlines::<u8>()?;
-        jpeg.finish()?;
-        Ok(RgbFrame::new(w, h, pixels))
+        let pixels = jpeg.read_scanlines::<u8>().map_err(io)?;
+        jpeg.finish().map_err(io)?;
+        RgbFrame::try_new(w, h, pixels).map_err(JpegError::Analysis)
     })
-    .map_err(|_| "not a valid JPEG file".to_string())?
-    .map_err(|e| e.to_string())
+    .map_err(|_| JpegError::Bad("not a valid JPEG file".to_string()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queues_hold_four_frames_unless_four_would_take_more_than_128_mib() {
+        assert_eq!(queue_depth(640, 360), 4);
+        assert_eq!(queue_depth(1920, 1080), 4);
+        assert_eq!(queue_depth(3840, 2160), 4);
+        assert_eq!(queue_depth(5120, 2880), 3);
+        assert_eq!(queue_depth(7680, 4320), 1);
+        assert_eq!(queue_depth(12000, 12000), 1);
+        assert_eq!(queue_depth(0, 0), 4);
+    }
+
+    #[test]
+    fn a_panic_becomes_an_internal_error_with_its_message() {
+        let err = catch_panic("detector stage", || -> Result<(), AnalysisError> {
+            panic!("index {} out of range", 7)
+        })
+        .unwrap_err();
+        assert!(
+            matches!(&err, AnalysisError::Internal(m) if m == "the detector stage panicked: index 7 out of range"),
+            "{err:?}"
+        );
+        assert!(!err.is_bad_input());
+        let err = catch_panic("probe", || -> Result<(), AnalysisError> {
+            panic!("static")
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "internal error: the probe panicked: static"
+        );
+        assert!(catch_panic("probe", || Ok(1)).is_ok());
+    }
+
+    #[test]
+    fn frame_limits_come_from_the_config() {
+        let config = EngineConfig {
+            max_frame_pixels: 1000,
+            max_frame_side: 50,
+            ..EngineConfig::default()
+        };
+        assert_eq!(
+            config.frame_limits(),
+            FrameLimits {
+                max_pixels: 1000,
+                max_side: 50
+            }
+        );
+        assert_eq!(EngineConfig::default().frame_limits(), FrameLimits::DEFAULT);
+    }
 }
