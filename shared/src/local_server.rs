@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -69,6 +70,10 @@ const PARSER_MAX_HEADERS: usize = 256;
 const PARSER_MAX_HEAD_BYTES: usize = 64 * 1024;
 /// How long Ctrl-C waits for requests in flight (an SSE stream may never end by itself).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// After this many connections have closed since the last peak, their memory goes back to the
+/// system (see [`allocator::trim`]), checked every [`TRIM_CHECK`].
+const TRIM_AFTER_CLOSED: usize = 1000;
+const TRIM_CHECK: Duration = Duration::from_secs(10);
 
 impl Default for ConnectionLimits {
     fn default() -> Self {
@@ -134,6 +139,7 @@ pub async fn serve(
     config: LocalServerConfig,
     ready: impl FnOnce(SocketAddr),
 ) -> Result<(), ServerError> {
+    allocator::configure();
     std::fs::create_dir_all(&config.data_dir).map_err(startup)?;
     let secret = secret(&config)?;
     let listener = tokio::net::TcpListener::bind(config.addr)
@@ -280,6 +286,12 @@ async fn serve_connections(
         .max_headers(PARSER_MAX_HEADERS)
         .max_header_size(PARSER_MAX_HEAD_BYTES);
     let slots = Arc::new(Semaphore::new(max_connections));
+    let peak = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(release_memory_after_floods(
+        slots.clone(),
+        peak.clone(),
+        max_connections,
+    ));
     let (closing, closed) = tokio::sync::watch::channel(());
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
@@ -310,6 +322,10 @@ async fn serve_connections(
             tracing::warn!(refused, "below the connection limit again");
             refused = 0;
         }
+        peak.fetch_max(
+            max_connections - slots.available_permits(),
+            Ordering::Relaxed,
+        );
         let _ = stream.set_nodelay(true);
         // handlers may ask for the client's address (`ConnectInfo<SocketAddr>`)
         let service = app
@@ -346,6 +362,54 @@ async fn serve_connections(
     {
         tracing::warn!("stopping with requests still open");
     }
+}
+
+/// Once at least [`TRIM_AFTER_CLOSED`] connections have closed since the most open at once, hands
+/// the memory their buffers took back to the system: about 13 KB each, which the allocator would
+/// otherwise keep for reuse (8,000 connections: 102 MB while open, 72 MB of it kept after).
+async fn release_memory_after_floods(slots: Arc<Semaphore>, peak: Arc<AtomicUsize>, max: usize) {
+    let mut check = tokio::time::interval(TRIM_CHECK);
+    loop {
+        check.tick().await;
+        let open = max - slots.available_permits();
+        if peak.load(Ordering::Relaxed).saturating_sub(open) >= TRIM_AFTER_CLOSED {
+            peak.store(open, Ordering::Relaxed);
+            let _ = tokio::task::spawn_blocking(allocator::trim).await;
+            tracing::debug!(open, "returned the memory of closed connections");
+        }
+    }
+}
+
+/// glibc's allocator, tuned for a server that must give memory back after a flood.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod allocator {
+    /// Allocations of at least this size get their own mapping, returned to the system when
+    /// freed. glibc's default threshold starts at 128 KiB and rises to the largest block freed so
+    /// far (up to 32 MiB), after which such blocks come from the thread's arena and stay there:
+    /// argon2's 19 MiB per password check then stayed resident, 409 MB after 39 wrong logins.
+    /// 16 MiB keeps video frames up to about 2560x1440 RGB in the arenas, as before.
+    const MMAP_THRESHOLD: libc::c_int = 16 << 20;
+
+    pub fn configure() {
+        // SAFETY: mallopt only sets an allocator parameter.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+        }
+    }
+
+    /// Returns free memory in every arena to the system.
+    pub fn trim() {
+        // SAFETY: malloc_trim only releases free pages.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+mod allocator {
+    pub fn configure() {}
+    pub fn trim() {}
 }
 
 /// Over the connection cap: a best-effort 503 (the socket's send buffer is empty, so the write
