@@ -5,8 +5,8 @@ mod common;
 use std::path::Path;
 
 use common::{
-    Collect, analyzer, bomb_png, child_processes, ffmpeg, ffprobe_frame_times_ms, in_own_process,
-    photo, video,
+    Collect, analyzer, bomb_png, child_processes, children_peak_rss_mb, ffmpeg,
+    ffprobe_frame_times_ms, in_own_process, photo, video,
 };
 use shared::pipeline::{AnalysisOptions, AnalysisSink, PipelineStage, SinkError};
 use shared::{AnalysisError, Analyzer, EmotionLabel, EmotionScores, EngineConfig, FrameResult};
@@ -486,6 +486,10 @@ fn a_decompression_bomb_is_refused_from_its_header_and_ffmpeg_is_reaped() {
     // ffprobe only lists packets (nothing is decoded), and is reaped too
     assert_eq!(analyzer().frame_times(&as_mp4).unwrap().len(), 1);
     assert_no_children("listing its frames");
+    // and neither ffmpeg nor ffprobe decoded it to find its size (768 MB of RGB): they were
+    // told the limit (-max_pixels), and the largest of them stayed small
+    let peak = children_peak_rss_mb();
+    assert!(peak < 300, "a child process peaked at {peak} MB");
 
     // the limit is configuration, and the engine is still usable afterwards
     let strict = Analyzer::new(EngineConfig {

@@ -170,3 +170,11 @@ pub fn in_own_process(name: &str) -> bool {
     );
     false
 }
+
+/// The peak memory (MB) of the largest child process this process has waited for.
+pub fn children_peak_rss_mb() -> u64 {
+    // SAFETY: getrusage only writes into the struct it is given
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    usage.ru_maxrss as u64 / 1024
+}

@@ -120,6 +120,14 @@ fn parse_time_base(line: &str) -> Option<(i64, i64)> {
     (den != 0 && num != 0).then_some((num, den))
 }
 
+/// Parses the size out of ffmpeg's `Picture size 16000x16000 exceeds specified max pixel count
+/// 160000000, ...` (and `Picture size 70000x70000 is invalid`).
+fn parse_picture_size(line: &str) -> Option<(u32, u32)> {
+    let at = line.find("Picture size ")? + "Picture size ".len();
+    let (w, h) = line[at..].split_whitespace().next()?.split_once('x')?;
+    Some((w.parse().ok()?, h.parse().ok()?))
+}
+
 /// Parses the `start: 1.400000` of ffmpeg's `Duration:` line.
 fn parse_start(line: &str) -> Option<f64> {
     let at = line.find("start:")? + "start:".len();
@@ -220,6 +228,10 @@ impl VideoDecoder {
         if let Some(end) = options.window.end_s {
             command.args(["-to", &format!("{end:.6}")]);
         }
+        // ffmpeg's decoders refuse larger pictures before allocating them, also while ffmpeg
+        // probes the input (which decodes an image's first frame to learn its size): a 790 KB
+        // PNG of 16000x16000 would otherwise cost ffmpeg 768 MB before we see its header.
+        command.args(["-max_pixels", &options.limits.pixel_limit().to_string()]);
         command
             .input(path)
             .args(["-map", "0:v:0"])
@@ -419,6 +431,15 @@ impl VideoDecoder {
             .child
             .wait()
             .map_err(|e| AnalysisError::Ffmpeg(e.to_string()))?;
+        // a picture ffmpeg refused for its size (`-max_pixels`, or its own limit)
+        if let Some(Err(e)) = self
+            .errors
+            .iter()
+            .find_map(|line| parse_picture_size(line))
+            .map(|(w, h)| self.limits.check(w, h))
+        {
+            return Err(e);
+        }
         let text = self.errors.join("\n");
         let has = |needle: &str| text.contains(needle);
         let path = self.path.clone();
@@ -534,15 +555,25 @@ impl Drop for Reaped {
 
 /// Every video frame's timestamp in seconds, sorted, from ffprobe's packet list (container
 /// data only, no decoding). ffprobe is looked for next to `ffmpeg`, else where ffmpeg-sidecar
-/// finds it.
-pub(crate) fn frame_times(ffmpeg: Option<&Path>, input: &Path) -> Result<Vec<f64>, AnalysisError> {
+/// finds it. `limits` bounds what ffprobe decodes while it probes (see [`VideoDecoder::open`]).
+pub(crate) fn frame_times(
+    ffmpeg: Option<&Path>,
+    input: &Path,
+    limits: &FrameLimits,
+) -> Result<Vec<f64>, AnalysisError> {
     let ffprobe = ffmpeg
         .and_then(|f| f.parent())
         .map(|dir| dir.join("ffprobe"))
         .filter(|p| p.exists())
         .unwrap_or_else(ffmpeg_sidecar::ffprobe::ffprobe_path);
     let child = Command::new(&ffprobe)
-        .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
+        .args([
+            "-v",
+            "error",
+            "-max_pixels",
+            &limits.pixel_limit().to_string(),
+        ])
+        .args(["-select_streams", "v:0", "-show_entries"])
         .arg("packet=pts_time,dts_time")
         .args(["-of", "csv=p=0"])
         .arg(input)
@@ -673,6 +704,21 @@ mod tests {
             parse_rotation("displaymatrix: rotation of -180.00 degrees"),
             Some(180)
         );
+    }
+
+    #[test]
+    fn pictures_ffmpeg_refused_for_their_size_are_read_from_its_log() {
+        assert_eq!(
+            parse_picture_size(
+                "[png @ 0x1] [IMGUTILS @ 0x7f] [error] Picture size 16000x16000 exceeds specified max pixel count 160000000, see the documentation if you wish to increase it"
+            ),
+            Some((16000, 16000))
+        );
+        assert_eq!(
+            parse_picture_size("[IMGUTILS @ 0x7f] Picture size 70000x70000 is invalid"),
+            Some((70000, 70000))
+        );
+        assert_eq!(parse_picture_size("[error] Invalid data found"), None);
     }
 
     #[test]

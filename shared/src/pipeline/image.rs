@@ -80,9 +80,14 @@ impl FrameLimits {
         max_side: 32_768,
     };
 
+    /// The pixel limit in force: `max_pixels`, never above [`FrameLimits::CEILING_PIXELS`].
+    pub fn pixel_limit(&self) -> u64 {
+        self.max_pixels.min(Self::CEILING_PIXELS)
+    }
+
     /// `Err(FrameTooLarge)` when a `width × height` frame is over the limits.
     pub fn check(&self, width: u32, height: u32) -> Result<(), AnalysisError> {
-        let max_pixels = self.max_pixels.min(Self::CEILING_PIXELS);
+        let max_pixels = self.pixel_limit();
         if u64::from(width) * u64::from(height) > max_pixels || width.max(height) > self.max_side {
             return Err(AnalysisError::FrameTooLarge {
                 width,

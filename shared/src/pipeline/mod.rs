@@ -377,7 +377,11 @@ impl Analyzer {
     /// by ffprobe without decoding: how many frames lie before a time, for segment planning.
     pub fn frame_times(&self, input: &Path) -> Result<Vec<f64>, AnalysisError> {
         catch_panic("frame listing", || {
-            decode::frame_times(self.config.ffmpeg.as_deref(), input)
+            decode::frame_times(
+                self.config.ffmpeg.as_deref(),
+                input,
+                &self.config.frame_limits(),
+            )
         })
     }
 
