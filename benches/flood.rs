@@ -5,7 +5,8 @@
 //!    held, half of them with a partial request line, and the server's RSS before, with and after
 //!    them;
 //! 2. another user's `GET /api/v2/videos/` (p50/p99/max) alone and while 30 threads hammer
-//!    `POST /api/v2/auth/login` with wrong passwords.
+//!    `POST /api/v2/auth/login` with wrong passwords: with the default login limits (most attempts
+//!    get 429), then on a second server with the limits lifted, so every attempt runs argon2.
 //!
 //! `cargo bench -p shared --bench flood`. Client and server share the machine's cores.
 
@@ -75,20 +76,17 @@ fn raise_own_fd_limit() {
     }
 }
 
-fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return;
-    }
-    raise_own_fd_limit();
+/// `deepemotion serve` with its defaults and `env`: the process, the API base URL, its address.
+fn start(env: &[(&str, &str)]) -> (std::process::Child, String, SocketAddr, tempfile::TempDir) {
     let data = tempfile::tempdir().unwrap();
     let mut server = Command::new(env!("CARGO_BIN_EXE_deepemotion"))
         .args(["serve", "--dev", "--addr", "127.0.0.1:0", "--data-dir"])
         .arg(data.path())
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "error")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let pid = server.id();
     let mut line = String::new();
     BufReader::new(server.stdout.take().unwrap())
         .read_line(&mut line)
@@ -106,6 +104,16 @@ fn main() {
         .unwrap()
         .parse()
         .unwrap();
+    (server, base, addr, data)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    raise_own_fd_limit();
+    let (mut server, base, addr, _data) = start(&[]);
+    let pid = server.id();
 
     // 1. idle connections
     for _ in 0..20 {
@@ -136,15 +144,35 @@ fn main() {
         percentiles(latencies)
     );
     drop(idle);
-    std::thread::sleep(Duration::from_secs(2));
+    // the server hands the memory back within 10 s of a flood's end
+    std::thread::sleep(Duration::from_secs(12));
     let rss_closed = rss_mb(pid);
     println!(
         "  server RSS: {rss_before:.1} MB before, {rss_with:.1} MB with them ({:.1} KB per \
-         connection), {rss_closed:.1} MB 2 s after they closed",
+         connection), {rss_closed:.1} MB 12 s after they closed",
         (rss_with - rss_before) * 1024.0 / 3000.0
     );
 
     // 2. a login flood against another user's reads
+    login_flood(&base, pid, "default login limits");
+    let _ = server.kill();
+    let _ = server.wait();
+    let lifted = "1000000/60";
+    let (mut server, base, _, _data) = start(&[
+        ("DEEPEMOTION_LOGINS_PER_ADDRESS", lifted),
+        ("DEEPEMOTION_LOGIN_FAILURES_PER_EMAIL", lifted),
+    ]);
+    login_flood(
+        &base,
+        server.id(),
+        "login limits lifted: every attempt runs argon2",
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+fn login_flood(base: &str, pid: u32, what: &str) {
+    println!("{what}");
     let http = reqwest::blocking::Client::new();
     for name in ["victim", "target"] {
         http.post(format!("{base}/auth/register"))
@@ -178,14 +206,14 @@ fn main() {
         (percentiles(latencies), failed)
     };
     let (alone, failed) = measure(3);
-    println!("GET /api/v2/videos/ alone:                      {alone}  failed {failed}");
+    println!("  GET /api/v2/videos/ alone:              {alone}  failed {failed}");
 
     let stop = Arc::new(AtomicBool::new(false));
     let statuses: Arc<[AtomicUsize; 6]> = Arc::new(Default::default());
     let flooding = Instant::now();
     let flood: Vec<_> = (0..30)
         .map(|i| {
-            let (stop, statuses, base) = (stop.clone(), statuses.clone(), base.clone());
+            let (stop, statuses, base) = (stop.clone(), statuses.clone(), base.to_string());
             std::thread::spawn(move || {
                 let client = reqwest::blocking::Client::new();
                 while !stop.load(Ordering::Relaxed) {
@@ -215,7 +243,7 @@ fn main() {
     }
     let elapsed = flooding.elapsed().as_secs_f64();
     let counts: Vec<usize> = statuses.iter().map(|c| c.load(Ordering::Relaxed)).collect();
-    println!("GET /api/v2/videos/ under a 30-thread login flood: {flooded}  failed {failed}");
+    println!("  GET /api/v2/videos/ under the flood:    {flooded}  failed {failed}");
     println!(
         "  login flood: {} attempts in {elapsed:.1} s ({:.0}/s): 401 {}, 429 {}, 2xx {}, other 4xx {}, 5xx {}, errors {}",
         counts.iter().sum::<usize>(),
@@ -228,6 +256,4 @@ fn main() {
         counts[5]
     );
     println!("  server RSS after the flood: {:.1} MB", rss_mb(pid));
-    let _ = server.kill();
-    let _ = server.wait();
 }
