@@ -666,7 +666,10 @@ async fn a_second_put_to_the_same_key_never_changes_what_is_read_through_the_rec
     assert!(put(&url, swapped.clone()).await.is_success());
     let current = blobs.stat(key, None).await.unwrap().unwrap();
     assert_ne!(current.version_id, recorded.version_id);
-    assert!(!current.same_as(&recorded), "the worker can tell them apart");
+    assert!(
+        !current.same_as(&recorded),
+        "the worker can tell them apart"
+    );
     // still the original for the analysis and for the player
     let source = blobs
         .analysis_source(key, Some(&version), Duration::from_secs(60))
@@ -703,7 +706,11 @@ async fn a_declared_size_is_signed_into_the_presigned_put() {
         query
             .split('&')
             .find_map(|pair| pair.strip_prefix("X-Amz-SignedHeaders="))
-            .map(|v| percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned())
+            .map(|v| {
+                percent_encoding::percent_decode_str(v)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
             .unwrap_or_default()
     };
     let with_size = blobs
@@ -722,7 +729,12 @@ async fn a_declared_size_is_signed_into_the_presigned_put() {
         "signed headers: {headers}"
     );
     let without = blobs
-        .presign_put("uploads/u1/v2.mp4", "video/mp4", None, Duration::from_secs(900))
+        .presign_put(
+            "uploads/u1/v2.mp4",
+            "video/mp4",
+            None,
+            Duration::from_secs(900),
+        )
         .await
         .unwrap();
     assert!(!signed_headers(&without.url).contains("content-length"));

@@ -532,9 +532,15 @@ async fn a_second_put_to_a_used_upload_url_never_changes_what_is_analysed_or_str
 
     let event = stack.receive_event(2).await;
     let response = handle_sqs_event(&worker, event, deadline()).await;
-    assert!(no_failures(&response), "both events acknowledged: {response:?}");
+    assert!(
+        no_failures(&response),
+        "both events acknowledged: {response:?}"
+    );
     let (_, video) = stack.get(&token, &format!("/videos/{id}")).await;
-    assert_eq!(video["status"], "COMPLETED", "the first upload was analysed: {video}");
+    assert_eq!(
+        video["status"], "COMPLETED",
+        "the first upload was analysed: {video}"
+    );
     assert_eq!(video["frame_count"], 99);
 
     let versions = || async {
@@ -561,7 +567,9 @@ async fn a_second_put_to_a_used_upload_url_never_changes_what_is_analysed_or_str
     // after COMPLETED, once more: discarded again, and the player still gets the first upload
     assert!(put(swapped).await.is_success());
     let event = stack.receive_event(1).await;
-    assert!(no_failures(&handle_sqs_event(&worker, event, deadline()).await));
+    assert!(no_failures(
+        &handle_sqs_event(&worker, event, deadline()).await
+    ));
     assert_eq!(versions().await, vec![pexels.len()]);
     let no_redirects = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -576,7 +584,12 @@ async fn a_second_put_to_a_used_upload_url_never_changes_what_is_analysed_or_str
     assert_eq!(redirect.status(), 307);
     let location = redirect.headers()["location"].to_str().unwrap().to_string();
     assert!(location.contains("versionId="), "{location}");
-    let streamed = reqwest::get(&location).await.unwrap().bytes().await.unwrap();
+    let streamed = reqwest::get(&location)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     assert_eq!(sha256(&streamed), sha256(&pexels));
     let (_, video) = stack.get(&token, &format!("/videos/{id}")).await;
     assert_eq!(video["status"], "COMPLETED");

@@ -436,12 +436,21 @@ fn an_upload_url_writes_once_after_completed_failed_or_deleted() {
     // COMPLETED: a second PUT is refused and the stream still serves what was analysed
     let init = ann.initialize("pexels.mp4");
     let id = init["video_id"].as_str().unwrap();
-    assert_eq!(upload(&ann.http, &init, pexels.clone()).status(), StatusCode::OK);
+    assert_eq!(
+        upload(&ann.http, &init, pexels.clone()).status(),
+        StatusCode::OK
+    );
     assert_eq!(ann.wait_until_done(id)["status"], "COMPLETED");
     let again = upload(&ann.http, &init, other.clone());
     assert_eq!(again.status(), StatusCode::CONFLICT);
     let body: Value = again.json().unwrap();
-    assert!(body["error"].as_str().unwrap().contains("already been used"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("already been used"),
+        "{body}"
+    );
     assert_eq!(sha256(&streamed(&ann, &init)), sha256(&pexels));
 
     // FAILED stays failed: the URL is used up (a new upload is a new video)
@@ -614,8 +623,31 @@ fn multipart_uploads_take_real_sizes_and_declared_sizes_are_enforced() {
     let r = multipart(&ann, huge);
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert!(r.json::<Value>().unwrap()["error"].is_string());
+    // the original client sends the title after the file: the title rule still holds
+    let form = reqwest::blocking::multipart::Form::new()
+        .part(
+            "file",
+            reqwest::blocking::multipart::Part::bytes(vec![0u8; 10_000])
+                .file_name("late.mp4")
+                .mime_str("video/mp4")
+                .unwrap(),
+        )
+        .text("title", "x".repeat(201));
+    let r = ann
+        .http
+        .post(format!("{}/videos/upload", server.base))
+        .bearer_auth(&ann.token)
+        .multipart(form)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let listed: Value = ann.get("/videos/").json().unwrap();
-    assert_eq!(listed.as_array().unwrap().len(), 1, "the refused upload left no video");
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        1,
+        "the refused uploads left no video"
+    );
+    assert_eq!(stored_files(&server).len(), 1, "nor a file");
 
     // a declared size is the size: more is 413, less is 400, exactly it is stored
     let init = ann.initialize_with(json!({"filename": "small.mp4", "size_bytes": 1000}));

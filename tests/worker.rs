@@ -479,10 +479,7 @@ async fn a_video_that_cannot_finish_before_the_deadline_fans_out_into_segments()
     assert_eq!(video.analysis.video.unwrap().frame_count, 472);
     // a duplicate segment message after the end is a no-op
     let late = worker
-        .handle(
-            &AnalysisJob::segment(job.key.clone(), 2),
-            None,
-        )
+        .handle(&AnalysisJob::segment(job.key.clone(), 2), None)
         .await
         .unwrap();
     assert!(matches!(late, JobOutcome::Skipped { .. }));
@@ -697,7 +694,10 @@ async fn a_failed_analysis_keeps_every_frame_decoded_before_the_failure() {
         "{outcome:?}"
     );
     let stored: Vec<u64> = rig.frames(&job).await.iter().map(|f| f.frame).collect();
-    assert_eq!(stored, delivered, "every frame decoded before the failure is kept");
+    assert_eq!(
+        stored, delivered,
+        "every frame decoded before the failure is kept"
+    );
     let video = rig.video(&job).await;
     assert_eq!(video.analysis.status, VideoStatus::Failed);
     assert_eq!(video.analysis.frames_analyzed, delivered.len() as u64);

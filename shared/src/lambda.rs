@@ -147,9 +147,7 @@ pub fn api_router(state: AppState) -> axum::Router {
                 _ => None,
             };
             if let Some(ip) = source_ip.and_then(|ip| ip.parse().ok()) {
-                request
-                    .extensions_mut()
-                    .insert(crate::http::ClientAddr(ip));
+                request.extensions_mut().insert(crate::http::ClientAddr(ip));
             }
             request
         },
@@ -281,4 +279,53 @@ pub async fn handle_sqs_event(
         }
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::memory::{MemoryBlobs, MemoryQueue, MemoryRateLimiter, MemoryStore};
+    use crate::http::{RateLimit, RateLimits};
+    use tower::ServiceExt;
+
+    /// The source address API Gateway reports is the one the per-address limit counts.
+    #[tokio::test]
+    async fn the_api_router_limits_by_api_gateways_source_ip() {
+        let store = Arc::new(MemoryStore::default());
+        let state = AppState {
+            users: store.clone(),
+            videos: store.clone(),
+            results: store,
+            blobs: Arc::new(MemoryBlobs::default()),
+            jobs: Arc::new(MemoryQueue::default()),
+            limiter: Arc::new(MemoryRateLimiter::default()),
+            tokens: TokenKeys::new(b"a-test-secret-of-at-least-32-bytes!!", 3600),
+            config: ApiConfig {
+                rate_limits: RateLimits {
+                    logins_per_address: RateLimit::new(1, 60),
+                    ..RateLimits::default()
+                },
+                ..ApiConfig::default()
+            },
+            local_files: None,
+            events: Default::default(),
+        };
+        let app = api_router(state);
+        let fixture = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events/apigw-login.json"),
+        )
+        .unwrap();
+        let login = |json: String| {
+            let app = app.clone();
+            async move {
+                let request = lambda_http::request::from_str(&json).unwrap();
+                app.oneshot(request).await.unwrap().status()
+            }
+        };
+        // unknown user: 401, and the address's one login of the minute is spent
+        assert_eq!(login(fixture.clone()).await, 401);
+        assert_eq!(login(fixture.clone()).await, 429);
+        let elsewhere = fixture.replace("203.0.113.10", "198.51.100.20");
+        assert_eq!(login(elsewhere).await, 401);
+    }
 }

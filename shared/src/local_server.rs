@@ -204,7 +204,12 @@ pub async fn serve(
     // CORS outside socket.io, so its polling requests get it too; the limits and security
     // headers outermost, so socket.io's requests and responses get them as well
     let app = crate::http::routes(state)
-        .layer(crate::socket::progress_socket(tokens, store, events))
+        .layer(crate::socket::progress_socket(
+            tokens,
+            store.clone(),
+            store,
+            events,
+        ))
         .layer(crate::http::cors(&config.api.cors_origins))
         .layer(axum::middleware::from_fn(limits::header_limits))
         .layer(axum::middleware::from_fn_with_state(

@@ -14,12 +14,13 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::http::{TokenKeys, bearer_token};
 use crate::live::{ProgressUpdate, VideoEvents};
-use crate::ports::VideoStore;
+use crate::ports::{UserStore, VideoStore};
 
 /// The socket.io layer, plus a task that turns "video changed" announcements into
 /// `processing_update` events for the video's owner.
 pub fn progress_socket(
     tokens: TokenKeys,
+    users: Arc<dyn UserStore>,
     videos: Arc<dyn VideoStore>,
     events: VideoEvents,
 ) -> SocketIoLayer {
@@ -40,11 +41,15 @@ pub fn progress_socket(
             }
         })
         .with(move |socket: SocketRef, TryData(auth): TryData<Value>| {
-            let tokens = check.clone();
+            let (tokens, users) = (check.clone(), users.clone());
             async move {
                 let token = token_of(&socket, auth.ok().as_ref()).ok_or(SocketAuthError)?;
-                tokens.verify(&token).map_err(|_| SocketAuthError)?;
-                Ok::<(), SocketAuthError>(())
+                let user_id = tokens.verify(&token).map_err(|_| SocketAuthError)?;
+                // as on every authenticated route: the token must name a user that exists
+                match users.user_by_id(&user_id).await {
+                    Ok(Some(_)) => Ok::<(), SocketAuthError>(()),
+                    _ => Err(SocketAuthError),
+                }
             }
         }),
     );
@@ -60,7 +65,9 @@ fn room(user_id: &str) -> String {
 /// `Authorization: Bearer` header (`extraHeaders` in the polling transport).
 fn token_of(socket: &SocketRef, auth: Option<&Value>) -> Option<String> {
     if let Some(t) = auth.and_then(|a| a.get("token")).and_then(Value::as_str) {
-        return Some(t.trim_start_matches("Bearer ").to_string());
+        let t = t.trim();
+        let scheme = t.get(..7).filter(|s| s.eq_ignore_ascii_case("bearer "));
+        return Some(scheme.map_or(t, |_| t[7..].trim_start()).to_string());
     }
     let parts = socket.req_parts();
     let from_query = parts.uri.query().and_then(|q| {

@@ -4,6 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { createHmac, randomUUID } from 'node:crypto';
 import { io } from 'socket.io-client';
 
 const BASE_URL = process.env.DEEPEMOTION_BASE_URL;
@@ -43,6 +44,22 @@ test('an invalid or missing token cannot subscribe', { timeout: 30_000 }, async 
   for (const options of [{}, { auth: { token: 'not-a-token' } }, { query: { token: 'x.y.z' } }]) {
     await assert.rejects(connect(options), /valid token/, JSON.stringify(options));
   }
+});
+
+test('a validly signed token of a user that does not exist cannot subscribe', { timeout: 30_000 }, async () => {
+  const dataDir = process.env.DEEPEMOTION_DATA_DIR;
+  assert.ok(dataDir, 'set DEEPEMOTION_DATA_DIR to the server\'s --data-dir (its dev secret signs the token)');
+  const secret = readFileSync(`${dataDir}/dev-jwt-secret`, 'utf8').trim();
+  const part = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  const now = Math.floor(Date.now() / 1000);
+  const unsigned = `${part({ alg: 'HS256', typ: 'JWT' })}.${part({
+    sub: randomUUID(), iat: now, exp: now + 600, iss: 'deepemotion', aud: 'deepemotion-api',
+  })}`;
+  const token = `${unsigned}.${createHmac('sha256', secret).update(unsigned).digest('base64url')}`;
+  // the same token is accepted as a signature but names nobody: 401 on the API too
+  const r = await fetch(`${API}/videos/`, { headers: { Authorization: `Bearer ${token}` } });
+  assert.equal(r.status, 401);
+  await assert.rejects(connect({ auth: { token } }), /valid token/);
 });
 
 test("a user hears their own video's progress and never another user's", { timeout: 120_000 }, async (t) => {

@@ -1013,7 +1013,9 @@ impl RateLimiter for DynamoStore {
                 .table_name(&self.table)
                 .key("pk", s(pk))
                 .key("sk", s("RATE"))
-                .update_expression("ADD hits :cost SET expires_at = if_not_exists(expires_at, :ttl)")
+                .update_expression(
+                    "ADD hits :cost SET expires_at = if_not_exists(expires_at, :ttl)",
+                )
                 .expression_attribute_values(":cost", n(cost))
                 // TTL is in seconds; a minute's slack keeps the item for the whole window
                 .expression_attribute_values(":ttl", n(ends_ms / 1000 + 60))

@@ -214,6 +214,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 )
                 .map_err(anyhow::Error::msg)?,
                 web_dir: std::env::var_os("DEEPEMOTION_WEB_DIR").map(Into::into),
+                rate_limits: shared::http::RateLimits::from_env().map_err(anyhow::Error::msg)?,
                 ..Default::default()
             };
             let server = shared::local_server::LocalServerConfig {

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::put;
 use futures_util::StreamExt;
 
-use super::routes::{create_video, owned_video, video_json};
+use super::routes::{checked_title, create_video, owned_video, video_json};
 use super::stream::serve_file;
 use super::{ApiError, AppState, AuthUser};
 use crate::adapters::local::{FileBlobs, SignatureError, UploadError};
@@ -187,7 +187,9 @@ async fn signed_get(
 
 /// A form field that is not the file, read whole but never more than a few KB: the form
 /// itself has no size limit, because it carries the video.
-async fn small_text_field(mut field: axum::extract::multipart::Field<'_>) -> Result<String, ApiError> {
+async fn small_text_field(
+    mut field: axum::extract::multipart::Field<'_>,
+) -> Result<String, ApiError> {
     const MAX: usize = 16 * 1024;
     let mut bytes = Vec::new();
     while let Some(chunk) = field
@@ -206,53 +208,72 @@ async fn small_text_field(mut field: axum::extract::multipart::Field<'_>) -> Res
     String::from_utf8(bytes).map_err(|_| ApiError::BadRequest("form fields must be UTF-8".into()))
 }
 
-/// The original client's local mode: `multipart/form-data` with `file` and `title`.
+/// The original client's local mode: `multipart/form-data` with `file` and `title`. The title
+/// follows the one rule for titles wherever it comes in the form; if anything in the form is
+/// refused, the video made from it is removed again, file and all.
 pub(crate) async fn multipart_upload(
     state: AppState,
     AuthUser(user_id): AuthUser,
     mut form: Multipart,
 ) -> Result<Response, ApiError> {
-    local_files(&state)?;
+    let files = local_files(&state)?;
     let mut title: Option<String> = None;
-    let mut video = None;
-    while let Some(field) = form
-        .next_field()
-        .await
-        .map_err(|e| ApiError::BadRequest(e.body_text()))?
-    {
-        match field.name() {
-            Some("title") => title = Some(small_text_field(field).await?),
-            Some("file") if video.is_none() => {
-                let filename = field.file_name().unwrap_or("").to_string();
-                let content_type = field.content_type().map(str::to_string);
-                let created = create_video(
-                    &state,
-                    &user_id,
-                    &filename,
-                    title.clone(),
-                    content_type,
-                    None,
-                    None,
-                )
-                .await?;
-                let chunks = field.map(|c| c.map_err(|e| e.body_text()));
-                let files = local_files(&state)?;
-                if let Err(e) = store_upload(&state, files, &created, Box::pin(chunks)).await {
-                    state.videos.delete_video(&created.id).await?;
-                    return Err(e);
+    let mut video: Option<Video> = None;
+    let read = async {
+        while let Some(field) = form
+            .next_field()
+            .await
+            .map_err(|e| ApiError::BadRequest(e.body_text()))?
+        {
+            match field.name() {
+                Some("title") => {
+                    let text = small_text_field(field).await?;
+                    title = Some(text).filter(|t| !t.trim().is_empty());
+                    if let Some(t) = &title {
+                        checked_title(t)?;
+                    }
                 }
-                video = Some(created);
+                Some("file") if video.is_none() => {
+                    let filename = field.file_name().unwrap_or("").to_string();
+                    let content_type = field.content_type().map(str::to_string);
+                    let created = create_video(
+                        &state,
+                        &user_id,
+                        &filename,
+                        title.clone(),
+                        content_type,
+                        None,
+                        None,
+                    )
+                    .await?;
+                    let chunks = field.map(|c| c.map_err(|e| e.body_text()));
+                    video = Some(created.clone());
+                    store_upload(&state, files, &created, Box::pin(chunks)).await?;
+                }
+                _ => {}
             }
-            _ => {}
         }
-    }
-    let video = video.ok_or_else(|| ApiError::invalid("file", "is required"))?;
-    if let Some(t) = title
-        .map(|t| t.trim().to_string())
-        .filter(|t| !t.is_empty() && *t != video.title)
-    {
-        state.videos.set_title(&video.id, &t).await?;
-    }
+        let video = video
+            .clone()
+            .ok_or_else(|| ApiError::invalid("file", "is required"))?;
+        if let Some(t) = &title {
+            let t = checked_title(t)?;
+            if t != video.title {
+                state.videos.set_title(&video.id, &t).await?;
+            }
+        }
+        Ok::<_, ApiError>(video)
+    };
+    let video = match read.await {
+        Ok(video) => video,
+        Err(e) => {
+            if let Some(created) = &video {
+                files.delete(&created.s3_key).await?;
+                state.videos.delete_video(&created.id).await?;
+            }
+            return Err(e);
+        }
+    };
     let video = owned_video(&state, &user_id, &video.id).await?;
     Ok((
         StatusCode::CREATED,

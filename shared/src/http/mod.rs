@@ -8,6 +8,7 @@ pub mod local;
 mod openapi;
 mod routes;
 mod stream;
+mod throttle;
 #[cfg(feature = "cli")]
 mod web;
 
@@ -26,9 +27,10 @@ pub(crate) use auth::bearer_token;
 pub use auth::{AuthUser, TokenKeys, hash_password, verify_password};
 pub use error::ApiError;
 pub use openapi::openapi_document;
+pub use throttle::{ClientAddr, RateLimit, RateLimits};
 
 use crate::live::VideoEvents;
-use crate::ports::{BlobStore, JobQueue, ResultStore, UserStore, VideoStore};
+use crate::ports::{BlobStore, JobQueue, RateLimiter, ResultStore, UserStore, VideoStore};
 
 /// API settings, read once at start-up.
 #[derive(Debug, Clone)]
@@ -53,6 +55,8 @@ pub struct ApiConfig {
     /// Lambda sets 20 s: its response is buffered and API Gateway gives up at 30 s, and an
     /// `EventSource` reconnects by itself, which turns the stream into long polling.
     pub events_max_duration: Option<Duration>,
+    /// Limits on password attempts (see [`RateLimits`]).
+    pub rate_limits: RateLimits,
 }
 
 impl ApiConfig {
@@ -87,6 +91,7 @@ impl Default for ApiConfig {
             cors_origins: Vec::new(),
             web_dir: None,
             events_max_duration: None,
+            rate_limits: RateLimits::default(),
         }
     }
 }
@@ -99,6 +104,8 @@ pub struct AppState {
     pub results: Arc<dyn ResultStore>,
     pub blobs: Arc<dyn BlobStore>,
     pub jobs: Arc<dyn JobQueue>,
+    /// Counts password attempts for the login and registration limits.
+    pub limiter: Arc<dyn RateLimiter>,
     pub tokens: TokenKeys,
     pub config: ApiConfig,
     /// Present on one machine: enables multipart uploads, the signed `/uploads/` URLs and the

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -14,12 +14,12 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::auth::{CurrentUser, check_password, hash_password_blocking};
+use super::throttle::{self, CallerAddr};
 use super::{ApiError, AppState, AuthUser, local, openapi, stream};
-use crate::ports::AnalysisJob;
 use crate::{
     ALLOWED_UPLOAD_TYPES, AnalysisState, EmotionLabel, FrameResult, TITLE_MAX_CHARS, User, Video,
-    VideoStatus, is_allowed_upload_type, is_control_char, normalize_email, object_key,
-    validate_email, validate_title, validate_username, video_type,
+    is_allowed_upload_type, is_control_char, normalize_email, object_key, validate_email,
+    validate_title, validate_username, video_type,
 };
 
 pub fn routes() -> Router<AppState> {
@@ -28,7 +28,11 @@ pub fn routes() -> Router<AppState> {
         .route("/auth/login", post(login))
         .route("/auth/profile", get(profile))
         .route("/videos/upload/initialize", post(initialize_upload))
-        .route("/videos/upload", post(upload))
+        // the multipart form carries the whole video: its size is checked as it is stored
+        .route(
+            "/videos/upload",
+            post(upload).layer(DefaultBodyLimit::disable()),
+        )
         .route("/videos/upload/finalize", post(finalize_upload))
         .route("/videos", get(list_videos))
         .route("/videos/", get(list_videos))
@@ -113,7 +117,12 @@ struct RegisterBody {
 /// `POST /auth/register`. The email is stored normalised (see [`crate::validate_email`]), so
 /// every spelling of a registered address is a 409; the username is checked by
 /// [`crate::validate_username`]. The password is hashed on the blocking pool.
-async fn register(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+async fn register(
+    State(state): State<AppState>,
+    CallerAddr(addr): CallerAddr,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    throttle::before_register(&state, addr).await?;
     let body: RegisterBody = parse_body(&body)?;
     let mut errors = FieldErrors::default();
     let username = errors.check(
@@ -158,14 +167,23 @@ struct LoginBody {
 
 /// `POST /auth/login`. The email is normalised as at registration, so `ANN@EXAMPLE.COM` and the
 /// fullwidth spelling reach the same account; the password is verified on the blocking pool.
-async fn login(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+async fn login(
+    State(state): State<AppState>,
+    CallerAddr(addr): CallerAddr,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     let body: LoginBody = parse_body(&body)?;
     let email = normalize_email(body.email.as_deref().unwrap_or_default());
     let password = body.password.unwrap_or_default();
+    // before any hashing: a flood is refused cheaply
+    throttle::before_login(&state, addr, &email).await?;
     let user = state.users.user_by_email(&email).await?;
     // Same answer whether the email exists or not; an unknown email is verified against a dummy
     // hash so that the time taken does not tell either.
     let valid = check_password(password, user.as_ref().map(|u| u.password_hash.clone())).await?;
+    if !valid {
+        throttle::login_failed(&state, &email).await?;
+    }
     let user = user
         .filter(|_| valid)
         .ok_or_else(|| ApiError::Unauthorized("invalid email or password".into()))?;
@@ -283,6 +301,7 @@ pub(crate) async fn create_video(
         size_bytes,
         sample_fps,
         uploaded_at: Utc::now(),
+        upload: None,
         analysis: AnalysisState::pending(),
     };
     state.videos.create_video(&video).await?;
@@ -311,6 +330,7 @@ async fn initialize_upload(
         .presign_put(
             &video.s3_key,
             &video.content_type,
+            video.size_bytes,
             state.config.upload_url_ttl,
         )
         .await?;
@@ -342,13 +362,22 @@ async fn upload(
             .map_err(|e| ApiError::BadRequest(e.body_text()))?;
         return local::multipart_upload(state, user, multipart).await;
     }
-    let body = Bytes::from_request(request, &state)
+    let body = axum::body::to_bytes(request.into_body(), JSON_BODY_LIMIT)
         .await
-        .map_err(|e| ApiError::BadRequest(e.body_text()))?;
+        .map_err(|e| {
+            if format!("{e:?}").contains("LengthLimitError") {
+                ApiError::PayloadTooLarge(format!("a JSON body is at most {JSON_BODY_LIMIT} bytes"))
+            } else {
+                ApiError::BadRequest(format!("request body: {e}"))
+            }
+        })?;
     initialize_upload(State(state), user, body)
         .await
         .map(IntoResponse::into_response)
 }
+
+/// axum's default limit for the other JSON routes, kept for the JSON form of `/videos/upload`.
+const JSON_BODY_LIMIT: usize = 2 << 20;
 
 #[derive(Deserialize)]
 struct FinalizeBody {
@@ -407,15 +436,18 @@ pub(crate) async fn video_json(
     with_url: bool,
 ) -> Result<Value, ApiError> {
     let a = &video.analysis;
-    let video_url = if with_url && a.status != VideoStatus::Pending {
-        Some(
+    let video_url = match &video.upload {
+        Some(object) if with_url => Some(
             state
                 .blobs
-                .presign_get(&video.s3_key, state.config.download_url_ttl)
+                .presign_get(
+                    &video.s3_key,
+                    object.version_id.as_deref(),
+                    state.config.download_url_ttl,
+                )
                 .await?,
-        )
-    } else {
-        None
+        ),
+        _ => None,
     };
     Ok(json!({
         "id": video.id,
@@ -559,9 +591,9 @@ async fn delete_video(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let video = owned_video(&state, &user_id, &id).await?;
-    // object first, record last: if anything fails the user can retry the delete
+    // object first, record last: if anything fails the user can retry the delete. A running
+    // analysis stops at its next checkpoint and removes what it wrote since (see `worker`).
     state.blobs.delete(&video.s3_key).await?;
-    state.results.delete_frames(&video.id).await?;
     state.videos.delete_video(&video.id).await?;
     tracing::info!(video_id = %video.id, "video deleted");
     Ok(StatusCode::NO_CONTENT)
@@ -646,9 +678,4 @@ async fn export_csv(
         out,
     )
         .into_response())
-}
-
-/// What an S3 event (or a local upload) turns into.
-pub(crate) fn job_for(key: &str) -> AnalysisJob {
-    AnalysisJob::upload(key)
 }

@@ -46,6 +46,7 @@ fn api_with(config: ApiConfig) -> Api {
         results: store.clone(),
         blobs: blobs.clone(),
         jobs: queue.clone(),
+        limiter: Arc::new(crate::adapters::memory::MemoryRateLimiter::default()),
         tokens: TokenKeys::new(SECRET, 3600),
         config,
         local_files: None,
@@ -145,6 +146,15 @@ impl Api {
             r.body["video_id"].as_str().unwrap().to_string(),
             r.body["s3_key"].as_str().unwrap().to_string(),
         )
+    }
+}
+
+/// What the worker records at the upload event.
+fn uploaded_object() -> crate::StoredObject {
+    crate::StoredObject {
+        size: 1000,
+        etag: Some("etag".into()),
+        version_id: Some("v1".into()),
     }
 }
 
@@ -538,6 +548,10 @@ async fn videos_list_get_frames_csv_patch_delete() {
     done.progress = 100;
     done.frames_analyzed = 3;
     api.store.set_analysis(id, &done).await.unwrap();
+    api.store
+        .record_upload(id, &uploaded_object())
+        .await
+        .unwrap();
 
     let r = api
         .call(
@@ -923,6 +937,16 @@ async fn the_stream_url_is_a_capability_that_dies_with_the_video() {
     let token = api.user("ann").await;
     let (id, key) = api.video(&token).await;
     let name = key.rsplit('/').next().unwrap().to_string();
+    let stream = format!("/api/v2/videos/stream/{name}");
+    // nothing uploaded yet: nothing to play
+    assert_error(
+        &api.call(Method::GET, &stream, None, None).await,
+        StatusCode::NOT_FOUND,
+    );
+    api.store
+        .record_upload(&id, &uploaded_object())
+        .await
+        .unwrap();
     // no token needed (a <video> element cannot send one); on AWS it redirects to presigned S3
     let r = api
         .call(
@@ -1746,4 +1770,126 @@ async fn concurrent_hashes_are_bounded_and_other_requests_are_answered() {
         (1..=bound).contains(&most),
         "{most} hashes ran at once; the bound is {bound}"
     );
+}
+
+// ---- rate limits on password attempts (issue 11, item 6) ----
+
+/// A login or registration as it arrives from `addr` (the servers put the address there).
+async fn from_addr(api: &Api, path: &str, addr: &str, body: Value) -> Reply {
+    let mut request = Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    request
+        .extensions_mut()
+        .insert(super::ClientAddr(addr.parse().unwrap()));
+    let response = api.app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    Reply {
+        status,
+        headers,
+        body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        text,
+    }
+}
+
+#[tokio::test]
+async fn wrong_passwords_lock_the_email_for_a_while_even_for_the_right_one() {
+    let api = api();
+    api.user("ann").await;
+    api.user("bob").await;
+    for attempt in 0..10 {
+        let r = login_as(&api, "ann@example.com", "wrong password").await;
+        assert_error(&r, StatusCode::UNAUTHORIZED);
+        assert!(
+            r.headers.get(header::RETRY_AFTER).is_none(),
+            "attempt {attempt}"
+        );
+    }
+    // the budget is spent: refused before any hashing, the right password too
+    for password in ["wrong password", "password123"] {
+        let r = login_as(&api, "ann@example.com", password).await;
+        assert_error(&r, StatusCode::TOO_MANY_REQUESTS);
+        let retry: u64 = r.headers[header::RETRY_AFTER]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=15 * 60).contains(&retry), "Retry-After: {retry}");
+    }
+    // another spelling of the same email is the same budget; another account is untouched
+    let r = login_as(&api, "ANN@Example.com", "password123").await;
+    assert_error(&r, StatusCode::TOO_MANY_REQUESTS);
+    let r = login_as(&api, "bob@example.com", "password123").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // unknown emails count too (no free guessing of which emails exist)
+    for _ in 0..10 {
+        login_as(&api, "nobody@example.com", "x").await;
+    }
+    assert_error(
+        &login_as(&api, "nobody@example.com", "x").await,
+        StatusCode::TOO_MANY_REQUESTS,
+    );
+}
+
+#[tokio::test]
+async fn logins_and_registrations_are_limited_per_client_address() {
+    use super::{RateLimit, RateLimits};
+    let api = api_with(ApiConfig {
+        rate_limits: RateLimits {
+            logins_per_address: RateLimit::new(3, 60),
+            registrations_per_address: RateLimit::new(2, 60),
+            ..RateLimits::default()
+        },
+        ..ApiConfig::default()
+    });
+    let register = |n: u32, addr: &'static str| {
+        let api = &api;
+        async move {
+            from_addr(
+                api,
+                "/api/v2/auth/register",
+                addr,
+                json!({"username": format!("user{n}"), "email": format!("user{n}@example.com"), "password": "password123"}),
+            )
+            .await
+        }
+    };
+    assert_eq!(
+        register(1, "198.51.100.7").await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        register(2, "198.51.100.7").await.status,
+        StatusCode::CREATED
+    );
+    let r = register(3, "198.51.100.7").await;
+    assert_error(&r, StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers.contains_key(header::RETRY_AFTER));
+    assert_eq!(register(3, "2001:db8::1").await.status, StatusCode::CREATED);
+
+    let login = |addr: &'static str| {
+        let api = &api;
+        async move {
+            from_addr(
+                api,
+                "/api/v2/auth/login",
+                addr,
+                json!({"email": "user1@example.com", "password": "password123"}),
+            )
+            .await
+        }
+    };
+    for _ in 0..3 {
+        assert_eq!(login("198.51.100.7").await.status, StatusCode::OK);
+    }
+    assert_error(&login("198.51.100.7").await, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(login("203.0.113.5").await.status, StatusCode::OK);
 }

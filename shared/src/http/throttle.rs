@@ -30,9 +30,9 @@ impl RateLimit {
 
     /// Parses `N/SECONDS`, e.g. `10/900`.
     pub fn parse(value: &str) -> Result<Self, String> {
-        let parsed = value.split_once('/').and_then(|(n, s)| {
-            Some(Self::new(n.trim().parse().ok()?, s.trim().parse().ok()?))
-        });
+        let parsed = value
+            .split_once('/')
+            .and_then(|(n, s)| Some(Self::new(n.trim().parse().ok()?, s.trim().parse().ok()?)));
         parsed
             .filter(|l| l.attempts > 0 && !l.window.is_zero())
             .ok_or_else(|| format!("{value:?} is not a rate limit like 10/900 (attempts/seconds)"))
@@ -109,14 +109,11 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for CallerAddr {
 }
 
 fn client_addr(extensions: &Extensions) -> Option<IpAddr> {
-    extensions
-        .get::<ClientAddr>()
-        .map(|a| a.0)
-        .or_else(|| {
-            extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip())
-        })
+    extensions.get::<ClientAddr>().map(|a| a.0).or_else(|| {
+        extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+    })
 }
 
 /// Counter keys carry a hash, not the email or address itself: the store need not hold them.
@@ -157,9 +154,23 @@ pub(crate) async fn before_login(
 ) -> Result<(), ApiError> {
     let limits = &state.config.rate_limits;
     if let Some(addr) = addr {
-        count(state, "login-addr", &addr.to_string(), 1, limits.logins_per_address).await?;
+        count(
+            state,
+            "login-addr",
+            &addr.to_string(),
+            1,
+            limits.logins_per_address,
+        )
+        .await?;
     }
-    count(state, "login-fail", email, 0, limits.login_failures_per_email).await
+    count(
+        state,
+        "login-fail",
+        email,
+        0,
+        limits.login_failures_per_email,
+    )
+    .await
 }
 
 /// After a wrong password (or an unknown email): one more failure for the email.
@@ -173,7 +184,10 @@ pub(crate) async fn login_failed(state: &AppState, email: &str) -> Result<(), Ap
 }
 
 /// Before a registration: the address's budget.
-pub(crate) async fn before_register(state: &AppState, addr: Option<IpAddr>) -> Result<(), ApiError> {
+pub(crate) async fn before_register(
+    state: &AppState,
+    addr: Option<IpAddr>,
+) -> Result<(), ApiError> {
     match addr {
         Some(addr) => {
             let limit = state.config.rate_limits.registrations_per_address;
