@@ -291,7 +291,9 @@ pub trait JobQueue: Send + Sync {
 pub enum RateDecision {
     Allowed,
     /// Over the limit until the current window ends.
-    Limited { retry_after: Duration },
+    Limited {
+        retry_after: Duration,
+    },
 }
 
 /// Counts attempts per key in fixed time windows, shared by every process that serves the API

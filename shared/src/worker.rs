@@ -238,7 +238,8 @@ impl AnalysisWorker {
 }
 
 /// The outcome that records a failure as the uploader should read it.
-const FAILED_REPEATEDLY: &str = "analysis failed repeatedly; upload the video again, or report it if it keeps failing";
+const FAILED_REPEATEDLY: &str =
+    "analysis failed repeatedly; upload the video again, or report it if it keeps failing";
 
 impl AnalysisWorker {
     /// Handles one job. `deadline` is the Lambda invocation's; `None` runs to the end.

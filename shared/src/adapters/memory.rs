@@ -185,16 +185,11 @@ impl BlobStore for MemoryBlobs {
         Ok(format!("https://blobs.example/{key}"))
     }
     async fn stat(&self, key: &str, _version: Option<&str>) -> StoreResult<Option<StoredObject>> {
-        Ok(self
-            .objects
-            .lock()
-            .unwrap()
-            .get(key)
-            .map(|b| StoredObject {
-                size: b.len() as u64,
-                etag: None,
-                version_id: None,
-            }))
+        Ok(self.objects.lock().unwrap().get(key).map(|b| StoredObject {
+            size: b.len() as u64,
+            etag: None,
+            version_id: None,
+        }))
     }
     async fn locate(&self, _key: &str, object: &StoredObject) -> StoreResult<Option<StoredObject>> {
         Ok(Some(object.clone()))

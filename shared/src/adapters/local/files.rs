@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::{StoredObject, parse_object_key};
 use crate::ports::{BlobStore, PresignedUpload, StoreError, StoreResult};
+use crate::{StoredObject, parse_object_key};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -84,7 +84,10 @@ impl FileBlobs {
         if tokio::fs::try_exists(&path).await.map_err(io)? {
             return Err(UploadError::AlreadyUploaded);
         }
-        let name = path.file_name().expect("keys name a file").to_string_lossy();
+        let name = path
+            .file_name()
+            .expect("keys name a file")
+            .to_string_lossy();
         let partial = dir.join(format!(".{name}.{}.part", uuid::Uuid::new_v4().simple()));
         let limit = declared.map_or(max_bytes, |d| d.min(max_bytes));
         let result = async {

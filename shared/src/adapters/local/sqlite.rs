@@ -83,7 +83,11 @@ fn now_ms() -> i64 {
 
 /// Columns added since the first release, for databases made before them.
 const MIGRATIONS: &[(&str, &str, &str)] = &[
-    ("videos", "upload", "ALTER TABLE videos ADD COLUMN upload TEXT"),
+    (
+        "videos",
+        "upload",
+        "ALTER TABLE videos ADD COLUMN upload TEXT",
+    ),
     (
         "analysis_segments",
         "crashes",
@@ -368,7 +372,9 @@ impl VideoStore for SqliteStore {
         let mut db = self.db();
         let tx = db.transaction().map_err(backend)?;
         let row: Option<Option<String>> = tx
-            .query_row("SELECT upload FROM videos WHERE id = ?1", [id], |r| r.get(0))
+            .query_row("SELECT upload FROM videos WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(backend)?;
         let decision = match row {
