@@ -664,3 +664,44 @@ fn multipart_uploads_take_real_sizes_and_declared_sizes_are_enforced() {
         StatusCode::OK
     );
 }
+
+#[test]
+fn a_decompression_bomb_fails_clearly_and_newer_uploads_still_complete() {
+    let server = start();
+    let ann = server.session("ann");
+    // 790 KB of PNG that decodes to 16000x16000 pixels, uploaded as a video
+    let dir = tempfile::tempdir().unwrap();
+    let bomb = dir.path().join("bomb.png");
+    common::ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "color=c=red:size=16000x16000",
+        "-frames:v",
+        "1",
+        bomb.to_str().unwrap(),
+    ]);
+    let init = ann.initialize("bomb.mp4");
+    let id = init["video_id"].as_str().unwrap();
+    assert_eq!(
+        upload(&ann.http, &init, std::fs::read(&bomb).unwrap()).status(),
+        StatusCode::OK
+    );
+    let clip = ann.initialize("after.mp4");
+    let clip_id = clip["video_id"].as_str().unwrap();
+    let pexels = std::fs::read(video("WolfgangLanger_Pexels.mp4")).unwrap();
+    assert_eq!(upload(&ann.http, &clip, pexels).status(), StatusCode::OK);
+
+    let failed = ann.wait_until_done(id);
+    assert_eq!(failed["status"], "FAILED", "{failed}");
+    let error = failed["error"].as_str().unwrap();
+    assert!(
+        error.contains("16000"),
+        "the reason names the size: {error}"
+    );
+    assert!(
+        !error.contains(server.data_dir.path().to_str().unwrap()),
+        "{error}"
+    );
+    assert_eq!(ann.wait_until_done(clip_id)["status"], "COMPLETED");
+}
