@@ -80,14 +80,17 @@ async fn uploadable_video(state: &AppState, key: &str) -> Result<Video, ApiError
     Ok(video)
 }
 
+/// The most of a refused body read before the connection is closed instead.
+const DISCARD_AT_MOST: u64 = 256 << 20;
+
 /// Reads what is left of a refused upload, up to a bound, so that the client, still sending,
-/// reads its 413 instead of a connection reset. Past the bound the connection is closed.
+/// reads its 409 or 413 instead of a connection reset (a socket closed with unread data resets
+/// the connection, and the client may lose the answer). Past the bound the connection is closed.
 async fn discard_rest<S, B>(chunks: &mut S)
 where
     S: futures_util::Stream<Item = Result<B, String>> + Unpin,
     B: AsRef<[u8]>,
 {
-    const DISCARD_AT_MOST: u64 = 256 << 20;
     let mut discarded = 0u64;
     while let Some(Ok(chunk)) = chunks.next().await {
         discarded += chunk.as_ref().len() as u64;
@@ -103,32 +106,20 @@ async fn store_upload<S, B>(
     state: &AppState,
     files: &FileBlobs,
     video: &Video,
-    mut chunks: S,
+    chunks: &mut S,
 ) -> Result<u64, ApiError>
 where
     S: futures_util::Stream<Item = Result<B, String>> + Unpin,
     B: AsRef<[u8]>,
 {
-    let stored = files
+    let size = files
         .store_new(
             &video.s3_key,
-            &mut chunks,
+            chunks,
             state.config.max_upload_bytes,
             video.size_bytes,
         )
-        .await;
-    let size = match stored {
-        Ok(size) => size,
-        Err(e) => {
-            if matches!(
-                e,
-                UploadError::TooLarge(_) | UploadError::SizeMismatch { .. }
-            ) {
-                discard_rest(&mut chunks).await;
-            }
-            return Err(e.into());
-        }
-    };
+        .await?;
     let object = StoredObject {
         size,
         etag: None,
@@ -164,13 +155,24 @@ async fn signed_put(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    check_signature(files, "PUT", &key, content_type, &query)?;
-    let video = uploadable_video(&state, &key).await?;
-    let chunks = body
+    let mut chunks = body
         .into_data_stream()
         .map(|c| c.map_err(|e| e.to_string()));
-    store_upload(&state, files, &video, chunks).await?;
-    Ok(StatusCode::OK.into_response())
+    let stored = async {
+        check_signature(files, "PUT", &key, content_type, &query)?;
+        let video = uploadable_video(&state, &key).await?;
+        store_upload(&state, files, &video, &mut chunks).await
+    }
+    .await;
+    match stored {
+        Ok(_) => Ok(StatusCode::OK.into_response()),
+        Err(e) => {
+            // answered before the client finished sending: read the rest first (bounded), or
+            // the client may see a connection reset instead of this answer
+            discard_rest(&mut chunks).await;
+            Err(e)
+        }
+    }
 }
 
 async fn signed_get(
@@ -246,9 +248,13 @@ pub(crate) async fn multipart_upload(
                         None,
                     )
                     .await?;
-                    let chunks = field.map(|c| c.map_err(|e| e.body_text()));
+                    let mut chunks = Box::pin(field.map(|c| c.map_err(|e| e.body_text())));
                     video = Some(created.clone());
-                    store_upload(&state, files, &created, Box::pin(chunks)).await?;
+                    let stored = store_upload(&state, files, &created, &mut chunks).await;
+                    if stored.is_err() {
+                        discard_rest(&mut chunks).await;
+                    }
+                    stored?;
                 }
                 _ => {}
             }
@@ -267,6 +273,19 @@ pub(crate) async fn multipart_upload(
     let video = match read.await {
         Ok(video) => video,
         Err(e) => {
+            // the rest of the form too (bounded), so that the client reads this answer
+            let mut left = DISCARD_AT_MOST;
+            while let Ok(Some(mut field)) = form.next_field().await {
+                while let Ok(Some(chunk)) = field.chunk().await {
+                    left = left.saturating_sub(chunk.len() as u64);
+                    if left == 0 {
+                        break;
+                    }
+                }
+                if left == 0 {
+                    break;
+                }
+            }
             if let Some(created) = &video {
                 files.delete(&created.s3_key).await?;
                 state.videos.delete_video(&created.id).await?;
