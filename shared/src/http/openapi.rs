@@ -96,7 +96,9 @@ pub fn openapi_document() -> Value {
         for (code, why) in [
             ("400", "malformed request"),
             ("404", "not found (or not yours)"),
+            ("408", "the request body arrived too slowly (one machine)"),
             ("422", "invalid fields"),
+            ("431", "too many or too large request headers"),
         ] {
             responses.insert(code.into(), json!({"description": why, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}));
         }
@@ -105,6 +107,9 @@ pub fn openapi_document() -> Value {
         }
         if *method == "post" && matches!(*path, "/videos/upload/initialize" | "/videos/upload") {
             responses.insert("415".into(), json!({"description": "not a video: the file extension or the declared content_type is not an accepted video type", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}));
+        }
+        if matches!(*path, "/auth/register" | "/auth/login") {
+            responses.insert("429".into(), json!({"description": "too many attempts from this address or for this email; retry after the `Retry-After` seconds", "headers": {"Retry-After": {"schema": {"type": "integer"}}}, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}));
         }
         if *path == "/auth/register" {
             responses.insert("409".into(), json!({"description": "an account with this email (in any spelling that normalises to it) exists", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}));

@@ -137,7 +137,7 @@ async fn count(
     {
         RateDecision::Allowed => Ok(()),
         RateDecision::Limited { retry_after } => {
-            tracing::warn!(kind, retry_after_s = retry_after.as_secs(), "rate limited");
+            tracing::debug!(kind, retry_after_s = retry_after.as_secs(), "rate limited");
             Err(ApiError::TooManyRequests {
                 message: "too many attempts; try again later".into(),
                 retry_after,
