@@ -662,6 +662,14 @@ async fn a_second_put_to_the_same_key_never_changes_what_is_read_through_the_rec
         Some(recorded.clone())
     );
 
+    // a version that was never stored (a forged or stale event) is simply not there
+    assert_eq!(
+        blobs
+            .stat(key, Some("3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrHY"))
+            .await
+            .unwrap(),
+        None
+    );
     // the same URL, again, with other bytes
     assert!(put(&url, swapped.clone()).await.is_success());
     let current = blobs.stat(key, None).await.unwrap().unwrap();

@@ -404,7 +404,17 @@ impl AnalysisWorker {
                     }
                 }
             }
-            (Some(object), None) => Some(object.clone()),
+            (Some(object), None) => {
+                // the version the event names, as the store has it
+                match self
+                    .blobs
+                    .stat(&job.key, object.version_id.as_deref())
+                    .await?
+                {
+                    Some(stored) => Some(stored),
+                    None => return skipped("the object the event names is no longer stored"),
+                }
+            }
             (None, None) => self.blobs.stat(&job.key, None).await?,
         };
         let Some(reported) = reported else {
