@@ -94,6 +94,14 @@ impl Session<'_> {
             .unwrap()
     }
 
+    fn delete(&self, id: &str) -> reqwest::blocking::Response {
+        self.http
+            .delete(format!("{}/videos/{id}", self.server.base))
+            .bearer_auth(&self.token)
+            .send()
+            .unwrap()
+    }
+
     fn initialize(&self, filename: &str) -> Value {
         self.initialize_with(json!({ "filename": filename }))
     }
@@ -239,12 +247,7 @@ fn register_upload_analyse_read_page_export_delete() {
         .join("blobs")
         .join(init["s3_key"].as_str().unwrap());
     assert!(blob.exists());
-    let r = ann
-        .http
-        .delete(format!("{}/videos/{id}", server.base))
-        .bearer_auth(&ann.token)
-        .send()
-        .unwrap();
+    let r = ann.delete(&id);
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(
         ann.get(&format!("/videos/{id}")).status(),
@@ -380,12 +383,7 @@ fn the_original_clients_local_mode_uploads_multipart_and_streams() {
         assert_eq!(r.status(), StatusCode::NOT_FOUND, "{bad}");
     }
     // a deleted video's URL is dead
-    let r = ann
-        .http
-        .delete(format!("{}/videos/{id}", server.base))
-        .bearer_auth(&ann.token)
-        .send()
-        .unwrap();
+    let r = ann.delete(id);
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(
         anyone.get(&stream).send().unwrap().status(),
@@ -471,12 +469,7 @@ fn an_upload_url_writes_once_after_completed_failed_or_deleted() {
     // DELETE: the old URL finds nothing, and nothing is left on disk
     for init in [&init, &bad] {
         let id = init["video_id"].as_str().unwrap();
-        let r = ann
-            .http
-            .delete(format!("{}/videos/{id}", server.base))
-            .bearer_auth(&ann.token)
-            .send()
-            .unwrap();
+        let r = ann.delete(id);
         assert_eq!(r.status(), StatusCode::NO_CONTENT);
         assert_eq!(
             upload(&ann.http, init, other.clone()).status(),
@@ -484,16 +477,7 @@ fn an_upload_url_writes_once_after_completed_failed_or_deleted() {
         );
     }
     let pending = ann.initialize("later.mp4");
-    let r = ann
-        .http
-        .delete(format!(
-            "{}/videos/{}",
-            server.base,
-            pending["video_id"].as_str().unwrap()
-        ))
-        .bearer_auth(&ann.token)
-        .send()
-        .unwrap();
+    let r = ann.delete(pending["video_id"].as_str().unwrap());
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(
         upload(&ann.http, &pending, pexels).status(),

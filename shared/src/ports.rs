@@ -296,6 +296,41 @@ pub enum RateDecision {
     },
 }
 
+/// The fixed window of `length` that the current moment falls in: how both rate limiters cut
+/// time, and the one rule for what a count means.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateWindow {
+    /// Which window since the epoch.
+    pub index: u64,
+    pub ends_ms: u64,
+    pub now_ms: u64,
+}
+
+impl RateWindow {
+    pub fn now(length: Duration) -> Self {
+        let length_ms = length.as_millis().max(1) as u64;
+        let now_ms = Utc::now().timestamp_millis().max(0) as u64;
+        let index = now_ms / length_ms;
+        Self {
+            index,
+            ends_ms: (index + 1) * length_ms,
+            now_ms,
+        }
+    }
+
+    /// The decision once the window holds `count` attempts, `cost` of them just added: within
+    /// `limit`, or, for a look (`cost` 0), whether one more would fit.
+    pub fn decide(&self, count: u64, cost: u32, limit: u32) -> RateDecision {
+        if count + u64::from(cost == 0) <= u64::from(limit) {
+            RateDecision::Allowed
+        } else {
+            RateDecision::Limited {
+                retry_after: Duration::from_millis(self.ends_ms.saturating_sub(self.now_ms)),
+            }
+        }
+    }
+}
+
 /// Counts attempts per key in fixed time windows, shared by every process that serves the API
 /// (an in-process map on one machine; a DynamoDB item per key and window, with a TTL, on AWS,
 /// so that every Lambda container counts against the same budget).

@@ -997,11 +997,8 @@ impl RateLimiter for DynamoStore {
         limit: u32,
         window: Duration,
     ) -> StoreResult<RateDecision> {
-        let window_ms = window.as_millis().max(1) as i64;
-        let now = now_ms();
-        let index = now / window_ms;
-        let ends_ms = (index + 1) * window_ms;
-        let pk = format!("RATE#{key}#{index}");
+        let window = RateWindow::now(window);
+        let pk = format!("RATE#{key}#{}", window.index);
         let count = if cost == 0 {
             self.item(pk, "RATE")
                 .await?
@@ -1018,21 +1015,14 @@ impl RateLimiter for DynamoStore {
                 )
                 .expression_attribute_values(":cost", n(cost))
                 // TTL is in seconds; a minute's slack keeps the item for the whole window
-                .expression_attribute_values(":ttl", n(ends_ms / 1000 + 60))
+                .expression_attribute_values(":ttl", n(window.ends_ms / 1000 + 60))
                 .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
                 .send()
                 .await
                 .map_err(|e| backend(e.into_service_error()))?;
             number(&out.attributes.unwrap_or_default(), "hits")
         };
-        let wanted = count + u64::from(cost == 0);
-        Ok(if wanted <= u64::from(limit) {
-            RateDecision::Allowed
-        } else {
-            RateDecision::Limited {
-                retry_after: Duration::from_millis((ends_ms - now).max(0) as u64),
-            }
-        })
+        Ok(window.decide(count, cost, limit))
     }
 }
 
@@ -1047,6 +1037,44 @@ impl S3Blobs {
         Self {
             client: clients.s3.clone(),
             bucket: bucket.into(),
+        }
+    }
+
+    /// The versions and delete markers of exactly `key`, all pages.
+    async fn versions_of(
+        &self,
+        key: &str,
+    ) -> StoreResult<(
+        Vec<aws_sdk_s3::types::ObjectVersion>,
+        Vec<aws_sdk_s3::types::DeleteMarkerEntry>,
+    )> {
+        let (mut versions, mut markers) = (Vec::new(), Vec::new());
+        let mut key_marker: Option<String> = None;
+        let mut version_marker: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .list_object_versions()
+                .bucket(&self.bucket)
+                .prefix(key)
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
+                .send()
+                .await
+                .map_err(backend)?;
+            let mine = |k: Option<&str>| k == Some(key);
+            versions.extend(out.versions().iter().filter(|v| mine(v.key())).cloned());
+            markers.extend(
+                out.delete_markers()
+                    .iter()
+                    .filter(|m| mine(m.key()))
+                    .cloned(),
+            );
+            if out.is_truncated() != Some(true) {
+                return Ok((versions, markers));
+            }
+            key_marker = out.next_key_marker().map(str::to_string);
+            version_marker = out.next_version_id_marker().map(str::to_string);
         }
     }
 }
@@ -1128,90 +1156,43 @@ impl BlobStore for S3Blobs {
         if object.version_id.is_some() {
             return Ok(Some(object.clone()));
         }
-        let mut found: Option<(aws_sdk_s3::primitives::DateTime, StoredObject)> = None;
-        let mut key_marker: Option<String> = None;
-        let mut version_marker: Option<String> = None;
-        loop {
-            let out = self
-                .client
-                .list_object_versions()
-                .bucket(&self.bucket)
-                .prefix(key)
-                .set_key_marker(key_marker.take())
-                .set_version_id_marker(version_marker.take())
-                .send()
-                .await
-                .map_err(backend)?;
-            for version in out.versions() {
+        let (versions, _) = self.versions_of(key).await?;
+        let oldest = versions
+            .iter()
+            .filter_map(|v| {
                 let candidate = StoredObject {
-                    size: version.size().unwrap_or(0).max(0) as u64,
-                    etag: version.e_tag().map(|t| t.trim_matches('"').to_string()),
-                    version_id: version.version_id().map(str::to_string),
+                    size: v.size().unwrap_or(0).max(0) as u64,
+                    etag: v.e_tag().map(|t| t.trim_matches('"').to_string()),
+                    // an unversioned bucket lists its one object as version "null"
+                    version_id: v
+                        .version_id()
+                        .filter(|id| *id != "null")
+                        .map(str::to_string),
                 };
-                let older = |t: &aws_sdk_s3::primitives::DateTime| {
-                    found.as_ref().is_none_or(|(at, _)| t < at)
-                };
-                if version.key() == Some(key)
-                    && candidate.same_as(object)
-                    && let Some(at) = version.last_modified()
-                    && older(at)
-                {
-                    found = Some((*at, candidate));
-                }
-            }
-            if out.is_truncated() != Some(true) {
-                break;
-            }
-            key_marker = out.next_key_marker().map(str::to_string);
-            version_marker = out.next_version_id_marker().map(str::to_string);
-        }
-        Ok(found.map(|(_, mut object)| {
-            // an unversioned bucket lists its one object as version "null"
-            object.version_id = object.version_id.filter(|v| v != "null");
-            object
-        }))
+                Some((v.last_modified()?, candidate))
+            })
+            .filter(|(_, candidate)| candidate.same_as(object))
+            .min_by_key(|(at, _)| **at);
+        Ok(oldest.map(|(_, object)| object))
     }
 
     /// Every version and delete marker of the key (the bucket is versioned so that an upload
     /// cannot be swapped; a plain DeleteObject would only hide it behind a delete marker).
     async fn delete(&self, key: &str) -> StoreResult<()> {
-        let mut key_marker: Option<String> = None;
-        let mut version_marker: Option<String> = None;
-        loop {
-            let out = self
-                .client
-                .list_object_versions()
+        let (versions, markers) = self.versions_of(key).await?;
+        let ids = versions
+            .iter()
+            .map(|v| v.version_id())
+            .chain(markers.iter().map(|m| m.version_id()));
+        for version in ids {
+            self.client
+                .delete_object()
                 .bucket(&self.bucket)
-                .prefix(key)
-                .set_key_marker(key_marker.take())
-                .set_version_id_marker(version_marker.take())
+                .key(key)
+                .set_version_id(version.map(str::to_string))
                 .send()
                 .await
                 .map_err(backend)?;
-            let versions = out
-                .versions()
-                .iter()
-                .map(|v| (v.key(), v.version_id()))
-                .chain(
-                    out.delete_markers()
-                        .iter()
-                        .map(|m| (m.key(), m.version_id())),
-                );
-            for (_, version) in versions.filter(|(k, _)| *k == Some(key)) {
-                self.client
-                    .delete_object()
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .set_version_id(version.map(str::to_string))
-                    .send()
-                    .await
-                    .map_err(backend)?;
-            }
-            if out.is_truncated() != Some(true) {
-                break;
-            }
-            key_marker = out.next_key_marker().map(str::to_string);
-            version_marker = out.next_version_id_marker().map(str::to_string);
         }
         Ok(())
     }

@@ -237,26 +237,20 @@ impl RateLimiter for MemoryRateLimiter {
         limit: u32,
         window: Duration,
     ) -> StoreResult<RateDecision> {
-        let window_ms = window.as_millis().max(1) as u64;
-        let now_ms = Utc::now().timestamp_millis().max(0) as u64;
-        let ends_ms = (now_ms / window_ms + 1) * window_ms;
+        let window = RateWindow::now(window);
         let mut windows = self.windows.lock().unwrap();
         if windows.len() > 100_000 {
             // forget finished windows so a flood of distinct keys cannot grow the map for ever
-            windows.retain(|_, (ends, _)| *ends > now_ms);
+            windows.retain(|_, (ends, _)| *ends > window.now_ms);
         }
-        let entry = windows.entry(key.to_string()).or_insert((ends_ms, 0));
-        if entry.0 != ends_ms {
-            *entry = (ends_ms, 0);
+        let entry = windows
+            .entry(key.to_string())
+            .or_insert((window.ends_ms, 0));
+        if entry.0 != window.ends_ms {
+            *entry = (window.ends_ms, 0);
         }
         entry.1 = entry.1.saturating_add(cost);
-        Ok(if entry.1.saturating_add(u32::from(cost == 0)) <= limit {
-            RateDecision::Allowed
-        } else {
-            RateDecision::Limited {
-                retry_after: Duration::from_millis(ends_ms - now_ms),
-            }
-        })
+        Ok(window.decide(u64::from(entry.1), cost, limit))
     }
 }
 

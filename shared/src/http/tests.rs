@@ -96,12 +96,12 @@ impl Api {
         if let Some(t) = token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
-        let response = self
-            .app
-            .clone()
-            .oneshot(req.body(Body::from(body)).unwrap())
-            .await
-            .unwrap();
+        self.send(req.body(Body::from(body)).unwrap()).await
+    }
+
+    /// Any request, through the router; the reply read whole.
+    async fn send(&self, request: Request<Body>) -> Reply {
+        let response = self.app.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
@@ -1245,19 +1245,7 @@ async fn with_authorization(api: &Api, method: Method, path: &str, value: &str) 
         .header(header::AUTHORIZATION, value)
         .body(Body::empty())
         .unwrap();
-    let response = api.app.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    Reply {
-        status,
-        headers,
-        body: serde_json::from_str(&text).unwrap_or(Value::Null),
-        text,
-    }
+    api.send(request).await
 }
 
 #[tokio::test]
@@ -1785,19 +1773,7 @@ async fn from_addr(api: &Api, path: &str, addr: &str, body: Value) -> Reply {
     request
         .extensions_mut()
         .insert(super::ClientAddr(addr.parse().unwrap()));
-    let response = api.app.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    Reply {
-        status,
-        headers,
-        body: serde_json::from_str(&text).unwrap_or(Value::Null),
-        text,
-    }
+    api.send(request).await
 }
 
 #[tokio::test]
