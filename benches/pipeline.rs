@@ -3,8 +3,9 @@
 //! `cargo bench -p shared --bench pipeline` (or scripts/bench.sh). For the clip
 //! (default ../shared/data/videos/WolfgangLanger_Pexels.mp4, override with DEEPEMOTION_BENCH_CLIP)
 //! it prints ffmpeg's decode-only speed (the ceiling), then for every frame and for 5 fps sampling:
-//! analysed frames/s, × realtime, ms per analysed frame in each stage, and peak RSS. Each mode
-//! runs in a fresh child process so its peak RSS is its own.
+//! analysed frames/s, × realtime, ms per analysed frame in each stage, and peak RSS, with the
+//! identity step (face embeddings that link tracks into people) and without it ("no ids"), to
+//! show its cost. Each mode runs in a fresh child process so its peak RSS is its own.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -52,9 +53,13 @@ impl AnalysisSink for CountingSink {
     }
 }
 
-fn child(sample_fps: f64) {
+fn child(sample_fps: f64, people: bool) {
     let started = Instant::now();
-    let analyzer = Analyzer::new(EngineConfig::from_env().expect("config")).expect("engine");
+    let mut config = EngineConfig::from_env().expect("config");
+    if !people {
+        config.people.samples_per_track = 0;
+    }
+    let analyzer = Analyzer::new(config).expect("engine");
     let load_ms = started.elapsed().as_secs_f64() * 1000.0;
     let mut best: Option<(f64, shared::pipeline::AnalysisOutcome)> = None;
     for _ in 0..RUNS {
@@ -75,19 +80,21 @@ fn child(sample_fps: f64) {
     let frames = outcome.summary.frames_analyzed as f64;
     let per_frame = |d: std::time::Duration| d.as_secs_f64() * 1000.0 / frames;
     let (rss, ffmpeg_rss) = peak_rss_mb();
-    let label = if sample_fps > 0.0 {
-        format!("{sample_fps} fps")
-    } else {
-        "every frame".into()
+    let label = match (sample_fps > 0.0, people) {
+        (true, true) => format!("{sample_fps} fps"),
+        (true, false) => format!("{sample_fps} fps, no ids"),
+        (false, true) => "every frame".into(),
+        (false, false) => "every, no ids".into(),
     };
     println!(
-        "{label:>12}: {frames:>4} frames in {wall:.3} s = {:>6.1} analysed frames/s, {:>5.1}x realtime | ms/frame decode {:.2} detect {:.2} ({} detector runs) classify {:.2} | peak RSS {rss:.0} MB (ffmpeg {ffmpeg_rss:.0} MB) | engine load {load_ms:.0} ms",
+        "{label:>12}: {frames:>4} frames in {wall:.3} s = {:>6.1} analysed frames/s, {:>5.1}x realtime | ms/frame decode {:.2} detect {:.2} ({} detector runs) classify {:.2} ({} crops embedded) | peak RSS {rss:.0} MB (ffmpeg {ffmpeg_rss:.0} MB) | engine load {load_ms:.0} ms",
         frames / wall,
         outcome.video.duration_ms as f64 / 1000.0 / wall,
         per_frame(outcome.timings.decode),
         per_frame(outcome.timings.detect),
         outcome.timings.detector_runs,
         per_frame(outcome.timings.classify),
+        outcome.timings.faces_embedded,
     );
 }
 
@@ -125,7 +132,8 @@ fn decode_only() {
 
 fn main() {
     if let Ok(fps) = std::env::var("DEEPEMOTION_BENCH_CHILD") {
-        child(fps.parse().expect("fps"));
+        let people = std::env::var("DEEPEMOTION_BENCH_PEOPLE").as_deref() != Ok("off");
+        child(fps.parse().expect("fps"), people);
         return;
     }
     if std::env::args().any(|a| a == "--list") {
@@ -133,11 +141,16 @@ fn main() {
     }
     println!("clip: {} (best of {RUNS} runs per mode)", clip().display());
     decode_only();
+    // with and without the identity step (face embeddings for people), one after the other,
+    // so that its cost is measured on the same machine state
     for fps in ["0", "5"] {
-        let status = Command::new(std::env::current_exe().expect("exe"))
-            .env("DEEPEMOTION_BENCH_CHILD", fps)
-            .status()
-            .expect("bench child runs");
-        assert!(status.success(), "bench child failed");
+        for people in ["on", "off"] {
+            let status = Command::new(std::env::current_exe().expect("exe"))
+                .env("DEEPEMOTION_BENCH_CHILD", fps)
+                .env("DEEPEMOTION_BENCH_PEOPLE", people)
+                .status()
+                .expect("bench child runs");
+            assert!(status.success(), "bench child failed");
+        }
     }
 }

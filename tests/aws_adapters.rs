@@ -783,3 +783,190 @@ async fn rate_limit_counters_are_shared_through_the_table() {
         "keys are counted apart"
     );
 }
+
+/// A bucket, versioned or not, with the S3 client to look into it directly.
+async fn bucket(versioned: bool) -> (S3Blobs, aws_sdk_s3::Client, String) {
+    let (clients, config) = clients().await;
+    let s3 = clients.s3.clone();
+    s3.create_bucket()
+        .bucket(&config.bucket)
+        .send()
+        .await
+        .unwrap();
+    if versioned {
+        s3.put_bucket_versioning()
+            .bucket(&config.bucket)
+            .versioning_configuration(
+                aws_sdk_s3::types::VersioningConfiguration::builder()
+                    .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+    (S3Blobs::new(&clients, &config.bucket), s3, config.bucket)
+}
+
+/// Every (key, version id) under `prefix`, delete markers included, all pages.
+async fn all_versions(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let (mut key_marker, mut version_marker) = (None, None);
+    loop {
+        let out = s3
+            .list_object_versions()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_key_marker(key_marker)
+            .set_version_id_marker(version_marker)
+            .send()
+            .await
+            .unwrap();
+        found.extend(
+            out.versions()
+                .iter()
+                .map(|v| format!("{} {}", v.key().unwrap(), v.version_id().unwrap())),
+        );
+        found.extend(
+            out.delete_markers()
+                .iter()
+                .map(|m| format!("{} {} (marker)", m.key().unwrap(), m.version_id().unwrap())),
+        );
+        if out.is_truncated() != Some(true) {
+            return found;
+        }
+        key_marker = out.next_key_marker().map(str::to_string);
+        version_marker = out.next_version_id_marker().map(str::to_string);
+    }
+}
+
+#[tokio::test]
+async fn small_objects_are_put_and_read_back_and_a_missing_one_is_none() {
+    let (blobs, s3, bucket) = bucket(true).await;
+    let key = shared::person_thumbnail_key("v1", 1);
+    assert_eq!(blobs.get_object(&key).await.unwrap(), None);
+    let jpeg = vec![0xFF, 0xD8, 0xFF, 0x00, 0xFF, 0xD9];
+    blobs
+        .put_object(&key, jpeg.clone(), "image/jpeg")
+        .await
+        .unwrap();
+    assert_eq!(blobs.get_object(&key).await.unwrap(), Some(jpeg));
+    let head = s3
+        .head_object()
+        .bucket(&bucket)
+        .key(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.content_type(), Some("image/jpeg"));
+    // a put replaces: the current version is what is read
+    let bigger = vec![7u8; 300_000];
+    blobs
+        .put_object(&key, bigger.clone(), "image/jpeg")
+        .await
+        .unwrap();
+    assert_eq!(blobs.get_object(&key).await.unwrap(), Some(bigger));
+    assert_eq!(
+        blobs
+            .get_object(&shared::person_thumbnail_key("v1", 2))
+            .await
+            .unwrap(),
+        None
+    );
+    // a key whose current version is a delete marker has no object either
+    s3.delete_object()
+        .bucket(&bucket)
+        .key(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(blobs.get_object(&key).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn delete_prefix_removes_every_version_under_the_prefix_and_nothing_else() {
+    let (blobs, s3, bucket) = bucket(true).await;
+    let prefix = shared::results_prefix("v1");
+    let one = shared::person_thumbnail_key("v1", 1);
+    let two = shared::person_thumbnail_key("v1", 2);
+    let three = shared::person_thumbnail_key("v1", 3);
+    // a prefix that is a string prefix of the deleted one, but another video's
+    let sibling = shared::person_thumbnail_key("v10", 1);
+    let upload = shared::object_key("u1", "v1", "mp4");
+    for (key, times) in [
+        (&one, 3),
+        (&two, 1),
+        (&three, 2),
+        (&sibling, 2),
+        (&upload, 1),
+    ] {
+        for i in 0..times {
+            blobs
+                .put_object(key, vec![i; 10], "image/jpeg")
+                .await
+                .unwrap();
+        }
+    }
+    // a delete marker over two's only version
+    s3.delete_object()
+        .bucket(&bucket)
+        .key(&two)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(all_versions(&s3, &bucket, &prefix).await.len(), 3 + 2 + 2);
+
+    blobs.delete_prefix(&prefix).await.unwrap();
+    assert_eq!(
+        all_versions(&s3, &bucket, &prefix).await,
+        Vec::<String>::new(),
+        "no version and no delete marker is left"
+    );
+    for key in [&one, &two, &three] {
+        assert_eq!(blobs.get_object(key).await.unwrap(), None, "{key}");
+    }
+    assert_eq!(
+        all_versions(&s3, &bucket, &sibling).await.len(),
+        2,
+        "results/v10/ is not under results/v1/"
+    );
+    assert_eq!(blobs.get_object(&sibling).await.unwrap(), Some(vec![1; 10]));
+    assert_eq!(all_versions(&s3, &bucket, &upload).await.len(), 1);
+    // nothing under the prefix is fine
+    blobs.delete_prefix(&prefix).await.unwrap();
+    blobs
+        .delete_prefix(&shared::results_prefix("never"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn delete_prefix_pages_and_batches_past_a_thousand_objects_on_an_unversioned_bucket() {
+    use futures_util::StreamExt;
+    let (blobs, s3, bucket) = bucket(false).await;
+    let prefix = shared::results_prefix("v1");
+    let keep = shared::person_thumbnail_key("v2", 1);
+    blobs
+        .put_object(&keep, vec![1], "image/jpeg")
+        .await
+        .unwrap();
+    let blobs = &blobs;
+    futures_util::stream::iter(1..=1005u32)
+        .map(|n| async move {
+            blobs
+                .put_object(
+                    &shared::person_thumbnail_key("v1", n),
+                    vec![1],
+                    "image/jpeg",
+                )
+                .await
+                .unwrap()
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<()>>()
+        .await;
+    assert_eq!(all_versions(&s3, &bucket, &prefix).await.len(), 1005);
+    blobs.delete_prefix(&prefix).await.unwrap();
+    assert_eq!(all_versions(&s3, &bucket, &prefix).await.len(), 0);
+    assert_eq!(blobs.get_object(&keep).await.unwrap(), Some(vec![1]));
+}

@@ -693,6 +693,21 @@ impl shared::ports::ResultStore for UnavailableResults {
     ) -> shared::ports::StoreResult<(Vec<shared::FrameResult>, Option<u64>)> {
         Ok((vec![], None))
     }
+    async fn put_tracks(
+        &self,
+        _video_id: &str,
+        _tracks: &[shared::TrackProfile],
+    ) -> shared::ports::StoreResult<()> {
+        Err(shared::ports::StoreError::Backend(
+            "ThrottlingException: Rate of requests exceeds the allowed throughput".into(),
+        ))
+    }
+    async fn tracks(
+        &self,
+        _video_id: &str,
+    ) -> shared::ports::StoreResult<Vec<shared::TrackProfile>> {
+        Ok(vec![])
+    }
     async fn delete_frames(&self, _video_id: &str) -> shared::ports::StoreResult<()> {
         Ok(())
     }

@@ -131,7 +131,7 @@ fn csv_has_one_row_per_face_and_summary_is_readable() {
         lines
             .next()
             .unwrap()
-            .starts_with("frame,t_ms,track,x,y,w,h,score,dominant,angry,")
+            .starts_with("frame,t_ms,track,person,x,y,w,h,score,dominant,smoothed_dominant,angry,")
     );
     assert_eq!(lines.count(), 5);
 

@@ -28,19 +28,28 @@ fn engine() -> Arc<Analyzer> {
         .clone()
 }
 
-/// What one clean pass over the Pexels clip at 5 fps gives.
+/// What one clean pass over the Pexels clip at 5 fps gives, with people and smoothing as the
+/// CLI computes them.
 fn reference() -> &'static Vec<FrameResult> {
     static FRAMES: OnceLock<Vec<FrameResult>> = OnceLock::new();
     FRAMES.get_or_init(|| {
-        let mut sink = common::Collect::default();
-        engine()
+        let engine = engine();
+        let mut collect = common::Collect::default();
+        let mut sink = shared::assembly::PeopleSink::new(
+            &mut collect,
+            engine.config().people,
+            engine.config().smoothing,
+            engine.has_contempt(),
+        )
+        .unwrap();
+        engine
             .analyze(
                 &common::video(PEXELS),
                 &AnalysisOptions::sampled(5.0),
                 &mut sink,
             )
             .unwrap();
-        sink.frames
+        collect.frames
     })
 }
 
@@ -136,12 +145,18 @@ impl Rig {
         self.store.video(id).await.unwrap().unwrap()
     }
 
+    /// The video's frames as the API serves them: with people and smoothing once it is done.
+    /// Pages of 40 frames, so that reads start mid-video and smoothing needs its look-back.
     async fn frames(&self, job: &AnalysisJob) -> Vec<FrameResult> {
         let (_, id) = shared::parse_object_key(&job.key).unwrap();
+        let summary = self.video(job).await.analysis.summary;
         let mut all = Vec::new();
         let mut after = None;
         loop {
-            let (page, next) = self.store.frames(id, after, 500).await.unwrap();
+            let (page, next) =
+                shared::assembly::read_frames(self.store.as_ref(), id, summary.as_ref(), after, 40)
+                    .await
+                    .unwrap();
             all.extend(page);
             match next {
                 Some(n) => after = Some(n),
@@ -171,8 +186,9 @@ fn pexels() -> Vec<u8> {
     std::fs::read(common::video(PEXELS)).unwrap()
 }
 
-/// Same frames, times, boxes and emotions as the clean pass. Track ids may differ: a track does
-/// not continue across a segment boundary or a resume.
+/// Same frames, times, boxes and emotions as the clean pass, and the same people with the same
+/// smoothed emotions. Track ids may differ: a track does not continue across a segment boundary
+/// or a resume, and the people they are linked into are what stays the same.
 fn assert_same_as_one_pass(frames: &[FrameResult]) {
     let expected = reference();
     assert_eq!(
@@ -188,6 +204,21 @@ fn assert_same_as_one_pass(frames: &[FrameResult]) {
             for ((_, p), (_, q)) in a.emotions.iter().zip(b.emotions.iter()) {
                 assert!((p - q).abs() < 1e-4, "frame {}: {p} vs {q}", got.frame);
             }
+            assert_eq!(a.person, b.person, "frame {}", got.frame);
+            assert!(a.person.is_some(), "frame {}: no person", got.frame);
+            let (sa, sb) = (a.smoothed.unwrap(), b.smoothed.unwrap());
+            for ((_, p), (_, q)) in sa.iter().zip(sb.iter()) {
+                assert!(
+                    (p - q).abs() < 1e-4,
+                    "frame {}: smoothed {p} vs {q}",
+                    got.frame
+                );
+            }
+            assert_eq!(
+                a.smoothed_dominant, b.smoothed_dominant,
+                "frame {}",
+                got.frame
+            );
         }
     }
 }
@@ -303,6 +334,12 @@ impl ResultStore for HangingResults {
     ) -> StoreResult<(Vec<FrameResult>, Option<u64>)> {
         self.inner.frames(video_id, after, limit).await
     }
+    async fn put_tracks(&self, video_id: &str, tracks: &[shared::TrackProfile]) -> StoreResult<()> {
+        self.inner.put_tracks(video_id, tracks).await
+    }
+    async fn tracks(&self, video_id: &str) -> StoreResult<Vec<shared::TrackProfile>> {
+        self.inner.tracks(video_id).await
+    }
     async fn delete_frames(&self, video_id: &str) -> StoreResult<()> {
         self.inner.delete_frames(video_id).await
     }
@@ -395,6 +432,12 @@ impl ResultStore for ThrottledResults {
     ) -> StoreResult<(Vec<FrameResult>, Option<u64>)> {
         self.inner.frames(video_id, after, limit).await
     }
+    async fn put_tracks(&self, video_id: &str, tracks: &[shared::TrackProfile]) -> StoreResult<()> {
+        self.inner.put_tracks(video_id, tracks).await
+    }
+    async fn tracks(&self, video_id: &str) -> StoreResult<Vec<shared::TrackProfile>> {
+        self.inner.tracks(video_id).await
+    }
     async fn delete_frames(&self, video_id: &str) -> StoreResult<()> {
         self.inner.delete_frames(video_id).await
     }
@@ -477,6 +520,22 @@ async fn a_video_that_cannot_finish_before_the_deadline_fans_out_into_segments()
     let video = rig.video(&job).await;
     assert_eq!(video.analysis.status, VideoStatus::Completed);
     assert_eq!(video.analysis.video.unwrap().frame_count, 472);
+    // four segments, four runs with their own tracks: one woman, with her thumbnail
+    let summary = video.analysis.summary.unwrap();
+    assert_eq!(summary.people.len(), 1, "{:#?}", summary.people);
+    assert!(
+        summary.people[0].tracks.len() >= 4,
+        "{:?}",
+        summary.people[0]
+    );
+    assert_eq!(summary.people[0].frames, 99);
+    let thumbnail = rig
+        .blobs
+        .get_object(&shared::person_thumbnail_key(&video.id, 1))
+        .await
+        .unwrap()
+        .expect("person 1 has a thumbnail");
+    assert_eq!(&thumbnail[..2], &[0xff, 0xd8], "a JPEG");
     // a duplicate segment message after the end is a no-op
     let late = worker
         .handle(&AnalysisJob::segment(job.key.clone(), 2), None)
@@ -622,6 +681,12 @@ impl ResultStore for DeletedMidway {
         limit: usize,
     ) -> StoreResult<(Vec<FrameResult>, Option<u64>)> {
         self.inner.frames(video_id, after, limit).await
+    }
+    async fn put_tracks(&self, video_id: &str, tracks: &[shared::TrackProfile]) -> StoreResult<()> {
+        self.inner.put_tracks(video_id, tracks).await
+    }
+    async fn tracks(&self, video_id: &str) -> StoreResult<Vec<shared::TrackProfile>> {
+        self.inner.tracks(video_id).await
     }
     async fn delete_frames(&self, video_id: &str) -> StoreResult<()> {
         self.inner.delete_frames(video_id).await

@@ -3,6 +3,7 @@
 //! local server share.
 
 pub mod adapters;
+pub mod assembly;
 pub mod domain;
 pub mod events;
 pub mod http;

@@ -10,7 +10,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    AnalysisPlan, AnalysisState, Checkpoint, FrameResult, StoredObject, User, Video, VideoInfo,
+    AnalysisPlan, AnalysisState, Checkpoint, FrameResult, StoredObject, TrackProfile, User, Video,
+    VideoInfo,
 };
 
 /// Failures of a store or service behind a port.
@@ -91,6 +92,11 @@ pub trait ResultStore: Send + Sync {
         after: Option<u64>,
         limit: usize,
     ) -> StoreResult<(Vec<FrameResult>, Option<u64>)>;
+    /// Stores tracks' identity profiles; a profile replaces the track's earlier one.
+    async fn put_tracks(&self, video_id: &str, tracks: &[TrackProfile]) -> StoreResult<()>;
+    /// Every stored profile of the video, by track.
+    async fn tracks(&self, video_id: &str) -> StoreResult<Vec<TrackProfile>>;
+    /// Removes the video's frames and track profiles.
     async fn delete_frames(&self, video_id: &str) -> StoreResult<()>;
 }
 
@@ -238,6 +244,19 @@ pub trait BlobStore: Send + Sync {
     async fn delete_version(&self, key: &str, version: &str) -> StoreResult<()>;
     /// Copies the object to a local file.
     async fn download(&self, key: &str, to: &Path) -> StoreResult<()>;
+    /// Stores a small object the service makes itself (a person's thumbnail, see
+    /// [`crate::person_thumbnail_key`]), replacing what is there: the bytes are already in
+    /// memory, so no presigned URL or file is involved. Readers see the old or the new object
+    /// whole, never a part.
+    async fn put_object(&self, key: &str, bytes: Vec<u8>, content_type: &str) -> StoreResult<()>;
+    /// The current version of a small object (see `put_object`), read whole, for the API to
+    /// serve; `None` when there is none, which callers turn into a 404.
+    async fn get_object(&self, key: &str) -> StoreResult<Option<Vec<u8>>>;
+    /// Deletes every object whose key starts with `prefix` (and on a versioned bucket every
+    /// version and delete marker, so nothing is left hidden behind a marker): how a video's
+    /// results (see [`crate::results_prefix`]), whose keys nobody records, are removed with the
+    /// video. Nothing under the prefix is fine.
+    async fn delete_prefix(&self, prefix: &str) -> StoreResult<()>;
     /// What ffmpeg should read for analysis: a file path for local blobs, a presigned GET URL
     /// of exactly `version` for S3 (ffmpeg streams it with range requests, so nothing is copied
     /// to /tmp).

@@ -104,7 +104,8 @@ impl<W: Write> AnalysisSink for CsvReport<W> {
         _sample_fps: f64,
     ) -> Result<(), SinkError> {
         self.labels = model.labels.clone();
-        let mut header = String::from("frame,t_ms,track,x,y,w,h,score,dominant");
+        let mut header =
+            String::from("frame,t_ms,track,person,x,y,w,h,score,dominant,smoothed_dominant");
         for label in &self.labels {
             header.push(',');
             header.push_str(label.as_str());
@@ -116,8 +117,14 @@ impl<W: Write> AnalysisSink for CsvReport<W> {
     fn frame(&mut self, frame: &FrameResult) -> Result<(), SinkError> {
         for face in &frame.faces {
             let b = face.bbox;
+            // person and smoothed_dominant are empty until the video's people are known
+            let person = face.person.map(|p| p.to_string()).unwrap_or_default();
+            let smoothed = face
+                .smoothed_dominant
+                .map(|d| d.as_str())
+                .unwrap_or_default();
             let mut row = format!(
-                "{},{},{},{:.1},{:.1},{:.1},{:.1},{:.4},{}",
+                "{},{},{},{person},{:.1},{:.1},{:.1},{:.1},{:.4},{},{smoothed}",
                 frame.frame, frame.t_ms, face.track, b.x, b.y, b.w, b.h, face.score, face.dominant
             );
             for label in &self.labels {
@@ -233,16 +240,31 @@ pub fn summary_text(
                 "dominant: {dominant} (mean: {})",
                 top_labels(&summary.mean, 3)
             );
-            for t in &summary.tracks {
+            if summary.people.is_empty() {
+                for t in &summary.tracks {
+                    let _ = writeln!(
+                        s,
+                        "track {}: {}-{}, {} frames, mostly {} ({})",
+                        t.track,
+                        seconds(t.first_ms),
+                        seconds(t.last_ms),
+                        t.frames,
+                        t.dominant,
+                        top_labels(&t.distribution, 3)
+                    );
+                }
+            }
+            for p in &summary.people {
                 let _ = writeln!(
                     s,
-                    "person {}: {}-{}, {} frames, mostly {} ({})",
-                    t.track,
-                    seconds(t.first_ms),
-                    seconds(t.last_ms),
-                    t.frames,
-                    t.dominant,
-                    top_labels(&t.distribution, 3)
+                    "person {}: {}-{}, {} frames in {} track(s), mostly {} ({})",
+                    p.person,
+                    seconds(p.first_ms),
+                    seconds(p.last_ms),
+                    p.frames,
+                    p.tracks.len(),
+                    p.dominant,
+                    top_labels(&p.distribution, 3)
                 );
             }
             let _ = writeln!(s, "timeline:");
@@ -289,6 +311,9 @@ mod tests {
             landmarks: Landmarks::default(),
             emotions,
             dominant: EmotionLabel::Happy,
+            person: None,
+            smoothed: None,
+            smoothed_dominant: None,
         };
         let frames = vec![
             FrameResult {
@@ -360,11 +385,11 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
-            "frame,t_ms,track,x,y,w,h,score,dominant,angry,disgust,fear,happy,neutral,sad,surprised"
+            "frame,t_ms,track,person,x,y,w,h,score,dominant,smoothed_dominant,angry,disgust,fear,happy,neutral,sad,surprised"
         );
         assert_eq!(lines.len(), 3, "two faces, the empty frame has no row");
         assert!(lines[2].starts_with(
-            "10,400,1,1.0,2.0,30.0,31.0,0.9500,happy,0.000000,0.000000,0.000000,0.900000,0.100000"
+            "10,400,1,,1.0,2.0,30.0,31.0,0.9500,happy,,0.000000,0.000000,0.000000,0.900000,0.100000"
         ));
     }
 
@@ -376,7 +401,7 @@ mod tests {
         let text = summary_text(&video, &model, 5.0, &b.finish());
         assert!(text.contains("dominant: happy"), "{text}");
         assert!(
-            text.contains("person 1: 0.0s-0.4s, 2 frames, mostly happy"),
+            text.contains("track 1: 0.0s-0.4s, 2 frames, mostly happy"),
             "{text}"
         );
     }

@@ -22,11 +22,11 @@ use tokio::runtime::Handle;
 use crate::pipeline::{AnalysisOptions, AnalysisSink, DecodeWindow, SinkError};
 use crate::ports::{
     AnalysisJob, AnalysisLedger, BlobStore, JobQueue, PlanDecision, ProgressDelta, ResultStore,
-    SegmentClaim, SegmentTally, StoreError, UploadRecord, VideoStore,
+    SegmentClaim, SegmentTally, StoreError, StoreResult, UploadRecord, VideoStore,
 };
 use crate::{
     AnalysisError, AnalysisPlan, AnalysisState, Analyzer, Checkpoint, FrameResult, ModelInfo,
-    SegmentPlan, StoredObject, Summary, SummaryBuilder, Video, VideoInfo, VideoStatus,
+    SegmentPlan, StoredObject, Summary, TrackProfile, Video, VideoInfo, VideoStatus,
     parse_object_key,
 };
 
@@ -452,6 +452,9 @@ impl AnalysisWorker {
     /// delete swept them.
     async fn remove_leftovers(&self, video_id: &str, key: &str) -> Result<(), WorkerError> {
         self.results.delete_frames(video_id).await?;
+        self.blobs
+            .delete_prefix(&crate::results_prefix(video_id))
+            .await?;
         self.blobs.delete(key).await?;
         Ok(())
     }
@@ -648,6 +651,7 @@ impl AnalysisWorker {
             index,
             owner: owner.clone(),
             batch: Vec::with_capacity(BATCH),
+            tracks: Default::default(),
             stored: None,
             covered_ms: window.start_ms,
             segment_end_ms: segment.end_ms,
@@ -746,19 +750,27 @@ impl AnalysisWorker {
                 total: tally.total,
             });
         }
-        let mut summary = SummaryBuilder::new(self.analyzer.has_contempt());
-        let mut after = None;
-        loop {
-            let (frames, next) = self.results.frames(&video.id, after, 1000).await?;
-            for frame in &frames {
-                summary.add(frame);
-            }
-            match next {
-                Some(n) => after = Some(n),
-                None => break,
-            }
+        let engine = self.analyzer.config();
+        let summary = crate::assembly::assemble(
+            self.results.as_ref(),
+            &video.id,
+            self.analyzer.has_contempt(),
+            &engine.people,
+            engine.smoothing,
+        )
+        .await?;
+        // thumbnails before the final state: a reader of a COMPLETED video finds them
+        let profiles = self.results.tracks(&video.id).await?;
+        for (person, jpeg) in crate::assembly::person_thumbnails(&summary, &profiles) {
+            self.blobs
+                .put_object(
+                    &crate::person_thumbnail_key(&video.id, person),
+                    jpeg,
+                    "image/jpeg",
+                )
+                .await?;
         }
-        let summary = summary.finish();
+        let people = summary.people.len();
         let info = tally.video.unwrap_or_else(|| VideoInfo {
             duration_ms: plan.duration_ms,
             ..VideoInfo::default()
@@ -778,7 +790,7 @@ impl AnalysisWorker {
                 reason: "finished by another worker, or deleted".into(),
             });
         }
-        tracing::info!(video_id = %video.id, frames, segments = tally.total, "analysis completed");
+        tracing::info!(video_id = %video.id, frames, people, segments = tally.total, "analysis completed");
         Ok(JobOutcome::Completed { frames })
     }
 }
@@ -827,6 +839,8 @@ struct StoreSink {
     index: u32,
     owner: String,
     batch: Vec<FrameResult>,
+    /// Track profiles changed since the last write.
+    tracks: std::collections::BTreeMap<u32, TrackProfile>,
     /// The last frame whose results are stored.
     stored: Option<Checkpoint>,
     /// Video time already added to the video's progress.
@@ -842,7 +856,35 @@ struct StoreSink {
 }
 
 impl StoreSink {
+    /// Runs a store write, retrying what may pass (throttling, network errors); anything
+    /// persistent ends the run, and the message is retried from the last checkpoint.
+    fn write<F>(&self, what: &str, write: impl Fn() -> F) -> Result<(), SinkError>
+    where
+        F: std::future::Future<Output = StoreResult<()>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match self.handle.block_on(write()) {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt + 1 < WRITE_ATTEMPTS => {
+                    tracing::warn!(video_id = %self.video_id, attempt, error = %e, what, "write failed; retrying");
+                    std::thread::sleep(Duration::from_millis(200 << attempt));
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     fn flush(&mut self) -> Result<(), SinkError> {
+        // profiles first: a checkpoint vouches for everything written before it
+        if !self.tracks.is_empty() {
+            let tracks: Vec<TrackProfile> = self.tracks.values().cloned().collect();
+            self.write("track profiles", || {
+                self.results.put_tracks(&self.video_id, &tracks)
+            })?;
+            self.tracks.clear();
+        }
         let Some(last) = self.batch.last() else {
             return Ok(());
         };
@@ -850,23 +892,9 @@ impl StoreSink {
             frame: last.frame,
             t_ms: last.t_ms,
         };
-        let mut attempt = 0;
-        loop {
-            match self
-                .handle
-                .block_on(self.results.put_frames(&self.video_id, &self.batch))
-            {
-                Ok(()) => break,
-                // throttling and network errors pass; anything persistent ends the run, and the
-                // message is retried from the last checkpoint
-                Err(e) if attempt + 1 < WRITE_ATTEMPTS => {
-                    tracing::warn!(video_id = %self.video_id, attempt, error = %e, "frame write failed; retrying");
-                    std::thread::sleep(Duration::from_millis(200 << attempt));
-                    attempt += 1;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        self.write("frames", || {
+            self.results.put_frames(&self.video_id, &self.batch)
+        })?;
         self.frames_since_checkpoint += self.batch.len() as u64;
         self.frames_stored += self.batch.len() as u64;
         self.batch.clear();
@@ -927,6 +955,11 @@ impl AnalysisSink for StoreSink {
             self.stopped = Some(Stop::Deadline);
             return Err("stopping before the invocation's deadline".into());
         }
+        Ok(())
+    }
+
+    fn track(&mut self, profile: &TrackProfile) -> Result<(), SinkError> {
+        self.tracks.insert(profile.track, profile.clone());
         Ok(())
     }
 

@@ -114,6 +114,19 @@ export class Api {
     return (await this.request(`/videos/${id}/export.csv`)).blob();
   }
 
+  /**
+   * A small face crop of a person, or `null` when there is none (404). It needs the token, so it
+   * comes as a blob (for `URL.createObjectURL`), not as a URL an `<img>` could load.
+   */
+  async personThumbnail(id: string, person: number, signal?: AbortSignal): Promise<Blob | null> {
+    try {
+      return await (await this.request(`/videos/${id}/people/${person}.jpg`, { signal })).blob();
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 404) return null;
+      throw error;
+    }
+  }
+
   /** The player's source: a capability URL that needs no token, with Range support. */
   streamUrl(video: Video): string {
     return this.url(`/videos/stream/${video.s3_key.split('/').pop()}`);

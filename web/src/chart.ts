@@ -1,22 +1,20 @@
 import uPlot from 'uplot';
 import { emotionColor } from './dom';
-import type { Frame } from './types';
+import { mainFace, personOf, smoothedOf, type Face, type Frame } from './types';
 
-/** Which face the chart follows: the main (largest) face of each frame, or one tracked person. */
+/** Which face the chart follows: the main (largest) face of each frame, or one person. */
 export type Person = 'main' | number;
 
-/** One row per emotion: its probability at each frame for the chosen person, `null` where absent. */
-export function emotionSeries(frames: Frame[], labels: string[], person: Person): uPlot.AlignedData {
+/**
+ * One row per emotion: its probability at each frame for the chosen person, `null` where the
+ * person is not seen. The smoothed series (per person, over time) unless `raw`, the model's output.
+ */
+export function emotionSeries(frames: Frame[], labels: string[], person: Person, raw = false): uPlot.AlignedData {
   const times = frames.map((f) => f.video_timestamp_sec);
-  const rows = labels.map((label) =>
-    frames.map((f) => {
-      if (person === 'main') {
-        const i = f.emotions.indexOf(label);
-        return i < 0 ? null : f.confidences[i];
-      }
-      return f.faces.find((face) => face.track === person)?.emotions[label] ?? null;
-    }),
-  );
+  const faces: (Face | null)[] = frames.map((f) =>
+    person === 'main' ? mainFace(f) : (f.faces.find((face) => personOf(face) === person) ?? null));
+  const scores = faces.map((face) => (face ? (raw ? face.emotions : smoothedOf(face)) : null));
+  const rows = labels.map((label) => scores.map((s) => s?.[label] ?? null));
   return [times, ...rows];
 }
 

@@ -3,7 +3,7 @@ import { Api } from './api';
 import { emotionSeries, timelineChart, type Person } from './chart';
 import { argmax, download, emotionColor, formatDate, formatSeconds, h } from './dom';
 import { FaceOverlay } from './overlay';
-import { EMOTIONS, isActive, type Scores, type Summary, type Video, type VideoDetail } from './types';
+import { EMOTIONS, hasPeople, isActive, peopleOf, type Scores, type Summary, type Video, type VideoDetail } from './types';
 
 export interface DetailView {
   root: HTMLElement;
@@ -15,11 +15,14 @@ export interface DetailView {
 /** The seven labels first, in their usual order, then any other label the analysis produced. */
 function labelsOf(video: VideoDetail): string[] {
   const seen = new Set<string>(EMOTIONS);
-  for (const f of video.frames) for (const face of f.faces) for (const l of Object.keys(face.emotions)) seen.add(l);
+  for (const f of video.frames)
+    for (const face of f.faces) for (const l of Object.keys({ ...face.emotions, ...face.smoothed })) seen.add(l);
   return [...seen];
 }
 
 const percent = (p: number) => `${Math.round(p * 100)}%`;
+const timeRange = (r: { first_ms: number; last_ms: number }) =>
+  `${formatSeconds(r.first_ms / 1000)}–${formatSeconds(r.last_ms / 1000)}`;
 
 export function detailView(
   api: Api,
@@ -27,6 +30,31 @@ export function detailView(
   on: { renamed: (v: Video) => void; deleted: (id: string) => void },
 ): DetailView {
   let chart: uPlot | null = null;
+  // person thumbnails need the token: fetched as blobs, shown through object URLs that the view
+  // releases (and whose pending fetches it cancels) when it is torn down
+  const thumbnails = new AbortController();
+  const objectUrls: string[] = [];
+  const thumbnail = (person: number): HTMLElement => {
+    const placeholder = h('span', { className: 'thumb none', 'aria-hidden': 'true' });
+    api.personThumbnail(video.id, person, thumbnails.signal).then(
+      (blob) => {
+        if (thumbnails.signal.aborted) return;
+        if (!blob) {
+          placeholder.title = 'No picture';
+          return;
+        }
+        const url = URL.createObjectURL(blob);
+        objectUrls.push(url);
+        placeholder.replaceWith(h('img', {
+          className: 'thumb', src: url, alt: `Person ${person}`, width: 48, height: 48, 'data-testid': 'person-thumbnail',
+        }));
+      },
+      (error) => {
+        if (!thumbnails.signal.aborted) console.warn('thumbnail of person', person, error);
+      },
+    );
+    return placeholder;
+  };
   const safeName = video.title.replace(/[^\w.-]+/g, '_') || 'video';
 
   // ---- header: title, status, actions ----
@@ -134,31 +162,46 @@ export function detailView(
   if (done && video.summary) {
     const labels = labelsOf(video);
     const chartBox = h('div', { className: 'chart', 'data-testid': 'emotion-chart', 'data-series': labels.length });
-    const tracks = video.summary.tracks;
-    const draw = (person: Person) => {
+    const people = peopleOf(video.summary);
+    let person: Person = 'main';
+    const rawToggle = h('input', { type: 'checkbox', 'data-testid': 'raw-toggle', onchange: () => draw() });
+    // the smoothed series (per person, over time) unless "Raw": the model's output of each frame
+    const draw = () => {
+      const raw = rawToggle.checked;
       chart?.destroy();
       chartBox.replaceChildren();
-      chart = timelineChart(chartBox, labels, emotionSeries(video.frames, labels, person), () => player.currentTime,
+      chart = timelineChart(chartBox, labels, emotionSeries(video.frames, labels, person, raw), () => player.currentTime,
         (t) => (player.currentTime = t));
       chartBox.dataset.person = String(person);
+      chartBox.dataset.mode = raw ? 'raw' : 'smoothed';
     };
     const personSelect = h(
       'select',
-      { 'data-testid': 'person-select', onchange: (e: Event) => { const v = (e.target as HTMLSelectElement).value; draw(v === 'main' ? 'main' : Number(v)); } },
+      {
+        'data-testid': 'person-select',
+        onchange: (e: Event) => {
+          const v = (e.target as HTMLSelectElement).value;
+          person = v === 'main' ? 'main' : Number(v);
+          draw();
+        },
+      },
       h('option', { value: 'main' }, 'Main face of each frame'),
-      tracks.map((t) => h('option', { value: t.track }, `Person #${t.track} (${formatSeconds(t.first_ms / 1000)}–${formatSeconds(t.last_ms / 1000)})`)),
+      people.map((p) => h('option', { value: p.person }, `Person ${p.person} (${timeRange(p)})`)),
     );
     root.append(
       h('section', { className: 'timeline' },
         h('div', { className: 'section-head' }, h('h3', {}, 'Emotions over time'),
-          h('label', {}, 'Follow ', personSelect)),
+          h('div', { className: 'chart-controls' },
+            h('label', {}, 'Follow ', personSelect),
+            h('label', { title: 'Show the model’s output for each frame instead of the series smoothed over time' },
+              rawToggle, ' Raw'))),
         chartBox,
         dominantStrip(video.summary),
       ),
-      summaryView(video.summary),
+      summaryView(video.summary, hasPeople(video.summary) ? thumbnail : null),
     );
     // uPlot measures its container, so draw once the view is in the document
-    requestAnimationFrame(() => draw('main'));
+    requestAnimationFrame(draw);
     player.addEventListener('timeupdate', () => chart?.redraw(false, false));
   } else if (isActive(video.status)) {
     root.append(h('p', { className: 'empty', 'data-testid': 'detail-pending' }, 'The analysis is running; the results appear here when it is done.'));
@@ -169,6 +212,8 @@ export function detailView(
     status: showStatus,
     destroy: () => {
       chart?.destroy();
+      thumbnails.abort();
+      for (const url of objectUrls.splice(0)) URL.revokeObjectURL(url);
       player.pause();
       player.removeAttribute('src');
       player.load(); // releases the connection of the stream
@@ -207,7 +252,12 @@ function bars(scores: Scores, testid: string): HTMLElement {
   );
 }
 
-function summaryView(summary: Summary): HTMLElement {
+/**
+ * The summary of the whole video, and its people: each with a picture of the face (`thumbnail`,
+ * unless the result has no people of its own, i.e. predates them), tracks, time seen, dominant emotion.
+ */
+function summaryView(summary: Summary, thumbnail: ((person: number) => HTMLElement) | null): HTMLElement {
+  const people = peopleOf(summary);
   return h(
     'section',
     { className: 'summary', 'data-testid': 'summary' },
@@ -219,16 +269,24 @@ function summaryView(summary: Summary): HTMLElement {
       h('div', {}, h('h4', {}, 'Share of frames by dominant emotion'), bars(summary.distribution, 'distribution')),
       h('div', {}, h('h4', {}, 'Mean probability'), bars(summary.mean, 'mean')),
     ),
-    summary.tracks.length > 0 && h('div', {},
-      h('h4', {}, 'People'),
-      h('table', { className: 'tracks', 'data-testid': 'tracks' },
-        h('thead', {}, h('tr', {}, h('th', {}, 'Person'), h('th', {}, 'Seen'), h('th', {}, 'Frames'), h('th', {}, 'Dominant'))),
-        h('tbody', {}, summary.tracks.map((t) => h('tr', {},
-          h('td', {}, `#${t.track}`),
-          h('td', {}, `${formatSeconds(t.first_ms / 1000)}–${formatSeconds(t.last_ms / 1000)}`),
-          h('td', { className: 'num' }, t.frames),
-          h('td', {}, h('span', { className: `emotion ${t.dominant}` }, t.dominant)),
+    people.length > 0 &&
+      h('table', { className: 'people', 'data-testid': 'people' },
+        h('caption', {}, 'People'),
+        h('thead', {}, h('tr', {},
+          h('th', { scope: 'col' }, 'Face'),
+          h('th', { scope: 'col' }, 'Person'),
+          h('th', { scope: 'col', title: 'Continuous runs of the face, linked into one person' }, 'Tracks'),
+          h('th', { scope: 'col' }, 'Seen'),
+          h('th', { scope: 'col', className: 'num' }, 'Frames'),
+          h('th', { scope: 'col' }, 'Dominant'))),
+        h('tbody', {}, people.map((p) => h('tr', { 'data-person': p.person },
+          h('td', { className: 'thumb-cell' }, thumbnail ? thumbnail(p.person) : h('span', { className: 'thumb none', 'aria-hidden': 'true' })),
+          h('th', { scope: 'row' }, p.person),
+          h('td', {}, p.tracks.join(', ')),
+          h('td', {}, timeRange(p)),
+          h('td', { className: 'num' }, p.frames),
+          h('td', {}, h('span', { className: `emotion ${p.dominant}` }, p.dominant)),
         ))),
-      )),
+      ),
   );
 }

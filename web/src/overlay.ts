@@ -1,13 +1,8 @@
 import { emotionColor } from './dom';
-import type { Face, Frame, VideoMeta } from './types';
+import { boxOf, personOf, smoothedDominantOf, smoothedOf, type Frame, type VideoMeta } from './types';
 
 /** Frames further than this from the playback time are not drawn: the face may have moved on. */
 const MAX_GAP_SEC = 1.5;
-
-function boxOf(face: Face): { x: number; y: number; w: number; h: number } {
-  const b = face.box;
-  return Array.isArray(b) ? { x: b[0], y: b[1], w: b[2], h: b[3] } : b;
-}
 
 /** The analysed frame nearest to `t` (frames are sorted by time). */
 export function nearestFrame(frames: Frame[], t: number): Frame | null {
@@ -27,7 +22,9 @@ export function nearestFrame(frames: Frame[], t: number): Frame | null {
 
 /**
  * Draws the face boxes of the frame nearest the playback time on a canvas laid over the video.
- * The canvas records what it drew in `data-boxes` and `data-frame`, for tests and curious users.
+ * Each box is labelled with its person and smoothed emotion, e.g. "P1 happy 87%". The canvas
+ * records what it drew in `data-boxes`, `data-frame` and `data-labels` (one label a line), for
+ * tests and curious users.
  */
 export class FaceOverlay {
   private pending = 0;
@@ -71,6 +68,7 @@ export class FaceOverlay {
     if (!frame || !srcWidth || !srcHeight || !cssWidth) {
       canvas.dataset.boxes = '0';
       canvas.dataset.frame = '';
+      canvas.dataset.labels = '';
       return;
     }
     // the <video> letterboxes its picture (object-fit: contain)
@@ -79,19 +77,20 @@ export class FaceOverlay {
     const offsetY = (cssHeight - srcHeight * scale) / 2;
     ctx.font = '600 13px system-ui, sans-serif';
     ctx.textBaseline = 'bottom';
-    let drawn = 0;
+    const labels: string[] = [];
     for (const face of frame.faces) {
       const box = boxOf(face);
       if (![box.x, box.y, box.w, box.h].every(Number.isFinite)) continue;
-      drawn++;
       const x = offsetX + box.x * scale;
       const y = offsetY + box.y * scale;
-      const color = emotionColor(face.dominant);
+      const dominant = smoothedDominantOf(face);
+      const color = emotionColor(dominant);
       ctx.lineWidth = 3;
       ctx.strokeStyle = color;
       ctx.strokeRect(x, y, box.w * scale, box.h * scale);
-      const p = face.emotions[face.dominant];
-      const label = `#${face.track} ${face.dominant}${p == null ? '' : ` ${Math.round(p * 100)}%`}`;
+      const p = smoothedOf(face)[dominant];
+      const label = `P${personOf(face)} ${dominant}${p == null ? '' : ` ${Math.round(p * 100)}%`}`;
+      labels.push(label);
       const textWidth = ctx.measureText(label).width + 8;
       const labelY = y >= 18 ? y : y + 18;
       ctx.fillStyle = color;
@@ -99,7 +98,8 @@ export class FaceOverlay {
       ctx.fillStyle = '#fff';
       ctx.fillText(label, x + 2.5, labelY - 3);
     }
-    canvas.dataset.boxes = String(drawn);
+    canvas.dataset.boxes = String(labels.length);
     canvas.dataset.frame = String(frame.frame_number);
+    canvas.dataset.labels = labels.join('\n');
   }
 }

@@ -1,5 +1,6 @@
 // End-to-end test of the web page in headless Chromium against a running `deepemotion serve --dev`:
-// sign up, log in, upload, live status, chart, overlay, exports, rename, delete.
+// sign up, log in, upload, live status, chart (smoothed and raw), people, overlay, exports,
+// rename, delete.
 //
 //   DEEPEMOTION_BASE_URL=http://127.0.0.1:8080 \
 //   DEEPEMOTION_VIDEO=/work/shared/data/videos/WolfgangLanger_Pexels.mp4 \
@@ -141,21 +142,80 @@ test('sign up, upload, watch the analysis live, explore, rename and delete', { t
   assert.deepEqual(perSecond.slice(-3), ['happy', 'happy', 'happy'], 'the clip ends with laughter');
   assert.ok((await page.textContent(tid('summary-dominant'))).length > 0);
 
+  // ---- people: the clip shows one woman, so one row, with her picture ----
+  const people = page.locator(`${tid('people')} tbody tr`);
+  assert.equal(await people.count(), 1, 'one person in the clip');
+  assert.equal(await people.getAttribute('data-person'), '1', 'people are numbered from 1');
+  const cells = await people.locator('th, td').allTextContents();
+  step(`people: ${cells.join(' | ')}`);
+  const [, personCell, tracksCell, seenCell, framesCell, dominantCell] = cells;
+  assert.equal(personCell, '1');
+  assert.match(tracksCell, /^\d+(, \d+)*$/, 'the tracks of the person');
+  assert.match(seenCell, /^\d+:\d\d–\d+:\d\d$/);
+  assert.ok(Number(framesCell) > 10, `frames with her face: ${framesCell}`);
+  assert.match(dominantCell, /^[a-z]+$/);
+  // the thumbnail needs the token, so it comes through fetch and an object URL, and really loads
+  await page.waitForFunction(() => {
+    const img = document.querySelector('[data-testid="people"] img[data-testid="person-thumbnail"]');
+    return img?.complete && img.naturalWidth > 0;
+  }, null, { timeout: 30_000 });
+  const thumbnail = page.locator(tid('person-thumbnail'));
+  assert.equal(await thumbnail.getAttribute('alt'), 'Person 1');
+  const thumbnailUrl = await thumbnail.getAttribute('src');
+  assert.match(thumbnailUrl, /^blob:/);
+
+  // ---- the person selector: the main face, then each person ----
+  const options = await page.$$eval(`${tid('person-select')} option`, (os) => os.map((o) => [o.value, o.textContent]));
+  assert.equal(options.length, 2, `main face and one person: ${JSON.stringify(options)}`);
+  assert.equal(options[0][0], 'main');
+  assert.equal(options[1][0], '1');
+  assert.match(options[1][1], /^Person 1 \(\d+:\d\d–\d+:\d\d\)$/);
+
+  // ---- the chart plots the smoothed series; "Raw" switches to the model's output per frame ----
+  const chart = tid('emotion-chart');
+  // the chart's pixels once painted (uPlot draws on a canvas), and its size
+  const chartImage = () => page.evaluate(() => new Promise((resolve) => requestAnimationFrame(() =>
+    requestAnimationFrame(() => {
+      const canvas = document.querySelector('[data-testid="emotion-chart"] canvas');
+      resolve({ width: canvas.width, height: canvas.height, pixels: canvas.toDataURL() });
+    }))));
+  assert.equal(await page.getAttribute(chart, 'data-mode'), 'smoothed', 'smoothed by default');
+  assert.equal(await page.isChecked(tid('raw-toggle')), false);
+  const smoothedChart = await chartImage();
+  await page.check(tid('raw-toggle'));
+  await page.waitForSelector(`${chart}[data-mode="raw"] canvas`);
+  const rawChart = await chartImage();
+  assert.equal(await page.locator(`${chart} .u-legend .u-series`).count(), 8, 'the same emotions, raw');
+  assert.deepEqual([rawChart.width, rawChart.height], [smoothedChart.width, smoothedChart.height]);
+  assert.notEqual(rawChart.pixels, smoothedChart.pixels, 'the raw series is drawn differently from the smoothed one');
+  await shot('03-raw-chart.png');
+  // following the person keeps the mode; unticking "Raw" returns to the smoothed series
+  await page.selectOption(tid('person-select'), '1');
+  await page.waitForSelector(`${chart}[data-person="1"][data-mode="raw"] canvas`);
+  await page.uncheck(tid('raw-toggle'));
+  await page.waitForSelector(`${chart}[data-person="1"][data-mode="smoothed"] canvas`);
+  step('chart: smoothed, raw, and person 1');
+
   // ---- the overlay draws the face at ~15 s ----
   await page.waitForFunction(() => document.querySelector('[data-testid="player"]').readyState >= 1, null, { timeout: 30_000 });
   await page.evaluate(() => new Promise((resolve) => {
     const player = document.querySelector('[data-testid="player"]');
-    player.addEventListener('seeked', resolve, { once: true });
+    // the overlay redraws in the next animation frame after the seek: resolve after it
+    player.addEventListener('seeked', () => requestAnimationFrame(() => resolve()), { once: true });
     player.currentTime = 15;
   }));
   await page.waitForFunction(() => Number(document.querySelector('[data-testid="overlay"]').dataset.boxes) >= 1);
-  step(`overlay at 15 s: ${await page.getAttribute(tid('overlay'), 'data-boxes')} box(es), frame ${await page.getAttribute(tid('overlay'), 'data-frame')}`);
+  const overlayLabels = (await page.getAttribute(tid('overlay'), 'data-labels')).split('\n');
+  step(`overlay at 15 s: ${await page.getAttribute(tid('overlay'), 'data-boxes')} box(es), frame ${await page.getAttribute(tid('overlay'), 'data-frame')}: ${overlayLabels.join(', ')}`);
+  // "P<person> <smoothed dominant> <percent>%"
+  // she laughs by then (the raw output says happy from about 10 s on)
+  for (const label of overlayLabels) assert.match(label, /^P1 happy \d+%$/);
   const painted = await page.evaluate(() => {
     const canvas = document.querySelector('[data-testid="overlay"]');
     return canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data.some((v, i) => i % 4 === 3 && v > 0);
   });
   assert.ok(painted, 'the overlay canvas has the box painted');
-  await shot('03-completed-detail.png');
+  await shot('04-completed-detail.png');
 
   // ---- exports ----
   const [csv] = await Promise.all([page.waitForEvent('download'), page.click(tid('export-csv'))]);
@@ -164,6 +224,9 @@ test('sign up, upload, watch the analysis live, explore, rename and delete', { t
   const [json] = await Promise.all([page.waitForEvent('download'), page.click(tid('export-json'))]);
   const frames = JSON.parse(readFileSync(await json.path(), 'utf8'));
   assert.ok(Array.isArray(frames) && frames.length > 10 && frames[0].faces, 'the JSON holds the frames');
+  const faces = frames.flatMap((f) => f.faces);
+  assert.ok(faces.length > 10 && faces.every((f) => f.person === 1 && f.smoothed && f.smoothed_dominant),
+    'each face has its person and its smoothed scores');
   step(`exports: ${csvText.split('\n').length} CSV lines, ${frames.length} JSON frames`);
 
   // ---- rename (to a title with markup in it, shown as text) ----
@@ -182,7 +245,9 @@ test('sign up, upload, watch the analysis live, explore, rename and delete', { t
   await page.click(tid('delete'));
   await page.waitForSelector(tid('no-videos'));
   assert.equal(await item.count(), 0);
-  await shot('04-after-delete.png');
+  assert.equal(await page.evaluate((url) => fetch(url).then(() => 'still there', () => 'revoked'), thumbnailUrl),
+    'revoked', 'the view released the object URL of the thumbnail');
+  await shot('05-after-delete.png');
 
   assert.equal(await page.evaluate(() => window.__sameDocument), true, 'the page was never reloaded');
   assert.equal(await page.evaluate(() => window.__xss), undefined, 'no markup from a username or title ran');

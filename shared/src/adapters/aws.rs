@@ -33,8 +33,8 @@ use tokio::io::AsyncWriteExt;
 
 use crate::ports::*;
 use crate::{
-    AnalysisPlan, AnalysisState, Checkpoint, FrameResult, StoredObject, User, Video, VideoInfo,
-    VideoStatus,
+    AnalysisPlan, AnalysisState, Checkpoint, FrameResult, StoredObject, TrackProfile, User, Video,
+    VideoInfo, VideoStatus,
 };
 
 /// Where the AWS resources are. `endpoint_url` is for moto/LocalStack; unset on AWS.
@@ -115,6 +115,10 @@ fn time_key(t: &DateTime<Utc>) -> String {
 
 fn frame_sk(n: u64) -> String {
     format!("FRAME#{n:010}")
+}
+
+fn track_sk(track: u32) -> String {
+    format!("TRACK#{track:010}")
 }
 
 fn segment_sk(i: u32) -> String {
@@ -591,6 +595,58 @@ impl ResultStore for DynamoStore {
             None
         };
         Ok((frames, next))
+    }
+
+    async fn put_tracks(&self, video_id: &str, tracks: &[TrackProfile]) -> StoreResult<()> {
+        let mut latest: HashMap<u32, &TrackProfile> = HashMap::new();
+        for t in tracks {
+            latest.insert(t.track, t);
+        }
+        let mut requests = Vec::with_capacity(latest.len());
+        for track in latest.values() {
+            let item = HashMap::from([
+                ("pk".to_string(), s(format!("VIDEO#{video_id}"))),
+                ("sk".to_string(), s(track_sk(track.track))),
+                ("data".to_string(), json_attr(track)?),
+            ]);
+            requests.push(
+                WriteRequest::builder()
+                    .put_request(
+                        PutRequest::builder()
+                            .set_item(Some(item))
+                            .build()
+                            .map_err(backend)?,
+                    )
+                    .build(),
+            );
+        }
+        self.batch_write(requests).await
+    }
+
+    async fn tracks(&self, video_id: &str) -> StoreResult<Vec<TrackProfile>> {
+        let mut tracks = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":pk", s(format!("VIDEO#{video_id}")))
+                .expression_attribute_values(":prefix", s("TRACK#"))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(backend)?;
+            for item in out.items.unwrap_or_default() {
+                tracks.push(from_json::<TrackProfile>(&item, "data")?);
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(tracks);
+            }
+        }
     }
 
     async fn delete_frames(&self, video_id: &str) -> StoreResult<()> {
@@ -1233,6 +1289,118 @@ impl BlobStore for S3Blobs {
             file.write_all(&chunk).await.map_err(backend)?;
         }
         file.flush().await.map_err(backend)
+    }
+
+    async fn put_object(&self, key: &str, bytes: Vec<u8>, content_type: &str) -> StoreResult<()> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(aws_sdk_s3::primitives::ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    /// A key without a current version (never written, deleted, or behind a delete marker) is
+    /// S3's NoSuchKey, given the caller may list the bucket (without `s3:ListBucket` S3 answers
+    /// 403 instead, which stays an error).
+    async fn get_object(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let bytes = out.body.collect().await.map_err(backend)?;
+                Ok(Some(bytes.into_bytes().to_vec()))
+            }
+            Err(e) => {
+                let e = e.into_service_error();
+                if e.is_no_such_key() {
+                    Ok(None)
+                } else {
+                    Err(backend(e))
+                }
+            }
+        }
+    }
+
+    /// Lists every version and delete marker under the prefix (all pages, as `versions_of`
+    /// does), then deletes them by version id with DeleteObjects, at most 1000 a request (S3's
+    /// limit). By version id, the objects are gone for good instead of hidden behind new delete
+    /// markers; on an unversioned bucket each object is listed as its one version "null".
+    async fn delete_prefix(&self, prefix: &str) -> StoreResult<()> {
+        use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+
+        let mut objects = Vec::new();
+        let mut key_marker: Option<String> = None;
+        let mut version_marker: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .list_object_versions()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
+                .send()
+                .await
+                .map_err(backend)?;
+            let versions = out.versions().iter().map(|v| (v.key(), v.version_id()));
+            let markers = out
+                .delete_markers()
+                .iter()
+                .map(|m| (m.key(), m.version_id()));
+            for (key, version) in versions.chain(markers) {
+                let Some(key) = key else { continue };
+                objects.push(
+                    ObjectIdentifier::builder()
+                        .key(key)
+                        .set_version_id(version.map(str::to_string))
+                        .build()
+                        .map_err(backend)?,
+                );
+            }
+            if out.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = out.next_key_marker().map(str::to_string);
+            version_marker = out.next_version_id_marker().map(str::to_string);
+        }
+        for batch in objects.chunks(1000) {
+            let delete = Delete::builder()
+                .set_objects(Some(batch.to_vec()))
+                .quiet(true)
+                .build()
+                .map_err(backend)?;
+            let out = self
+                .client
+                .delete_objects()
+                .bucket(&self.bucket)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(backend)?;
+            // DeleteObjects answers 200 even when some keys failed: those are listed here
+            if let Some(failed) = out.errors().first() {
+                return Err(StoreError::Backend(format!(
+                    "deleting {:?} (version {:?}) failed: {} {} ({} of {} keys failed)",
+                    failed.key().unwrap_or_default(),
+                    failed.version_id().unwrap_or_default(),
+                    failed.code().unwrap_or_default(),
+                    failed.message().unwrap_or_default(),
+                    out.errors().len(),
+                    batch.len(),
+                )));
+            }
+        }
+        Ok(())
     }
 }
 

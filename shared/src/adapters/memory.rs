@@ -10,13 +10,14 @@ use async_trait::async_trait;
 use chrono::Utc;
 
 use crate::ports::*;
-use crate::{AnalysisState, FrameResult, StoredObject, User, Video};
+use crate::{AnalysisState, FrameResult, StoredObject, TrackProfile, User, Video};
 
 #[derive(Default)]
 pub struct MemoryStore {
     users: Mutex<HashMap<String, User>>,
     videos: Mutex<HashMap<String, Video>>,
     frames: Mutex<HashMap<String, BTreeMap<u64, FrameResult>>>,
+    tracks: Mutex<HashMap<String, BTreeMap<u32, TrackProfile>>>,
 }
 
 #[async_trait]
@@ -149,8 +150,26 @@ impl ResultStore for MemoryStore {
         let next = rest.next().and(page.last().map(|f| f.frame));
         Ok((page, next))
     }
+    async fn put_tracks(&self, video_id: &str, tracks: &[TrackProfile]) -> StoreResult<()> {
+        let mut all = self.tracks.lock().unwrap();
+        let mine = all.entry(video_id.to_string()).or_default();
+        for t in tracks {
+            mine.insert(t.track, t.clone());
+        }
+        Ok(())
+    }
+    async fn tracks(&self, video_id: &str) -> StoreResult<Vec<TrackProfile>> {
+        Ok(self
+            .tracks
+            .lock()
+            .unwrap()
+            .get(video_id)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default())
+    }
     async fn delete_frames(&self, video_id: &str) -> StoreResult<()> {
         self.frames.lock().unwrap().remove(video_id);
+        self.tracks.lock().unwrap().remove(video_id);
         Ok(())
     }
 }
@@ -159,6 +178,8 @@ impl ResultStore for MemoryStore {
 #[derive(Default)]
 pub struct MemoryBlobs {
     pub objects: Mutex<HashMap<String, Vec<u8>>>,
+    /// The Content-Type `put_object` stored each object with.
+    pub content_types: Mutex<HashMap<String, String>>,
 }
 
 #[async_trait]
@@ -210,6 +231,28 @@ impl BlobStore for MemoryBlobs {
             .cloned()
             .ok_or(StoreError::NotFound)?;
         std::fs::write(to, bytes).map_err(|e| StoreError::Backend(e.to_string()))
+    }
+    async fn put_object(&self, key: &str, bytes: Vec<u8>, content_type: &str) -> StoreResult<()> {
+        self.objects.lock().unwrap().insert(key.to_string(), bytes);
+        self.content_types
+            .lock()
+            .unwrap()
+            .insert(key.to_string(), content_type.to_string());
+        Ok(())
+    }
+    async fn get_object(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        Ok(self.objects.lock().unwrap().get(key).cloned())
+    }
+    async fn delete_prefix(&self, prefix: &str) -> StoreResult<()> {
+        self.objects
+            .lock()
+            .unwrap()
+            .retain(|key, _| !key.starts_with(prefix));
+        self.content_types
+            .lock()
+            .unwrap()
+            .retain(|key, _| !key.starts_with(prefix));
+        Ok(())
     }
     async fn analysis_source(
         &self,
@@ -265,5 +308,64 @@ impl JobQueue for MemoryQueue {
     async fn enqueue(&self, job: AnalysisJob) -> StoreResult<()> {
         self.jobs.lock().unwrap().push(job);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn blobs_put_get_and_delete_by_prefix() {
+        let blobs = MemoryBlobs::default();
+        assert_eq!(
+            blobs.get_object("results/v1/people/1.jpg").await.unwrap(),
+            None
+        );
+        for key in [
+            "results/v1/people/1.jpg",
+            "results/v1/people/2.jpg",
+            "results/v10/people/1.jpg",
+        ] {
+            blobs
+                .put_object(key, key.as_bytes().to_vec(), "image/jpeg")
+                .await
+                .unwrap();
+        }
+        blobs
+            .put_object("results/v1/people/1.jpg", b"new".to_vec(), "image/jpeg")
+            .await
+            .unwrap();
+        assert_eq!(
+            blobs
+                .get_object("results/v1/people/1.jpg")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some(&b"new"[..]),
+            "a put replaces"
+        );
+        assert_eq!(
+            blobs.content_types.lock().unwrap()["results/v1/people/2.jpg"],
+            "image/jpeg"
+        );
+        blobs.delete_prefix("results/v1/").await.unwrap();
+        blobs.delete_prefix("results/nothing/").await.unwrap();
+        assert_eq!(
+            blobs.get_object("results/v1/people/1.jpg").await.unwrap(),
+            None
+        );
+        assert_eq!(
+            blobs.get_object("results/v1/people/2.jpg").await.unwrap(),
+            None
+        );
+        assert!(
+            blobs
+                .get_object("results/v10/people/1.jpg")
+                .await
+                .unwrap()
+                .is_some(),
+            "outside the prefix"
+        );
     }
 }

@@ -13,7 +13,7 @@ use crate::ports::{
     AnalysisLedger, PlanDecision, ProgressDelta, ResultStore, SegmentClaim, SegmentStatus,
     SegmentTally, StoreResult,
 };
-use crate::{AnalysisPlan, AnalysisState, Checkpoint, FrameResult, VideoInfo};
+use crate::{AnalysisPlan, AnalysisState, Checkpoint, FrameResult, TrackProfile, VideoInfo};
 
 /// Write counts so far.
 #[derive(Debug, Default)]
@@ -88,6 +88,12 @@ impl<S: ResultStore> ResultStore for Metered<S> {
         limit: usize,
     ) -> StoreResult<(Vec<FrameResult>, Option<u64>)> {
         self.inner.frames(video_id, after, limit).await
+    }
+    async fn put_tracks(&self, video_id: &str, tracks: &[TrackProfile]) -> StoreResult<()> {
+        self.inner.put_tracks(video_id, tracks).await
+    }
+    async fn tracks(&self, video_id: &str) -> StoreResult<Vec<TrackProfile>> {
+        self.inner.tracks(video_id).await
     }
     async fn delete_frames(&self, video_id: &str) -> StoreResult<()> {
         self.inner.delete_frames(video_id).await

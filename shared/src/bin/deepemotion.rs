@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use shared::assembly::PeopleSink;
 use shared::pipeline::{AnalysisOptions, AnalysisSink, SinkError};
 use shared::report::{CsvReport, JsonReport, SummaryReport};
 use shared::{Analyzer, EngineConfig, FrameResult, ModelInfo, Summary, VideoInfo};
@@ -176,8 +177,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Format::Csv => Box::new(CsvReport::new(out)),
                 Format::Summary => Box::new(SummaryReport::new(out)),
             };
+            let engine = analyzer.config();
+            // people are known once every frame is in: the writers get the frames then
+            let mut people = PeopleSink::new(
+                writer.as_mut(),
+                engine.people,
+                engine.smoothing,
+                analyzer.has_contempt(),
+            )?;
             let mut sink = WithProgress {
-                inner: writer.as_mut(),
+                inner: &mut people,
                 bar: None,
                 frames: 0,
             };
@@ -290,6 +299,10 @@ impl AnalysisSink for WithProgress<'_> {
             bar.set_message(format!("{} frames, {fps:.0} frames/s", self.frames));
         }
         self.inner.frame(frame)
+    }
+
+    fn track(&mut self, profile: &shared::TrackProfile) -> Result<(), SinkError> {
+        self.inner.track(profile)
     }
 
     fn finish(&mut self, video: &VideoInfo, summary: &Summary) -> Result<(), SinkError> {

@@ -98,21 +98,37 @@ pub struct DetectedFace {
 /// One face in one analysed frame: where it is, which track it belongs to and what it shows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FaceResult {
-    /// Stable id of the person across frames, starting at 1.
+    /// The continuous run of this face (ids start at 1; a run ends when the face is lost for
+    /// longer than the tracker's memory, or at a cut to someone else).
     pub track: u32,
+    /// The person the track belongs to: 1-based, stable for the whole video, one person across
+    /// cuts, gaps and segments. Known once the video's tracks are linked (see `domain::people`);
+    /// absent from the raw frames the pipeline stores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub person: Option<u32>,
     #[serde(rename = "box")]
     pub bbox: FaceBox,
     #[serde(serialize_with = "ser_round4")]
     pub score: f32,
     pub landmarks: Landmarks,
+    /// The model's raw output for this frame.
     pub emotions: EmotionScores,
     pub dominant: EmotionLabel,
+    /// `emotions` smoothed over time for this person (see `domain::smoothing`); set with
+    /// `person`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smoothed: Option<EmotionScores>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smoothed_dominant: Option<EmotionLabel>,
 }
 
 impl FaceResult {
     pub fn new(track: u32, face: &DetectedFace, emotions: EmotionScores) -> Self {
         Self {
             track,
+            person: None,
+            smoothed: None,
+            smoothed_dominant: None,
             bbox: face.bbox,
             score: face.score,
             landmarks: face.landmarks,
@@ -203,6 +219,9 @@ mod tests {
             landmarks: Landmarks::default(),
             emotions: EmotionScores::new(false),
             dominant: EmotionLabel::Neutral,
+            person: None,
+            smoothed: None,
+            smoothed_dominant: None,
         };
         let frame = FrameResult {
             frame: 0,

@@ -334,6 +334,59 @@ pub fn parse_object_key(key: &str) -> Option<(&str, &str)> {
     (ok(user) && ok(video) && video_type(&format!("x.{ext}")).is_some()).then_some((user, video))
 }
 
+/// The blob-store prefix of everything an analysis stores for a video besides its records (the
+/// people's thumbnails): one prefix per video, so deleting the video deletes them in one sweep.
+pub fn results_prefix(video_id: &str) -> String {
+    format!("results/{video_id}/")
+}
+
+/// The file name of the video's `person`th person's thumbnail (people count from 1): `{n}.jpg`.
+pub fn person_thumbnail_file(person: u32) -> String {
+    format!("{person}.jpg")
+}
+
+/// The key of the video's `person`th person's thumbnail (people count from 1): the best crop of
+/// their face as a small JPEG, under [`results_prefix`]. The worker writes it, the API reads it.
+pub fn person_thumbnail_key(video_id: &str, person: u32) -> String {
+    format!(
+        "{}people/{}",
+        results_prefix(video_id),
+        person_thumbnail_file(person)
+    )
+}
+
+/// The person a file name made by [`person_thumbnail_file`] names: `{n}.jpg` with `n` a positive
+/// integer written without leading zeros or sign; `None` for any other name.
+pub fn parse_person_thumbnail_file(name: &str) -> Option<u32> {
+    let digits = name.strip_suffix(".jpg")?;
+    let canonical = !digits.is_empty()
+        && !digits.starts_with('0')
+        && digits.bytes().all(|b| b.is_ascii_digit());
+    canonical.then(|| digits.parse().ok()).flatten()
+}
+
+/// The video id of a key, or of a prefix ending in `/`, under [`results_prefix`], when every part
+/// of it is something the service makes: ASCII letters, digits, `-`, `_` and `.`, no empty part
+/// and no part starting with `.` (so never `..`). `None` for anything else.
+pub fn parse_results_key(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix("results/")?;
+    let (video, rest) = rest.split_once('/')?;
+    let id_ok = !video.is_empty() && video.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    let part_ok = |p: &str| {
+        !p.is_empty()
+            && !p.starts_with('.')
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    let parts_ok = rest.is_empty()
+        || rest
+            .strip_suffix('/')
+            .unwrap_or(rest)
+            .split('/')
+            .all(part_ok);
+    (id_ok && parts_ok).then_some(video)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -520,6 +573,58 @@ mod tests {
             "video/*",
         ] {
             assert!(!is_allowed_upload_type(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn results_keys_are_made_in_one_place_and_parsed_strictly() {
+        assert_eq!(results_prefix("v-1"), "results/v-1/");
+        assert_eq!(person_thumbnail_key("v-1", 3), "results/v-1/people/3.jpg");
+        assert!(person_thumbnail_key("v-1", 3).starts_with(&results_prefix("v-1")));
+        assert_eq!(
+            parse_results_key(&person_thumbnail_key("v-1", 3)),
+            Some("v-1")
+        );
+        assert_eq!(parse_results_key(&results_prefix("v-1")), Some("v-1"));
+        assert_eq!(parse_results_key("results/v-1/people/"), Some("v-1"));
+        for bad in [
+            "results/",
+            "results/v-1",
+            "results//people/1.jpg",
+            "results/v-1//",
+            "results/v-1/people//1.jpg",
+            "results/v-1/../x.jpg",
+            "results/v-1/./x.jpg",
+            "results/v-1/.x.jpg.part",
+            "results/../uploads/x.mp4",
+            "results/v 1/x.jpg",
+            "uploads/u/v.mp4",
+            "/results/v-1/x.jpg",
+        ] {
+            assert_eq!(parse_results_key(bad), None, "{bad}");
+        }
+        for n in [1, 2, 10, u32::MAX] {
+            assert_eq!(
+                parse_person_thumbnail_file(&person_thumbnail_file(n)),
+                Some(n)
+            );
+        }
+        for bad in [
+            "0.jpg",
+            "01.jpg",
+            "+1.jpg",
+            "-1.jpg",
+            "x.jpg",
+            "1.png",
+            "1.JPG",
+            ".jpg",
+            "1",
+            "1.jpg.jpg",
+            "../1.jpg",
+            "4294967296.jpg",
+            " 1.jpg",
+        ] {
+            assert_eq!(parse_person_thumbnail_file(bad), None, "{bad}");
         }
     }
 }

@@ -18,6 +18,14 @@ pub struct Summary {
     pub distribution: EmotionScores,
     pub mean: EmotionScores,
     pub tracks: Vec<TrackSummary>,
+    /// Tracks linked into people (see `domain::people`), over the smoothed emotions: this is
+    /// also where the video's track → person map is stored. Empty until the analysis has
+    /// finished, and in results stored before people existed.
+    #[serde(default)]
+    pub people: Vec<PersonSummary>,
+    /// The σ (ms) the people's emotions were smoothed with; readers smooth frames with it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smoothing_ms: Option<u64>,
     /// One entry per second of video that had at least one face.
     pub timeline: Vec<TimelineEntry>,
 }
@@ -26,6 +34,20 @@ pub struct Summary {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrackSummary {
     pub track: u32,
+    pub first_ms: u64,
+    pub last_ms: u64,
+    pub frames: u64,
+    pub dominant: EmotionLabel,
+    pub distribution: EmotionScores,
+    pub mean: EmotionScores,
+}
+
+/// One person over the video: `mean`, `distribution` and `dominant` are over the person's
+/// smoothed emotions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PersonSummary {
+    pub person: u32,
+    pub tracks: Vec<u32>,
     pub first_ms: u64,
     pub last_ms: u64,
     pub frames: u64,
@@ -86,6 +108,7 @@ pub struct SummaryBuilder {
     frames_analyzed: u64,
     overall: Accumulator,
     tracks: BTreeMap<u32, TrackAccumulator>,
+    people: BTreeMap<u32, (TrackAccumulator, std::collections::BTreeSet<u32>)>,
     seconds: BTreeMap<u64, Accumulator>,
 }
 
@@ -118,6 +141,21 @@ impl SummaryBuilder {
                 });
             track.last_ms = frame.t_ms;
             track.stats.add(&face.emotions);
+            if let (Some(person), Some(smoothed)) = (face.person, &face.smoothed) {
+                let (acc, tracks) = self.people.entry(person).or_insert_with(|| {
+                    (
+                        TrackAccumulator {
+                            first_ms: frame.t_ms,
+                            last_ms: frame.t_ms,
+                            stats: Accumulator::default(),
+                        },
+                        Default::default(),
+                    )
+                });
+                acc.last_ms = frame.t_ms;
+                acc.stats.add(smoothed);
+                tracks.insert(face.track);
+            }
         }
         let n = frame.faces.len() as f32;
         let frame_scores = EmotionScores::from_values(sum.map(|s| s / n), self.has_contempt);
@@ -153,6 +191,24 @@ impl SummaryBuilder {
                     }
                 })
                 .collect(),
+            people: self
+                .people
+                .into_iter()
+                .map(|(person, (acc, tracks))| {
+                    let mean = acc.stats.mean(has_contempt);
+                    PersonSummary {
+                        person,
+                        tracks: tracks.into_iter().collect(),
+                        first_ms: acc.first_ms,
+                        last_ms: acc.last_ms,
+                        frames: acc.stats.frames,
+                        dominant: mean.dominant(),
+                        distribution: acc.stats.distribution(has_contempt),
+                        mean,
+                    }
+                })
+                .collect(),
+            smoothing_ms: None,
             timeline: self
                 .seconds
                 .into_iter()
@@ -179,6 +235,9 @@ mod tests {
         }
         FaceResult {
             track,
+            person: None,
+            smoothed: None,
+            smoothed_dominant: None,
             bbox: FaceBox {
                 x: 0.0,
                 y: 0.0,

@@ -109,6 +109,17 @@ impl Tracker {
         out
     }
 
+    /// Gives the track `id` a new id from here on (its face turned out to be someone else's) and
+    /// returns it; the box stays, so the new track continues from it.
+    pub fn split(&mut self, id: u32) -> u32 {
+        let new_id = self.next_id;
+        self.next_id += 1;
+        if let Some(track) = self.tracks.iter_mut().find(|t| t.id == id) {
+            track.id = new_id;
+        }
+        new_id
+    }
+
     /// The faces seen at the latest update, for frames on which the detector did not run.
     pub fn current(&self) -> Vec<(u32, DetectedFace)> {
         match self.last_update_ms {
@@ -205,6 +216,16 @@ mod tests {
             2,
             "after memory"
         );
+    }
+
+    #[test]
+    fn a_split_track_continues_under_a_new_id() {
+        let mut tracker = Tracker::new(TrackerConfig::default());
+        tracker.update(0, &[face(100.0, 100.0, 80.0)]);
+        assert_eq!(tracker.split(1), 2);
+        assert_eq!(tracker.current()[0].0, 2);
+        assert_eq!(tracker.update(40, &[face(102.0, 100.0, 80.0)])[0].0, 2);
+        assert_eq!(tracker.update(80, &[face(400.0, 100.0, 80.0)])[0].0, 3);
     }
 
     #[test]

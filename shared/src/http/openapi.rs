@@ -73,6 +73,13 @@ pub(crate) const ROUTES: &[(&str, &str, &str, bool, u16)] = &[
     ),
     (
         "get",
+        "/videos/{id}/people/{filename}",
+        "A person's thumbnail, {n}.jpg with n counting from 1: the best crop of their face (image/jpeg)",
+        true,
+        200,
+    ),
+    (
+        "get",
         "/videos/{id}/events",
         "Server-Sent Events: processing_update {video_id, status, progress} until the analysis ends (token in header or ?token=)",
         true,

@@ -44,6 +44,7 @@ pub fn routes() -> Router<AppState> {
         .route("/videos/{id}/frames", get(list_frames))
         .route("/videos/{id}/events", get(stream::video_events))
         .route("/videos/{id}/export.csv", get(export_csv))
+        .route("/videos/{id}/people/{filename}", get(person_thumbnail))
         .route(
             "/openapi.json",
             get(|| async { Json(openapi::openapi_document()) }),
@@ -556,10 +557,14 @@ async fn get_video(
 ) -> Result<Json<Value>, ApiError> {
     let video = owned_video(&state, &user_id, &id).await?;
     let mut body = video_json(&state, &video, true).await?;
-    let (frames, next) = state
-        .results
-        .frames(&video.id, None, EMBEDDED_FRAMES)
-        .await?;
+    let (frames, next) = crate::assembly::read_frames(
+        state.results.as_ref(),
+        &video.id,
+        video.analysis.summary.as_ref(),
+        None,
+        EMBEDDED_FRAMES,
+    )
+    .await?;
     body["frames"] = Value::Array(frames.iter().map(frame_json).collect());
     body["frames_next"] =
         json!(next.map(|n| format!("/api/v2/videos/{}/frames?cursor={n}", video.id)));
@@ -591,12 +596,41 @@ async fn delete_video(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let video = owned_video(&state, &user_id, &id).await?;
-    // object first, record last: if anything fails the user can retry the delete. A running
+    // objects first, record last: if anything fails the user can retry the delete. A running
     // analysis stops at its next checkpoint and removes what it wrote since (see `worker`).
     state.blobs.delete(&video.s3_key).await?;
+    state
+        .blobs
+        .delete_prefix(&crate::results_prefix(&video.id))
+        .await?;
     state.videos.delete_video(&video.id).await?;
     tracing::info!(video_id = %video.id, "video deleted");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A person's thumbnail (`{n}.jpg`, people counting from 1): the best crop of their face, as the
+/// analysis stored it. Any other file name, and a person without one, is not found.
+async fn person_thumbnail(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    Path((id, filename)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let video = owned_video(&state, &user_id, &id).await?;
+    let person = crate::parse_person_thumbnail_file(&filename).ok_or(ApiError::NotFound)?;
+    let key = crate::person_thumbnail_key(&video.id, person);
+    let bytes = state
+        .blobs
+        .get_object(&key)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/jpeg"),
+            (header::CACHE_CONTROL, "private, max-age=3600"),
+        ],
+        bytes,
+    )
+        .into_response())
 }
 
 async fn list_frames(
@@ -615,7 +649,14 @@ async fn list_frames(
                 .map_err(|_| ApiError::BadRequest("invalid cursor".into()))
         })
         .transpose()?;
-    let (frames, next) = state.results.frames(&video.id, after, limit).await?;
+    let (frames, next) = crate::assembly::read_frames(
+        state.results.as_ref(),
+        &video.id,
+        video.analysis.summary.as_ref(),
+        after,
+        limit,
+    )
+    .await?;
     let mut response = Json(frames.iter().map(frame_json).collect::<Vec<_>>()).into_response();
     if let Some(next) = next {
         link_next(
@@ -659,7 +700,14 @@ async fn export_csv(
         .map_err(sink_err)?;
     let mut after = None;
     loop {
-        let (frames, next) = state.results.frames(&video.id, after, 1000).await?;
+        let (frames, next) = crate::assembly::read_frames(
+            state.results.as_ref(),
+            &video.id,
+            video.analysis.summary.as_ref(),
+            after,
+            1000,
+        )
+        .await?;
         for frame in &frames {
             writer.frame(frame).map_err(sink_err)?;
         }

@@ -488,6 +488,9 @@ fn frame(n: u64, label: EmotionLabel) -> FrameResult {
             landmarks: Landmarks::default(),
             dominant: label,
             emotions,
+            person: None,
+            smoothed: None,
+            smoothed_dominant: None,
         }],
     }
 }
@@ -1868,4 +1871,360 @@ async fn logins_and_registrations_are_limited_per_client_address() {
     }
     assert_error(&login("198.51.100.7").await, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(login("203.0.113.5").await.status, StatusCode::OK);
+}
+
+// ---- people's thumbnails ----
+
+/// A GET read whole as bytes (a thumbnail is not text).
+async fn get_bytes(
+    api: &Api,
+    path: &str,
+    token: &str,
+) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    let request = Request::builder()
+        .uri(path)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    let response = api.app.clone().oneshot(request).await.unwrap();
+    let (status, headers) = (response.status(), response.headers().clone());
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, headers, bytes.to_vec())
+}
+
+/// A JPEG's first and last bytes around some others: not text.
+const THUMBNAIL: [u8; 6] = [0xFF, 0xD8, 0xFF, 0x00, 0xFF, 0xD9];
+
+async fn put_thumbnail(api: &Api, video_id: &str, person: u32, bytes: &[u8]) {
+    use crate::ports::BlobStore;
+    api.blobs
+        .put_object(
+            &crate::person_thumbnail_key(video_id, person),
+            bytes.to_vec(),
+            "image/jpeg",
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_owner_gets_a_persons_thumbnail_as_a_private_jpeg() {
+    let api = api();
+    let token = api.user("ann").await;
+    let (id, _) = api.video(&token).await;
+    put_thumbnail(&api, &id, 1, &THUMBNAIL).await;
+    put_thumbnail(&api, &id, 2, b"second").await;
+    assert_eq!(
+        api.blobs
+            .objects
+            .lock()
+            .unwrap()
+            .get(&format!("results/{id}/people/1.jpg")),
+        Some(&THUMBNAIL.to_vec()),
+        "the key the worker and the API share"
+    );
+    let (status, headers, bytes) =
+        get_bytes(&api, &format!("/api/v2/videos/{id}/people/1.jpg"), &token).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "image/jpeg");
+    assert_eq!(headers[header::CACHE_CONTROL], "private, max-age=3600");
+    assert_eq!(bytes, THUMBNAIL);
+    let (status, _, bytes) =
+        get_bytes(&api, &format!("/api/v2/videos/{id}/people/2.jpg"), &token).await;
+    assert_eq!((status, bytes.as_slice()), (StatusCode::OK, &b"second"[..]));
+    // a token is needed
+    let r = api
+        .call(
+            Method::GET,
+            &format!("/api/v2/videos/{id}/people/1.jpg"),
+            None,
+            None,
+        )
+        .await;
+    assert_error(&r, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_thumbnail_of_someone_elses_video_or_of_nobody_is_not_found() {
+    let api = api();
+    let ann = api.user("ann").await;
+    let bob = api.user("bob").await;
+    let (id, _) = api.video(&ann).await;
+    put_thumbnail(&api, &id, 1, &THUMBNAIL).await;
+    // someone else's video: the same 404 as a video that does not exist
+    let r = api
+        .call(
+            Method::GET,
+            &format!("/api/v2/videos/{id}/people/1.jpg"),
+            Some(&bob),
+            None,
+        )
+        .await;
+    assert_error(&r, StatusCode::NOT_FOUND);
+    assert!(!r.text.contains("jpeg") && r.headers[header::CONTENT_TYPE] != "image/jpeg");
+    let r = api
+        .call(
+            Method::GET,
+            "/api/v2/videos/no-such-video/people/1.jpg",
+            Some(&ann),
+            None,
+        )
+        .await;
+    assert_error(&r, StatusCode::NOT_FOUND);
+    // a person without a thumbnail
+    let r = api
+        .call(
+            Method::GET,
+            &format!("/api/v2/videos/{id}/people/2.jpg"),
+            Some(&ann),
+            None,
+        )
+        .await;
+    assert_error(&r, StatusCode::NOT_FOUND);
+    // a video that has none yet
+    let (fresh, _) = api.video(&ann).await;
+    let r = api
+        .call(
+            Method::GET,
+            &format!("/api/v2/videos/{fresh}/people/1.jpg"),
+            Some(&ann),
+            None,
+        )
+        .await;
+    assert_error(&r, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn only_positive_numbered_jpeg_names_are_thumbnails() {
+    let api = api();
+    let token = api.user("ann").await;
+    let (id, _) = api.video(&token).await;
+    put_thumbnail(&api, &id, 1, &THUMBNAIL).await;
+    // objects that exist under other names must stay unreachable through this route
+    use crate::ports::BlobStore;
+    for key in [
+        format!("results/{id}/people/0.jpg"),
+        format!("results/{id}/people/01.jpg"),
+        format!("results/{id}/people/1.png"),
+        format!("results/{id}/people/x.jpg"),
+        format!("results/{id}/1.jpg"),
+    ] {
+        api.blobs
+            .put_object(&key, THUMBNAIL.to_vec(), "image/jpeg")
+            .await
+            .unwrap();
+    }
+    for name in [
+        "x.jpg",
+        "0.jpg",
+        "01.jpg",
+        "-1.jpg",
+        "+1.jpg",
+        "1.png",
+        "1.JPG",
+        "1",
+        ".jpg",
+        "1.jpg.jpg",
+        "4294967296.jpg",
+        "..%2F1.jpg",
+        "%2E%2E%2F1.jpg",
+        "1.jpg%00",
+        "../1.jpg",
+        "../people/1.jpg",
+        "1.jpg/",
+        "1.jpg/x",
+    ] {
+        let r = api
+            .call(
+                Method::GET,
+                &format!("/api/v2/videos/{id}/people/{name}"),
+                Some(&token),
+                None,
+            )
+            .await;
+        assert_error(&r, StatusCode::NOT_FOUND);
+        assert_ne!(
+            r.headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
+            Some(&b"image/jpeg"[..]),
+            "{name}"
+        );
+    }
+    let (status, _, bytes) =
+        get_bytes(&api, &format!("/api/v2/videos/{id}/people/1.jpg"), &token).await;
+    assert_eq!((status, bytes), (StatusCode::OK, THUMBNAIL.to_vec()));
+}
+
+#[tokio::test]
+async fn deleting_a_video_deletes_its_thumbnails_and_only_its_own() {
+    let api = api();
+    let token = api.user("ann").await;
+    let (id, _) = api.video(&token).await;
+    let (other, _) = api.video(&token).await;
+    for person in 1..=3 {
+        put_thumbnail(&api, &id, person, &THUMBNAIL).await;
+    }
+    put_thumbnail(&api, &other, 1, &THUMBNAIL).await;
+    let r = api
+        .call(
+            Method::DELETE,
+            &format!("/api/v2/videos/{id}"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    let prefix = crate::results_prefix(&id);
+    assert!(
+        !api.blobs
+            .objects
+            .lock()
+            .unwrap()
+            .keys()
+            .any(|k| k.starts_with(&prefix)),
+        "no thumbnail of the deleted video is left"
+    );
+    assert!(
+        api.blobs
+            .objects
+            .lock()
+            .unwrap()
+            .contains_key(&crate::person_thumbnail_key(&other, 1)),
+        "the other video keeps its thumbnail"
+    );
+    let r = api
+        .call(
+            Method::GET,
+            &format!("/api/v2/videos/{id}/people/1.jpg"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_error(&r, StatusCode::NOT_FOUND);
+    let (status, _, _) = get_bytes(
+        &api,
+        &format!("/api/v2/videos/{other}/people/1.jpg"),
+        &token,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+/// A finished video whose frames alternate between two tracks of one person: pages of any size
+/// carry `person` and the same `smoothed` values the summary was built from, and the original
+/// client's `confidences` stay raw.
+#[tokio::test]
+async fn frames_carry_people_and_smoothed_emotions_on_every_page_and_in_the_csv() {
+    let api = api();
+    let token = api.user("ann").await;
+    let (id, _) = api.video(&token).await;
+    // 10 s at 25 fps: sad with a happy flicker every 7th frame; track 1 until 4 s, then track 2
+    let frames: Vec<FrameResult> = (0..250)
+        .map(|n| {
+            let mut f = frame(
+                n,
+                if n % 7 == 3 {
+                    EmotionLabel::Happy
+                } else {
+                    EmotionLabel::Sad
+                },
+            );
+            f.faces[0].track = if n < 100 { 1 } else { 2 };
+            f
+        })
+        .collect();
+    api.store.put_frames(&id, &frames).await.unwrap();
+    let profile = |track| crate::TrackProfile {
+        track,
+        embedding: vec![0.6, 0.8],
+        samples: 1,
+        quality: 0.5,
+        thumbnail: None,
+    };
+    api.store
+        .put_tracks(&id, &[profile(1), profile(2)])
+        .await
+        .unwrap();
+    let summary = crate::assembly::assemble(
+        api.store.as_ref(),
+        &id,
+        false,
+        &crate::PeopleConfig::default(),
+        crate::SmoothingConfig::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.people.len(), 1);
+    assert_eq!(summary.people[0].tracks, vec![1, 2]);
+    assert_eq!(summary.people[0].dominant, EmotionLabel::Sad);
+    assert_eq!(
+        summary.people[0].distribution.get(EmotionLabel::Sad),
+        1.0,
+        "the smoothed series never flickers"
+    );
+    let mut done = AnalysisState::pending();
+    done.status = VideoStatus::Completed;
+    done.summary = Some(summary);
+    api.store.set_analysis(&id, &done).await.unwrap();
+
+    let page = |limit: usize, cursor: Option<u64>| {
+        let api = &api;
+        let token = token.clone();
+        let id = id.clone();
+        async move {
+            let cursor = cursor.map(|c| format!("&cursor={c}")).unwrap_or_default();
+            let r = api
+                .call(
+                    Method::GET,
+                    &format!("/api/v2/videos/{id}/frames?limit={limit}{cursor}"),
+                    Some(&token),
+                    None,
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+            r.body.as_array().unwrap().clone()
+        }
+    };
+    let whole = page(1000, None).await;
+    assert_eq!(whole.len(), 250);
+    for (small, cursor) in [(7, Some(120)), (1, Some(3)), (40, Some(200))] {
+        for f in page(small, cursor).await {
+            let n = f["frame_number"].as_u64().unwrap() as usize;
+            let face = &f["faces"][0];
+            assert_eq!(face["person"], 1);
+            assert_eq!(
+                face["smoothed"], whole[n]["faces"][0]["smoothed"],
+                "frame {n}"
+            );
+            assert_eq!(face["smoothed_dominant"], "sad", "frame {n}");
+        }
+    }
+    let flicker = &whole[3];
+    assert_eq!(flicker["faces"][0]["dominant"], "happy", "raw stays raw");
+    assert_eq!(
+        flicker["confidences"][3], 0.8,
+        "the original client's happy is raw"
+    );
+
+    let csv = api
+        .call(
+            Method::GET,
+            &format!("/api/v2/videos/{id}/export.csv"),
+            Some(&token),
+            None,
+        )
+        .await;
+    let mut lines = csv.text.lines();
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .starts_with("frame,t_ms,track,person,x,y,w,h,score,dominant,smoothed_dominant,")
+    );
+    let row: Vec<&str> = lines.nth(3).unwrap().split(',').collect();
+    assert_eq!(
+        (row[0], row[2], row[3], row[9], row[10]),
+        ("3", "1", "1", "happy", "sad")
+    );
 }

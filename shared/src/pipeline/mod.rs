@@ -11,6 +11,7 @@
 mod classifier;
 mod decode;
 mod detector;
+pub mod embedder;
 mod error;
 pub mod image;
 pub mod models;
@@ -26,14 +27,15 @@ use std::time::{Duration, Instant};
 pub use classifier::EmotionClassifier;
 pub use decode::{DecodeOptions, DecodeWindow, DecodedFrame, VideoDecoder, is_url, redacted};
 pub use detector::FaceDetector;
+pub use embedder::{FaceEmbedder, Identities};
 pub use error::AnalysisError;
 pub use image::FrameLimits;
 use image::RgbFrame;
 use models::{ModelCatalog, ModelEntry, ModelKind, find_model_dir};
 
 use crate::{
-    DetectedFace, EmotionScores, FaceResult, FrameResult, ModelInfo, Summary, SummaryBuilder,
-    Tracker, TrackerConfig, VideoInfo,
+    DetectedFace, EmotionScores, FaceResult, FrameResult, ModelInfo, PeopleConfig, SmoothingConfig,
+    Summary, SummaryBuilder, TrackProfile, Tracker, TrackerConfig, VideoInfo,
 };
 
 /// Engine settings, read once at start-up.
@@ -51,6 +53,14 @@ pub struct EngineConfig {
     pub detector: String,
     /// Classifier preset (`DEEPEMOTION_CLASSIFIER`, default `faceapi`).
     pub classifier: String,
+    /// Face-recognition model (`DEEPEMOTION_EMBEDDER`, default `mobilefacenet`): links tracks
+    /// into people.
+    pub embedder: String,
+    /// How tracks become people (`DEEPEMOTION_PERSON_SIMILARITY` sets the link threshold).
+    pub people: PeopleConfig,
+    /// How emotions are smoothed per person (`DEEPEMOTION_SMOOTHING_MS`); recorded with each
+    /// summary, so that every reader of a video smooths it the same way.
+    pub smoothing: SmoothingConfig,
     /// A user-supplied classifier spec file; overrides `classifier` (`DEEPEMOTION_CLASSIFIER_SPEC`).
     pub classifier_spec: Option<PathBuf>,
     /// Run the detector at most this often (in video time) and carry tracked boxes in between
@@ -115,6 +125,9 @@ impl Default for EngineConfig {
             ort_library: None,
             detector: "yunet-dynamic".into(),
             classifier: "faceapi".into(),
+            embedder: "mobilefacenet".into(),
+            people: PeopleConfig::default(),
+            smoothing: SmoothingConfig::default(),
             classifier_spec: None,
             detect_interval_ms: 0,
             detect_size: None,
@@ -148,6 +161,28 @@ impl EngineConfig {
             detector: var("DEEPEMOTION_DETECTOR").unwrap_or(defaults.detector),
             classifier: var("DEEPEMOTION_CLASSIFIER").unwrap_or(defaults.classifier),
             classifier_spec: var("DEEPEMOTION_CLASSIFIER_SPEC").map(PathBuf::from),
+            embedder: var("DEEPEMOTION_EMBEDDER").unwrap_or(defaults.embedder),
+            people: PeopleConfig {
+                link_similarity: match var("DEEPEMOTION_PERSON_SIMILARITY") {
+                    Some(v) => v
+                        .parse::<f32>()
+                        .ok()
+                        .filter(|x| (-1.0..=1.0).contains(x))
+                        .ok_or_else(|| {
+                            AnalysisError::Config(format!(
+                                "DEEPEMOTION_PERSON_SIMILARITY={v:?} must be a cosine similarity between -1 and 1"
+                            ))
+                        })?,
+                    None => defaults.people.link_similarity,
+                },
+                samples_per_track: number("DEEPEMOTION_PERSON_SAMPLES", 0)?
+                    .map_or(defaults.people.samples_per_track, |n| n as usize),
+                ..defaults.people
+            },
+            smoothing: SmoothingConfig {
+                sigma_ms: number("DEEPEMOTION_SMOOTHING_MS", 0)?
+                    .unwrap_or(defaults.smoothing.sigma_ms),
+            },
             detect_interval_ms: number("DEEPEMOTION_DETECT_INTERVAL_MS", 0)?
                 .unwrap_or(defaults.detect_interval_ms),
             detect_size: number("DEEPEMOTION_DETECT_SIZE", 32)?.map(|n| n as u32),
@@ -234,6 +269,11 @@ pub trait AnalysisSink {
     }
     /// Called for every analysed frame, in order.
     fn frame(&mut self, frame: &FrameResult) -> Result<(), SinkError>;
+    /// Called when a track's identity profile changes (a better crop was embedded, or the track
+    /// began); the latest profile per track is the one that counts.
+    fn track(&mut self, _profile: &TrackProfile) -> Result<(), SinkError> {
+        Ok(())
+    }
     /// Called once after the last frame of a successful analysis; `video.frame_count` is final.
     fn finish(&mut self, _video: &VideoInfo, _summary: &Summary) -> Result<(), SinkError> {
         Ok(())
@@ -248,6 +288,8 @@ pub struct StageTimings {
     pub classify: Duration,
     pub detector_runs: u64,
     pub faces_classified: u64,
+    /// Face crops embedded for identity (a few per track).
+    pub faces_embedded: u64,
 }
 
 /// What an analysis returns besides what it sent to the sink.
@@ -263,6 +305,7 @@ pub struct Analyzer {
     config: EngineConfig,
     detector: Mutex<FaceDetector>,
     classifier: Mutex<EmotionClassifier>,
+    embedder: Mutex<FaceEmbedder>,
     model_info: ModelInfo,
     has_contempt: bool,
 }
@@ -316,6 +359,15 @@ impl Analyzer {
         let bytes = load_model(&config, &cls_entry, cls_dir.as_deref())?;
         let classifier = EmotionClassifier::new(runtime::session(&env, &bytes)?, cls_spec)?;
 
+        let emb_entry = catalog.get(&config.embedder, ModelKind::Embedder)?;
+        let emb_spec = emb_entry.embedder.clone().ok_or_else(|| {
+            AnalysisError::ModelSpec(format!("{} has no embedder spec", emb_entry.name))
+        })?;
+        let embedder = FaceEmbedder::new(
+            runtime::session(&env, &load_model(&config, emb_entry, None)?)?,
+            emb_spec,
+        )?;
+
         let spec = classifier.spec();
         let has_contempt = spec.has_contempt();
         let labels = crate::EmotionLabel::ALL
@@ -332,6 +384,7 @@ impl Analyzer {
             config,
             detector: Mutex::new(detector),
             classifier: Mutex::new(classifier),
+            embedder: Mutex::new(embedder),
             model_info,
             has_contempt,
         })
@@ -339,6 +392,10 @@ impl Analyzer {
 
     pub fn model_info(&self) -> &ModelInfo {
         &self.model_info
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
     }
 
     /// Whether the classifier reports contempt (summaries then include it).
@@ -444,6 +501,8 @@ impl Analyzer {
         // between frames, so the next analysis simply takes them back.
         let mut detector = self.detector.lock().unwrap_or_else(|p| p.into_inner());
         let mut classifier = self.classifier.lock().unwrap_or_else(|p| p.into_inner());
+        let mut embedder = self.embedder.lock().unwrap_or_else(|p| p.into_inner());
+        let mut identities = Identities::new(self.config.people);
         let first_frame = options.window.first_frame;
         let mut decoder = VideoDecoder::open(
             input,
@@ -534,6 +593,20 @@ impl Analyzer {
                         Some(d) => tracker.update(frame.t_ms, &d),
                         None => tracker.current(),
                     };
+                    for (track, face) in faces.iter_mut() {
+                        let observed = identities.observe(
+                            &mut embedder,
+                            &mut tracker,
+                            &frame.image,
+                            frame.t_ms,
+                            *track,
+                            face,
+                        )?;
+                        *track = observed.track;
+                        if let Some(profile) = observed.profile {
+                            sink.track(&profile).map_err(sink_failed)?;
+                        }
+                    }
                     faces.sort_by_key(|(track, _)| *track);
                     let boxes: Vec<_> = faces.iter().map(|(_, f)| f.bbox).collect();
                     let scores = classifier.classify_faces(&frame.image, &boxes)?;
@@ -559,6 +632,7 @@ impl Analyzer {
             // stops the other stages: each finds its queue closed.
             let classified = catch_unwind(AssertUnwindSafe(classify))
                 .unwrap_or_else(|p| Err(panicked(PipelineStage::Classify.name(), p)));
+            timings.faces_embedded = identities.embeddings;
             let detected = match detecting.join() {
                 Ok((detect_time, runs, detected)) => {
                     timings.detect = detect_time;
@@ -585,7 +659,7 @@ impl Analyzer {
         let summary = summary.finish();
         sink.finish(&video, &summary).map_err(sink_failed)?;
         tracing::info!(frames = summary.frames_analyzed, with_faces = summary.frames_with_faces,
-            dominant = ?summary.dominant, "analysis done");
+            embedded = timings.faces_embedded, dominant = ?summary.dominant, "analysis done");
         Ok(AnalysisOutcome {
             video,
             summary,
@@ -631,7 +705,20 @@ impl Analyzer {
         timings.detector_runs = 1;
         let started = Instant::now();
         let summary = catch_panic(PipelineStage::Classify.name(), || {
-            let faces = Tracker::new(TrackerConfig::default()).update(0, &detections);
+            let mut tracker = Tracker::new(TrackerConfig::default());
+            let faces = tracker.update(0, &detections);
+            {
+                let mut embedder = self.embedder.lock().unwrap_or_else(|p| p.into_inner());
+                let mut identities = Identities::new(self.config.people);
+                for (track, face) in &faces {
+                    let observed =
+                        identities.observe(&mut embedder, &mut tracker, &image, 0, *track, face)?;
+                    if let Some(profile) = observed.profile {
+                        sink.track(&profile).map_err(sink_failed)?;
+                    }
+                }
+                timings.faces_embedded = identities.embeddings;
+            }
             let boxes: Vec<_> = faces.iter().map(|(_, f)| f.bbox).collect();
             let scores = {
                 let mut classifier = self.classifier.lock().unwrap_or_else(|p| p.into_inner());

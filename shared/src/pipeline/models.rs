@@ -16,6 +16,8 @@ const MANIFEST_JSON: &str = include_str!("../../../models/manifest.json");
 pub enum ModelKind {
     Detector,
     Classifier,
+    /// A face-recognition model: one embedding per aligned face.
+    Embedder,
 }
 
 /// One model: where its file is, which bytes are acceptable and how to run it.
@@ -35,6 +37,31 @@ pub struct ModelEntry {
     pub detector: Option<DetectorSpec>,
     #[serde(default)]
     pub classifier: Option<ClassifierSpec>,
+    #[serde(default)]
+    pub embedder: Option<EmbedderSpec>,
+}
+
+/// How a face-recognition model is fed: an RGB crop aligned to the five-point template at
+/// `size`², NHWC, each channel `(pixel · pixel_scale − mean) / std`; its output is an embedding
+/// of `dims` values.
+#[derive(Debug, Clone, Deserialize)]
+pub struct EmbedderSpec {
+    pub input: String,
+    pub output: String,
+    pub size: u32,
+    pub pixel_scale: f32,
+    /// One value per channel, or one value for all channels.
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+    pub dims: usize,
+    /// The alignment template's scale about the crop's centre (1: the ArcFace 112 crop; below 1
+    /// the face is smaller in the crop, with more context, as dlib's chips are).
+    #[serde(default = "one")]
+    pub template_scale: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -362,6 +389,7 @@ mod tests {
             licence: String::new(),
             detector: None,
             classifier: None,
+            embedder: None,
         };
         assert!(matches!(
             entry.load(dir.path()),

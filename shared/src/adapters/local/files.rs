@@ -7,7 +7,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::ports::{BlobStore, PresignedUpload, StoreError, StoreResult};
-use crate::{StoredObject, parse_object_key};
+use crate::{StoredObject, parse_object_key, parse_results_key};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -52,10 +52,15 @@ impl FileBlobs {
         }
     }
 
-    /// The file for `key`. Only keys the API makes are accepted, so no key can leave `root`.
+    /// The file for `key`. Only keys the service makes are accepted (uploads, and results
+    /// under [`crate::results_prefix`]), so no key can leave `root`.
     pub fn path_of(&self, key: &str) -> StoreResult<PathBuf> {
-        parse_object_key(key)
-            .ok_or_else(|| StoreError::Backend(format!("not an upload key: {key:?}")))?;
+        let results_file = || parse_results_key(key).is_some() && !key.ends_with('/');
+        if parse_object_key(key).is_none() && !results_file() {
+            return Err(StoreError::Backend(format!(
+                "not a key this service makes: {key:?}"
+            )));
+        }
         Ok(self.root.join(key))
     }
 
@@ -251,6 +256,80 @@ impl BlobStore for FileBlobs {
     ) -> StoreResult<String> {
         Ok(self.path_of(key)?.to_string_lossy().into_owned())
     }
+
+    /// Written to a temporary file beside the target (a name no key has: it starts with `.`),
+    /// then renamed over it, so a reader sees the old file or the new one, whole.
+    async fn put_object(&self, key: &str, bytes: Vec<u8>, _content_type: &str) -> StoreResult<()> {
+        use tokio::io::AsyncWriteExt;
+
+        let path = self.path_of(key)?;
+        let io = |e: std::io::Error| StoreError::Backend(e.to_string());
+        let dir = path.parent().expect("keys have a directory");
+        tokio::fs::create_dir_all(dir).await.map_err(io)?;
+        let name = path
+            .file_name()
+            .expect("keys name a file")
+            .to_string_lossy();
+        let partial = dir.join(format!(".{name}.{}.part", uuid::Uuid::new_v4().simple()));
+        let result = async {
+            let mut file = tokio::fs::File::create_new(&partial).await.map_err(io)?;
+            file.write_all(&bytes).await.map_err(io)?;
+            file.sync_all().await.map_err(io)?;
+            drop(file);
+            tokio::fs::rename(&partial, &path).await.map_err(io)
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&partial).await;
+        }
+        result
+    }
+
+    async fn get_object(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        match tokio::fs::read(self.path_of(key)?).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::Backend(e.to_string())),
+        }
+    }
+
+    /// Only prefixes under a video's results (see [`crate::results_prefix`]) are accepted:
+    /// nothing else is deleted by prefix, and no prefix can reach outside `root`. A prefix
+    /// ending in `/` removes that directory; otherwise the entries of its directory whose names
+    /// start with the rest (files, and directory trees), as S3 matches prefixes.
+    async fn delete_prefix(&self, prefix: &str) -> StoreResult<()> {
+        parse_results_key(prefix)
+            .ok_or_else(|| StoreError::Backend(format!("not a results prefix: {prefix:?}")))?;
+        let io = |e: std::io::Error| StoreError::Backend(e.to_string());
+        let gone = |r: std::io::Result<()>| match r {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(e)),
+            _ => Ok(()),
+        };
+        let (dir, start) = prefix
+            .rsplit_once('/')
+            .expect("results prefixes have a directory");
+        let dir = self.root.join(dir);
+        if start.is_empty() {
+            return gone(tokio::fs::remove_dir_all(&dir).await);
+        }
+        let mut entries = match tokio::fs::read_dir(&dir).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io(e)),
+        };
+        while let Some(entry) = entries.next_entry().await.map_err(io)? {
+            if !entry.file_name().to_string_lossy().starts_with(start) {
+                continue;
+            }
+            let path = entry.path();
+            if entry.file_type().await.map_err(io)?.is_dir() {
+                gone(tokio::fs::remove_dir_all(&path).await)?;
+            } else {
+                gone(tokio::fs::remove_file(&path).await)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -335,5 +414,127 @@ mod tests {
         assert!(b.path_of("uploads/u1/v1.mp4").is_ok());
         assert!(b.path_of("uploads/../../etc/passwd.mp4").is_err());
         assert!(b.path_of("/etc/passwd").is_err());
+        assert!(b.path_of(&crate::person_thumbnail_key("v1", 1)).is_ok());
+        assert!(b.path_of("results/v1/../../etc/passwd").is_err());
+        assert!(b.path_of("results/../etc/passwd").is_err());
+        assert!(b.path_of("results/v1/").is_err(), "a prefix is not a file");
+    }
+
+    fn blobs_in(dir: &tempfile::TempDir) -> FileBlobs {
+        FileBlobs::new(dir.path(), "http://127.0.0.1:8080", b"k")
+    }
+
+    #[tokio::test]
+    async fn small_objects_are_put_whole_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = blobs_in(&dir);
+        let key = crate::person_thumbnail_key("v1", 1);
+        assert_eq!(b.get_object(&key).await.unwrap(), None);
+        b.put_object(&key, vec![1, 2, 3], "image/jpeg")
+            .await
+            .unwrap();
+        assert_eq!(b.get_object(&key).await.unwrap(), Some(vec![1, 2, 3]));
+        b.put_object(&key, vec![9; 10], "image/jpeg").await.unwrap();
+        assert_eq!(
+            b.get_object(&key).await.unwrap(),
+            Some(vec![9; 10]),
+            "a put replaces"
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join("results/v1/people/1.jpg")).unwrap(),
+            vec![9; 10]
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("results/v1/people"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["1.jpg"], "no temporary file is left behind");
+        for bad in [
+            "results/v1/../../outside.jpg",
+            "../outside.jpg",
+            "/tmp/outside.jpg",
+        ] {
+            assert!(
+                b.put_object(bad, vec![1], "image/jpeg").await.is_err(),
+                "{bad}"
+            );
+            assert!(b.get_object(bad).await.is_err(), "{bad}");
+        }
+        assert!(!dir.path().join("../outside.jpg").exists());
+    }
+
+    #[tokio::test]
+    async fn delete_prefix_removes_what_is_under_it_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = blobs_in(&dir);
+        let keep = crate::person_thumbnail_key("v10", 1);
+        for key in [
+            crate::person_thumbnail_key("v1", 1),
+            crate::person_thumbnail_key("v1", 2),
+            keep.clone(),
+        ] {
+            b.put_object(&key, vec![1], "image/jpeg").await.unwrap();
+        }
+        std::fs::create_dir_all(dir.path().join("uploads/u1")).unwrap();
+        std::fs::write(dir.path().join("uploads/u1/v1.mp4"), b"video").unwrap();
+
+        b.delete_prefix(&crate::results_prefix("v1")).await.unwrap();
+        assert_eq!(
+            b.get_object(&crate::person_thumbnail_key("v1", 1))
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            b.get_object(&crate::person_thumbnail_key("v1", 2))
+                .await
+                .unwrap(),
+            None
+        );
+        assert!(!dir.path().join("results/v1").exists());
+        assert!(
+            b.get_object(&keep).await.unwrap().is_some(),
+            "v10 is not under results/v1/"
+        );
+        assert!(dir.path().join("uploads/u1/v1.mp4").exists());
+        // nothing there is fine
+        b.delete_prefix(&crate::results_prefix("v1")).await.unwrap();
+        b.delete_prefix("results/never/people/").await.unwrap();
+        // a prefix that ends inside a name, as S3 matches them
+        b.put_object("results/v2/people/1.jpg", vec![1], "image/jpeg")
+            .await
+            .unwrap();
+        b.put_object("results/v2/people/12.jpg", vec![1], "image/jpeg")
+            .await
+            .unwrap();
+        b.put_object("results/v2/people/2.jpg", vec![1], "image/jpeg")
+            .await
+            .unwrap();
+        b.delete_prefix("results/v2/people/1").await.unwrap();
+        assert_eq!(b.get_object("results/v2/people/1.jpg").await.unwrap(), None);
+        assert_eq!(
+            b.get_object("results/v2/people/12.jpg").await.unwrap(),
+            None
+        );
+        assert!(
+            b.get_object("results/v2/people/2.jpg")
+                .await
+                .unwrap()
+                .is_some()
+        );
+        // never outside the results, never outside the root
+        for bad in [
+            "",
+            "uploads/",
+            "results/",
+            "results/v1",
+            "results/../",
+            "results/v1/../../",
+            "/",
+        ] {
+            assert!(b.delete_prefix(bad).await.is_err(), "{bad:?}");
+        }
+        assert!(dir.path().join("uploads/u1/v1.mp4").exists());
+        assert!(b.get_object(&keep).await.unwrap().is_some());
     }
 }

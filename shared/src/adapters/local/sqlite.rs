@@ -13,8 +13,8 @@ use crate::ports::{
     SegmentTally, StoreError, StoreResult, UploadRecord, UserStore, VideoStore,
 };
 use crate::{
-    AnalysisPlan, AnalysisState, Checkpoint, FrameResult, StoredObject, User, Video, VideoInfo,
-    VideoStatus,
+    AnalysisPlan, AnalysisState, Checkpoint, FrameResult, StoredObject, TrackProfile, User, Video,
+    VideoInfo, VideoStatus,
 };
 
 /// Users, videos and frame results in one SQLite file (WAL mode). Queries take microseconds, so
@@ -55,6 +55,12 @@ CREATE TABLE IF NOT EXISTS frames (
     frame INTEGER NOT NULL,
     data TEXT NOT NULL,
     PRIMARY KEY (video_id, frame)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS track_profiles (
+    video_id TEXT NOT NULL,
+    track INTEGER NOT NULL,
+    data TEXT NOT NULL,     -- TrackProfile as JSON
+    PRIMARY KEY (video_id, track)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS analysis_plans (
     video_id TEXT PRIMARY KEY,
@@ -744,10 +750,51 @@ impl ResultStore for SqliteStore {
         Ok((frames, next))
     }
 
+    async fn put_tracks(&self, video_id: &str, tracks: &[TrackProfile]) -> StoreResult<()> {
+        let mut db = self.db();
+        let tx = db.transaction().map_err(backend)?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO track_profiles (video_id, track, data) VALUES (?1, ?2, ?3)",
+                )
+                .map_err(backend)?;
+            for track in tracks {
+                stmt.execute(params![
+                    video_id,
+                    track.track,
+                    serde_json::to_string(track).map_err(backend)?
+                ])
+                .map_err(backend)?;
+            }
+        }
+        tx.commit().map_err(backend)
+    }
+
+    async fn tracks(&self, video_id: &str) -> StoreResult<Vec<TrackProfile>> {
+        let db = self.db();
+        let mut stmt = db
+            .prepare_cached("SELECT data FROM track_profiles WHERE video_id = ?1 ORDER BY track")
+            .map_err(backend)?;
+        let rows: Vec<String> = stmt
+            .query_map([video_id], |r| r.get(0))
+            .map_err(backend)?
+            .collect::<Result<_, _>>()
+            .map_err(backend)?;
+        rows.iter()
+            .map(|d| serde_json::from_str(d).map_err(backend))
+            .collect()
+    }
+
     async fn delete_frames(&self, video_id: &str) -> StoreResult<()> {
-        self.db()
-            .execute("DELETE FROM frames WHERE video_id = ?1", [video_id])
-            .map(|_| ())
-            .map_err(backend)
+        let db = self.db();
+        for table in ["frames", "track_profiles"] {
+            db.execute(
+                &format!("DELETE FROM {table} WHERE video_id = ?1"),
+                [video_id],
+            )
+            .map_err(backend)?;
+        }
+        Ok(())
     }
 }
