@@ -141,9 +141,9 @@ fn main() {
     }
     println!("clip: {} (best of {RUNS} runs per mode)", clip().display());
     decode_only();
-    // with and without the identity step (face embeddings for people), one after the other,
-    // so that its cost is measured on the same machine state
-    for fps in ["0", "5"] {
+    // with and without the identity step (face embeddings for people), interleaved over three
+    // rounds, so that its cost is measured on the same machine state
+    for fps in ["0", "5", "0", "5", "0", "5"] {
         for people in ["on", "off"] {
             let status = Command::new(std::env::current_exe().expect("exe"))
                 .env("DEEPEMOTION_BENCH_CHILD", fps)

@@ -480,6 +480,20 @@ async fn an_upload_to_the_presigned_url_is_analysed_through_the_s3_event() {
     assert_eq!(seen.len(), 99);
     assert!(seen.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1));
 
+    // one person; the analysis function stored her thumbnail in the bucket, the API serves it
+    let people = video["summary"]["people"].as_array().unwrap();
+    assert_eq!(people.len(), 1, "{}", video["summary"]);
+    assert_eq!(people[0]["frames"], 99);
+    let thumbnail = stack
+        .http
+        .get(format!("{}/videos/{id}/people/1.jpg", stack.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(thumbnail.status(), 200);
+    assert_eq!(&thumbnail.bytes().await.unwrap()[..2], &[0xff, 0xd8]);
+
     // the same event delivered again: acknowledged, and still one result set
     let again = handle_sqs_event(&worker, event, deadline()).await;
     assert!(no_failures(&again));
@@ -658,6 +672,14 @@ async fn a_long_video_fans_out_over_the_queue_and_the_last_segment_completes_it(
         .unwrap();
     assert_eq!(video.analysis.status, VideoStatus::Completed);
     assert_eq!(video.analysis.frames_analyzed, 99);
+    // each segment's tracks were linked across segments into one person
+    let summary = video.analysis.summary.clone().unwrap();
+    assert_eq!(summary.people.len(), 1, "{:#?}", summary.people);
+    assert!(
+        summary.people[0].tracks.len() >= 4,
+        "{:?}",
+        summary.people[0]
+    );
     let (frames, _) = shared::ports::ResultStore::frames(&*stack.store, &id, None, 1000)
         .await
         .unwrap();

@@ -209,6 +209,10 @@ fn register_upload_analyse_read_page_export_delete() {
             .map(|l| l.to_str().unwrap().to_string());
         let page: Vec<Value> = r.json().unwrap();
         seen.extend(page.iter().map(|f| f["frame_number"].as_u64().unwrap()));
+        for face in page.iter().flat_map(|f| f["faces"].as_array().unwrap()) {
+            assert_eq!(face["person"], 1, "one woman: {face}");
+            assert!(face["smoothed"].is_object() && face["smoothed_dominant"].is_string());
+        }
         match link {
             Some(l) => {
                 path = l[1..l.find('>').unwrap()]
@@ -221,11 +225,24 @@ fn register_upload_analyse_read_page_export_delete() {
     assert_eq!(seen.len() as u64, total);
     assert!(seen.windows(2).all(|w| w[0] < w[1]));
 
+    // one person, with a thumbnail only the owner can fetch
+    let people = summary["people"].as_array().unwrap();
+    assert_eq!(people.len(), 1, "{summary}");
+    assert_eq!(people[0]["frames"].as_u64(), Some(total));
+    let thumbnail = ann.get(&format!("/videos/{id}/people/1.jpg"));
+    assert_eq!(thumbnail.status(), StatusCode::OK);
+    assert_eq!(thumbnail.headers()["content-type"], "image/jpeg");
+    assert_eq!(&thumbnail.bytes().unwrap()[..2], &[0xff, 0xd8]);
+    assert_eq!(
+        ann.get(&format!("/videos/{id}/people/2.jpg")).status(),
+        StatusCode::NOT_FOUND
+    );
+
     // CSV: a header and one row per face per frame
     let csv = ann.get(&format!("/videos/{id}/export.csv")).text().unwrap();
     let mut lines = csv.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    assert_eq!(&header[..3], &["frame", "t_ms", "track"]);
+    assert_eq!(&header[..4], &["frame", "t_ms", "track", "person"]);
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
     assert_eq!(rows.len() as u64, total, "one face in every frame");
     assert!(
@@ -237,6 +254,10 @@ fn register_upload_analyse_read_page_export_delete() {
     let bob = server.session("bob");
     assert_eq!(
         bob.get(&format!("/videos/{id}")).status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        bob.get(&format!("/videos/{id}/people/1.jpg")).status(),
         StatusCode::NOT_FOUND
     );
 
@@ -258,6 +279,15 @@ fn register_upload_analyse_read_page_export_delete() {
         StatusCode::NOT_FOUND
     );
     assert!(!blob.exists());
+    assert!(
+        !server
+            .data_dir
+            .path()
+            .join("blobs/results")
+            .join(&id)
+            .exists(),
+        "the thumbnails went with the video"
+    );
 }
 
 #[test]

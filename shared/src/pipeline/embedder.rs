@@ -3,7 +3,7 @@
 //!
 //! Embedding every face of every frame would cost more than classifying it, so each track embeds
 //! only a few of its best crops ([`crop_quality`]: large, frontal, sharp, confidently detected),
-//! at most one candidate per [`IDENTITY_CHECK_MS`] of video, plus one whenever the face's
+//! at most one candidate every [`identity_check_ms`] of video, plus one whenever the face's
 //! appearance jumps from one analysed frame to the next (a cut). The tracker follows boxes only;
 //! a jump whose embedding is unlike the track's is a different person, and the track is split.
 
@@ -30,9 +30,17 @@ pub const TEMPLATE_112: [[f64; 2]; 5] = [
     [70.7299, 92.2041],
 ];
 
-/// Video time between two identity checks of one track (a quality look, and an embedding when
-/// the crop beats the track's kept ones).
-pub const IDENTITY_CHECK_MS: u64 = 1000;
+/// Video time between two identity checks of a track that has `samples` of its `capacity` crops
+/// (a check is a quality look, and an embedding when the crop beats the worst one kept): often
+/// while the track's profile is thin, so that short tracks get a second view, then rarely once it
+/// is full. A 20 s track makes at most 8 checks.
+pub fn identity_check_ms(samples: u32, capacity: usize) -> u64 {
+    match samples {
+        0 | 1 => 1000,
+        n if (n as usize) < capacity => 2000,
+        _ => 4000,
+    }
+}
 
 /// Below this correlation of a face's 16×16 grey thumbnail with the previous frame's, the face
 /// is checked at once: a cut, or a different face under the same box.
@@ -66,33 +74,33 @@ pub fn similarity_transform(src: &[[f64; 2]], dst: &[[f64; 2]]) -> [f64; 4] {
     [a, b, nx - (a * mx - b * my), ny - (b * mx + a * my)]
 }
 
-/// The face warped onto [`TEMPLATE_112`], scaled by `template_scale` about the crop's centre
-/// (below 1 keeps more context around the face) and then to `size`: `size²` RGB pixels,
-/// bilinear, black outside the frame. Coordinates are pixel centres, as the detector reports
-/// landmarks.
+/// Where the five template points go in a `size` crop: [`TEMPLATE_112`] scaled by `scale` about
+/// the 112 crop's centre, shifted by `shift` (112-crop pixels), then scaled to `size`.
+pub fn template(size: u32, scale: f64, shift: [f64; 2]) -> [[f64; 2]; 5] {
+    let to_size = f64::from(size) / 112.0;
+    let half = f64::from(size) / 2.0;
+    TEMPLATE_112.map(|p| {
+        [
+            ((p[0] - 56.0) * scale + shift[0]) * to_size + half,
+            ((p[1] - 56.0) * scale + shift[1]) * to_size + half,
+        ]
+    })
+}
+
+/// The face warped onto `template` (see [`template`]): `size²` RGB pixels, bilinear, black
+/// outside the frame. Coordinates are pixel centres, as the detector reports landmarks.
 pub fn align_face(
     frame: &RgbFrame,
     landmarks: &Landmarks,
     size: u32,
-    template_scale: f64,
+    template: &[[f64; 2]; 5],
 ) -> Vec<u8> {
-    let to_size = f64::from(size) / 112.0;
-    let half = f64::from(size) / 2.0;
-    let template: Vec<[f64; 2]> = TEMPLATE_112
-        .iter()
-        .map(|p| {
-            [
-                (p[0] - 56.0) * template_scale * to_size + half,
-                (p[1] - 56.0) * template_scale * to_size + half,
-            ]
-        })
-        .collect();
     let src: Vec<[f64; 2]> = landmarks
         .0
         .iter()
         .map(|p| [f64::from(p[0]), f64::from(p[1])])
         .collect();
-    let [a, b, tx, ty] = similarity_transform(&src, &template);
+    let [a, b, tx, ty] = similarity_transform(&src, template);
     // invert x' = M x + t  →  x = M⁻¹ (x' − t), M⁻¹ = [[a, b], [−b, a]] / (a² + b²)
     let det = (a * a + b * b).max(f64::MIN_POSITIVE);
     let (w, h) = (i64::from(frame.width), i64::from(frame.height));
@@ -160,20 +168,48 @@ pub fn crop_quality(face: &DetectedFace, aligned: &[u8], side: u32, crop_eyes: f
     face.score.clamp(0.0, 1.0) * size * frontal * sharp
 }
 
-/// A face's coarse appearance: its box as 16×16 grey, zero mean, unit norm. Two frames of the
-/// same face correlate highly; a cut to someone else (or to the background) does not.
+/// A face's coarse appearance: its square box as 16×16 luma (each cell the mean of a 2×2 grid
+/// of point samples), zero mean, unit norm. Two frames of the same face correlate highly; a cut
+/// to someone else (or to the background) does not. Runs on every face of every frame, so it
+/// reads 1 024 pixels rather than copying the crop.
 fn appearance(frame: &RgbFrame, bbox: &FaceBox) -> Vec<f32> {
+    const CELLS: usize = 16;
     let crop = SquareCrop::around(bbox, 1.0);
-    let grey = rgb_to_grey(&crop.extract(frame));
-    let small = pillow_bilinear_resize(&grey, crop.side, crop.side, 1, 16, 16);
-    let mean = small.iter().map(|v| f32::from(*v)).sum::<f32>() / small.len() as f32;
-    unit(small.iter().map(|v| f32::from(*v) - mean).collect())
+    let (w, h) = (i64::from(frame.width), i64::from(frame.height));
+    let step = f64::from(crop.side) / CELLS as f64;
+    let luma = |x: f64, y: f64| -> f32 {
+        let (x, y) = (crop.x + x as i64, crop.y + y as i64);
+        if x < 0 || y < 0 || x >= w || y >= h {
+            return 0.0;
+        }
+        let i = ((y * w + x) * 3) as usize;
+        let p = &frame.data[i..i + 3];
+        0.299 * f32::from(p[0]) + 0.587 * f32::from(p[1]) + 0.114 * f32::from(p[2])
+    };
+    let mut cells = Vec::with_capacity(CELLS * CELLS);
+    for cy in 0..CELLS {
+        for cx in 0..CELLS {
+            let (x0, y0) = (cx as f64 * step, cy as f64 * step);
+            let q = step / 4.0;
+            cells.push(
+                (luma(x0 + q, y0 + q)
+                    + luma(x0 + 3.0 * q, y0 + q)
+                    + luma(x0 + q, y0 + 3.0 * q)
+                    + luma(x0 + 3.0 * q, y0 + 3.0 * q))
+                    / 4.0,
+            );
+        }
+    }
+    let mean = cells.iter().sum::<f32>() / cells.len() as f32;
+    unit(cells.into_iter().map(|v| v - mean).collect())
 }
 
 /// A face-recognition model with one ONNX session.
 pub struct FaceEmbedder {
     session: Session,
     spec: EmbedderSpec,
+    /// The spec's alignment template in crop pixels.
+    template: [[f64; 2]; 5],
     input: Vec<f32>,
 }
 
@@ -189,6 +225,7 @@ impl FaceEmbedder {
         }
         Ok(Self {
             session,
+            template: template(spec.size, spec.template_scale, spec.template_shift),
             spec,
             input: Vec::new(),
         })
@@ -267,6 +304,8 @@ impl Identities {
                 profile: None,
             });
         }
+        // the pixel code below indexes rows by the frame's dimensions
+        frame.check()?;
         let look = appearance(frame, &face.bbox);
         let fresh = move || TrackIdentity {
             profile: ProfileBuilder::new(capacity),
@@ -281,9 +320,9 @@ impl Identities {
         state.appearance = Some(look);
         let due = state.profile.is_empty()
             || jumped
-            || state
-                .last_check_ms
-                .is_none_or(|last| t_ms < last || t_ms - last >= IDENTITY_CHECK_MS);
+            || state.last_check_ms.is_none_or(|last| {
+                t_ms < last || t_ms - last >= identity_check_ms(state.profile.samples(), capacity)
+            });
         if !due {
             return Ok(Observed {
                 track,
@@ -292,11 +331,8 @@ impl Identities {
         }
         state.last_check_ms = Some(t_ms);
         let side = embedder.spec().size;
-        let aligned = align_face(frame, &face.landmarks, side, embedder.spec().template_scale);
-        let spec = embedder.spec();
-        let crop_eyes =
-            (TEMPLATE_112[1][0] - TEMPLATE_112[0][0]) * spec.template_scale * f64::from(side)
-                / 112.0;
+        let aligned = align_face(frame, &face.landmarks, side, &embedder.template);
+        let crop_eyes = embedder.template[1][0] - embedder.template[0][0];
         let quality = crop_quality(face, &aligned, side, crop_eyes as f32);
         if !(state.profile.is_empty() || jumped || state.profile.wants(quality)) {
             return Ok(Observed {
@@ -307,8 +343,21 @@ impl Identities {
         let embedding = embedder.embed(&aligned)?;
         self.embeddings += 1;
         let mut track = track;
-        let state = match self.tracks[&track].profile.mean() {
-            Some(mean) if cosine(&mean, &embedding) < self.config.split_similarity => {
+        let mean = self.tracks[&track].profile.mean();
+        tracing::debug!(
+            track,
+            t_ms,
+            jumped,
+            quality,
+            similarity = mean.as_ref().map(|m| cosine(m, &embedding)),
+            "crop embedded"
+        );
+        let state = match mean {
+            // a thin profile (one or two crops, maybe poor ones) is only challenged at a cut
+            Some(mean)
+                if (jumped || self.tracks[&track].profile.samples() >= 3)
+                    && cosine(&mean, &embedding) < self.config.split_similarity =>
+            {
                 let new_track = tracker.split(track);
                 tracing::debug!(
                     track,
@@ -393,6 +442,18 @@ mod tests {
     }
 
     #[test]
+    fn the_template_scales_and_shifts_about_the_crop_centre() {
+        assert_eq!(template(112, 1.0, [0.0, 0.0]), TEMPLATE_112);
+        let dlib = template(150, 1.082, [-0.77, -17.09]);
+        // the eyes 35.2 · 1.082 · 150/112 = 51.1 px apart, and higher than the ArcFace crop's
+        assert!((dlib[1][0] - dlib[0][0] - 51.07).abs() < 0.05, "{dlib:?}");
+        assert!(
+            dlib[0][1] < TEMPLATE_112[0][1] * 150.0 / 112.0 - 15.0,
+            "{dlib:?}"
+        );
+    }
+
+    #[test]
     fn alignment_puts_the_landmarks_on_the_template() {
         // a frame with a bright dot at each landmark of a face twice the template's size
         let (w, h) = (400u32, 300u32);
@@ -409,7 +470,12 @@ mod tests {
                 }
             }
         }
-        let aligned = align_face(&RgbFrame::new(w, h, data), &landmarks, 112, 1.0);
+        let aligned = align_face(
+            &RgbFrame::new(w, h, data),
+            &landmarks,
+            112,
+            &template(112, 1.0, [0.0, 0.0]),
+        );
         assert_eq!(aligned.len(), 112 * 112 * 3);
         for p in TEMPLATE_112 {
             let (x, y) = (p[0].round() as usize, p[1].round() as usize);

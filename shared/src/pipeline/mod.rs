@@ -53,7 +53,7 @@ pub struct EngineConfig {
     pub detector: String,
     /// Classifier preset (`DEEPEMOTION_CLASSIFIER`, default `faceapi`).
     pub classifier: String,
-    /// Face-recognition model (`DEEPEMOTION_EMBEDDER`, default `mobilefacenet`): links tracks
+    /// Face-recognition model (`DEEPEMOTION_EMBEDDER`, default `faceapi-recognition`): links tracks
     /// into people.
     pub embedder: String,
     /// How tracks become people (`DEEPEMOTION_PERSON_SIMILARITY` sets the link threshold).
@@ -125,7 +125,7 @@ impl Default for EngineConfig {
             ort_library: None,
             detector: "yunet-dynamic".into(),
             classifier: "faceapi".into(),
-            embedder: "mobilefacenet".into(),
+            embedder: "faceapi-recognition".into(),
             people: PeopleConfig::default(),
             smoothing: SmoothingConfig::default(),
             classifier_spec: None,

@@ -58,6 +58,11 @@ pub struct EmbedderSpec {
     /// the face is smaller in the crop, with more context, as dlib's chips are).
     #[serde(default = "one")]
     pub template_scale: f64,
+    /// Then shifted by this much, in pixels of the 112 crop: dlib's chips, which the face-api
+    /// recogniser was trained on, sit the face higher than the ArcFace crop (scale 1.082, shift
+    /// (−0.77, −17.09), fitted from dlib's mean face shape by scripts/models/measure_embeddings.py).
+    #[serde(default)]
+    pub template_shift: [f64; 2],
 }
 
 fn one() -> f64 {
