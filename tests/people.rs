@@ -228,3 +228,46 @@ fn the_pexels_timeline_is_sad_then_happy_without_flicker_at_every_frame() {
     let face = &frames[0].faces[0];
     assert_eq!(face.dominant, face.emotions.dominant());
 }
+
+#[test]
+fn a_person_who_comes_back_after_someone_else_keeps_their_number() {
+    // the woman, the man (face_noface.mov) in her place, the woman again later in her clip
+    let dir = tempfile::tempdir().unwrap();
+    let (pexels, man) = (video(PEXELS), video("face_noface.mov"));
+    let input = clip(
+        dir.path(),
+        "aba.mp4",
+        &[
+            "-i",
+            pexels.to_str().unwrap(),
+            "-i",
+            man.to_str().unwrap(),
+            "-filter_complex",
+            "[0:v]trim=0:4,setpts=PTS-STARTPTS,fps=24[a];\
+             [1:v]trim=0:3,setpts=PTS-STARTPTS,scale=640:360,fps=24[b];\
+             [0:v]trim=12:16,setpts=PTS-STARTPTS,fps=24[c];\
+             [a][b][c]concat=n=3:v=1:a=0[v]",
+            "-map",
+            "[v]",
+        ],
+    );
+    let (frames, summary) = people_of(&input, 5.0);
+    assert_every_face_has_a_person(&frames, &summary);
+    assert_eq!(summary.people.len(), 2, "{:#?}", summary.people);
+    let (her, him) = (&summary.people[0], &summary.people[1]);
+    assert!(
+        her.tracks.len() >= 2 && her.first_ms < 500 && her.last_ms > 10_000,
+        "{her:?}"
+    );
+    assert!(him.first_ms >= 4000 && him.last_ms < 7100, "{him:?}");
+    for frame in &frames {
+        let expected = if (4000..7000).contains(&frame.t_ms) {
+            2
+        } else {
+            1
+        };
+        for face in &frame.faces {
+            assert_eq!(face.person, Some(expected), "at {} ms", frame.t_ms);
+        }
+    }
+}
