@@ -593,27 +593,7 @@ async fn the_first_upload_is_recorded_once_and_a_delete_removes_every_item() {
 }
 
 async fn versioned_bucket() -> S3Blobs {
-    let (clients, config) = clients().await;
-    clients
-        .s3
-        .create_bucket()
-        .bucket(&config.bucket)
-        .send()
-        .await
-        .unwrap();
-    clients
-        .s3
-        .put_bucket_versioning()
-        .bucket(&config.bucket)
-        .versioning_configuration(
-            aws_sdk_s3::types::VersioningConfiguration::builder()
-                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    S3Blobs::new(&clients, &config.bucket)
+    bucket(true).await.0
 }
 
 async fn put(url: &str, bytes: Vec<u8>) -> reqwest::StatusCode {

@@ -34,18 +34,52 @@ pub async fn assemble(
     let mut overlap = TrackOverlap::default();
     each_frame(results, video_id, |frame| overlap.observe(&frame)).await?;
     let profiles = results.tracks(video_id).await?;
-    let map = link_tracks(&overlap, &profiles, people);
-    let mut summary = SummaryBuilder::new(has_contempt);
-    let mut smoother = Smoother::new(smoothing);
-    each_frame(results, video_id, |mut frame| {
-        map.annotate(&mut frame);
-        smoother.push(frame).iter().for_each(|f| summary.add(f));
+    let mut annotated = Annotated::new(
+        link_tracks(&overlap, &profiles, people),
+        smoothing,
+        has_contempt,
+    );
+    each_frame(results, video_id, |frame| {
+        annotated.push(frame);
     })
     .await?;
-    smoother.finish().iter().for_each(|f| summary.add(f));
-    let mut summary = summary.finish();
-    summary.smoothing_ms = Some(smoothing.sigma_ms);
-    Ok(summary)
+    Ok(annotated.finish().1)
+}
+
+/// Raw frames in, in order; out, each with its `person` and `smoothed` (as soon as the
+/// smoothing's reach after it has been seen), folded into the summary on the way.
+struct Annotated {
+    map: PeopleMap,
+    smoothing: SmoothingConfig,
+    smoother: Smoother,
+    summary: SummaryBuilder,
+}
+
+impl Annotated {
+    fn new(map: PeopleMap, smoothing: SmoothingConfig, has_contempt: bool) -> Self {
+        Self {
+            map,
+            smoothing,
+            smoother: Smoother::new(smoothing),
+            summary: SummaryBuilder::new(has_contempt),
+        }
+    }
+
+    fn push(&mut self, mut frame: FrameResult) -> Vec<FrameResult> {
+        self.map.annotate(&mut frame);
+        let ready = self.smoother.push(frame);
+        ready.iter().for_each(|f| self.summary.add(f));
+        ready
+    }
+
+    /// The last frames, and the summary with people and the smoothing it used.
+    fn finish(mut self) -> (Vec<FrameResult>, Summary) {
+        let last = self.smoother.finish();
+        last.iter().for_each(|f| self.summary.add(f));
+        let mut summary = self.summary.finish();
+        summary.smoothing_ms = Some(self.smoothing.sigma_ms);
+        (last, summary)
+    }
 }
 
 async fn each_frame(
@@ -227,29 +261,24 @@ impl AnalysisSink for PeopleSink<'_> {
 
     fn finish(&mut self, video: &VideoInfo, _raw: &Summary) -> Result<(), SinkError> {
         let profiles: Vec<TrackProfile> = self.profiles.values().cloned().collect();
-        let map = link_tracks(&self.overlap, &profiles, &self.people);
+        let mut annotated = Annotated::new(
+            link_tracks(&self.overlap, &profiles, &self.people),
+            self.smoothing,
+            self.has_contempt,
+        );
         self.spool.flush()?;
         let file = self.spool.get_mut();
         file.seek(SeekFrom::Start(0))?;
         // the inner writers see the final frames only now; the summary they get has people
-        let mut summary = SummaryBuilder::new(self.has_contempt);
-        let mut smoother = Smoother::new(self.smoothing);
-        let mut annotated = Vec::new();
         for line in BufReader::new(file.try_clone()?).lines() {
-            let mut frame: FrameResult = serde_json::from_str(&line?)?;
-            map.annotate(&mut frame);
-            annotated.extend(smoother.push(frame));
-            for f in annotated.drain(..) {
-                summary.add(&f);
+            for f in annotated.push(serde_json::from_str(&line?)?) {
                 self.inner.frame(&f)?;
             }
         }
-        for f in smoother.finish() {
-            summary.add(&f);
-            self.inner.frame(&f)?;
+        let (last, summary) = annotated.finish();
+        for f in &last {
+            self.inner.frame(f)?;
         }
-        let mut summary = summary.finish();
-        summary.smoothing_ms = Some(self.smoothing.sigma_ms);
         self.inner.finish(video, &summary)
     }
 }

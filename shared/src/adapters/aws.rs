@@ -529,30 +529,8 @@ impl VideoStore for DynamoStore {
 #[async_trait]
 impl ResultStore for DynamoStore {
     async fn put_frames(&self, video_id: &str, frames: &[FrameResult]) -> StoreResult<()> {
-        let mut requests = Vec::with_capacity(frames.len());
-        // BatchWriteItem rejects two writes to one key in a batch; the last one wins anyway
-        let mut latest: HashMap<u64, &FrameResult> = HashMap::new();
-        for f in frames {
-            latest.insert(f.frame, f);
-        }
-        for frame in latest.values() {
-            let item = HashMap::from([
-                ("pk".to_string(), s(format!("VIDEO#{video_id}"))),
-                ("sk".to_string(), s(frame_sk(frame.frame))),
-                ("data".to_string(), json_attr(frame)?),
-            ]);
-            requests.push(
-                WriteRequest::builder()
-                    .put_request(
-                        PutRequest::builder()
-                            .set_item(Some(item))
-                            .build()
-                            .map_err(backend)?,
-                    )
-                    .build(),
-            );
-        }
-        self.batch_write(requests).await
+        self.put_data_items(video_id, frames.iter().map(|f| (frame_sk(f.frame), f)))
+            .await
     }
 
     async fn frames(
@@ -598,29 +576,8 @@ impl ResultStore for DynamoStore {
     }
 
     async fn put_tracks(&self, video_id: &str, tracks: &[TrackProfile]) -> StoreResult<()> {
-        let mut latest: HashMap<u32, &TrackProfile> = HashMap::new();
-        for t in tracks {
-            latest.insert(t.track, t);
-        }
-        let mut requests = Vec::with_capacity(latest.len());
-        for track in latest.values() {
-            let item = HashMap::from([
-                ("pk".to_string(), s(format!("VIDEO#{video_id}"))),
-                ("sk".to_string(), s(track_sk(track.track))),
-                ("data".to_string(), json_attr(track)?),
-            ]);
-            requests.push(
-                WriteRequest::builder()
-                    .put_request(
-                        PutRequest::builder()
-                            .set_item(Some(item))
-                            .build()
-                            .map_err(backend)?,
-                    )
-                    .build(),
-            );
-        }
-        self.batch_write(requests).await
+        self.put_data_items(video_id, tracks.iter().map(|t| (track_sk(t.track), t)))
+            .await
     }
 
     async fn tracks(&self, video_id: &str) -> StoreResult<Vec<TrackProfile>> {
@@ -684,6 +641,35 @@ impl ResultStore for DynamoStore {
 }
 
 impl DynamoStore {
+    /// Writes `(sk, value)` items of the video's partition, the value as JSON in `data`.
+    async fn put_data_items<'a, T: serde::Serialize + 'a>(
+        &self,
+        video_id: &str,
+        items: impl Iterator<Item = (String, &'a T)>,
+    ) -> StoreResult<()> {
+        // BatchWriteItem rejects two writes to one key in a batch; the last one wins anyway
+        let latest: HashMap<String, &T> = items.collect();
+        let mut requests = Vec::with_capacity(latest.len());
+        for (sk, value) in latest {
+            let item = HashMap::from([
+                ("pk".to_string(), s(format!("VIDEO#{video_id}"))),
+                ("sk".to_string(), s(sk)),
+                ("data".to_string(), json_attr(value)?),
+            ]);
+            requests.push(
+                WriteRequest::builder()
+                    .put_request(
+                        PutRequest::builder()
+                            .set_item(Some(item))
+                            .build()
+                            .map_err(backend)?,
+                    )
+                    .build(),
+            );
+        }
+        self.batch_write(requests).await
+    }
+
     fn meta_key(&self, video_id: &str) -> [(String, AttributeValue); 2] {
         [
             ("pk".to_string(), s(format!("VIDEO#{video_id}"))),

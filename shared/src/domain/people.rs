@@ -265,6 +265,26 @@ impl PeopleMap {
     }
 }
 
+/// Tracks being linked into one person.
+struct Group {
+    tracks: Vec<u32>,
+    /// Sum of the members' unit embeddings: the mean pairwise cosine between two groups
+    /// (average linkage) is `sum_a · sum_b / (n_a n_b)`.
+    sum: Option<Vec<f32>>,
+    n: usize,
+}
+
+/// Moves group `j` into group `i` (`i < j`).
+fn merge(groups: &mut Vec<Group>, i: usize, j: usize) {
+    let absorbed = groups.swap_remove(j);
+    let into = &mut groups[i];
+    into.tracks.extend(absorbed.tracks);
+    into.n += absorbed.n;
+    if let (Some(sum), Some(other)) = (into.sum.as_mut(), absorbed.sum) {
+        sum.iter_mut().zip(other).for_each(|(s, o)| *s += o);
+    }
+}
+
 /// Links the tracks seen in `overlap` into people. Tracks without a profile (no crop could be
 /// embedded) stay people of their own.
 pub fn link_tracks(
@@ -278,13 +298,6 @@ pub fn link_tracks(
         .map(|p| (p.track, p.embedding.as_slice()))
         .collect();
 
-    struct Group {
-        tracks: Vec<u32>,
-        /// Sum of the members' unit embeddings: the mean pairwise cosine between two groups
-        /// (average linkage) is `sum_a · sum_b / (n_a n_b)`.
-        sum: Option<Vec<f32>>,
-        n: usize,
-    }
     let mut groups: Vec<Group> = overlap
         .first_ms
         .keys()
@@ -327,15 +340,7 @@ pub fn link_tracks(
             _ => false,
         };
         if alike {
-            let absorbed = groups.swap_remove(i.max(j));
-            let into = &mut groups[i.min(j)];
-            into.tracks.extend(absorbed.tracks);
-            into.n += absorbed.n;
-            match (into.sum.as_mut(), absorbed.sum) {
-                (Some(sum), Some(other)) => sum.iter_mut().zip(other).for_each(|(s, o)| *s += o),
-                (None, other) => into.sum = other,
-                _ => {}
-            }
+            merge(&mut groups, i.min(j), i.max(j));
         }
     }
 
@@ -357,13 +362,7 @@ pub fn link_tracks(
             }
         }
         let Some((_, i, j)) = best else { break };
-        let absorbed = groups.swap_remove(j);
-        let into = &mut groups[i];
-        into.tracks.extend(absorbed.tracks);
-        into.n += absorbed.n;
-        if let (Some(sum), Some(other)) = (into.sum.as_mut(), absorbed.sum) {
-            sum.iter_mut().zip(other).for_each(|(s, o)| *s += o);
-        }
+        merge(&mut groups, i, j);
     }
 
     let first = |g: &Group| {

@@ -94,11 +94,49 @@ impl Accumulator {
     }
 }
 
+/// One track's or one person's frames: when they were seen and what they showed.
 #[derive(Debug, Default, Clone)]
 struct TrackAccumulator {
     first_ms: u64,
     last_ms: u64,
     stats: Accumulator,
+}
+
+impl TrackAccumulator {
+    fn starting_at(t_ms: u64) -> Self {
+        Self {
+            first_ms: t_ms,
+            last_ms: t_ms,
+            stats: Accumulator::default(),
+        }
+    }
+
+    fn add(&mut self, t_ms: u64, scores: &EmotionScores) {
+        self.last_ms = t_ms;
+        self.stats.add(scores);
+    }
+
+    fn finish(&self, has_contempt: bool) -> Span {
+        let mean = self.stats.mean(has_contempt);
+        Span {
+            first_ms: self.first_ms,
+            last_ms: self.last_ms,
+            frames: self.stats.frames,
+            dominant: mean.dominant(),
+            distribution: self.stats.distribution(has_contempt),
+            mean,
+        }
+    }
+}
+
+/// What [`TrackSummary`] and [`PersonSummary`] share.
+struct Span {
+    first_ms: u64,
+    last_ms: u64,
+    frames: u64,
+    dominant: EmotionLabel,
+    distribution: EmotionScores,
+    mean: EmotionScores,
 }
 
 /// Folds frame results into a [`Summary`].
@@ -131,29 +169,18 @@ impl SummaryBuilder {
             for (s, v) in sum.iter_mut().zip(face.emotions.values()) {
                 *s += v;
             }
-            let track = self
-                .tracks
+            self.tracks
                 .entry(face.track)
-                .or_insert_with(|| TrackAccumulator {
-                    first_ms: frame.t_ms,
-                    last_ms: frame.t_ms,
-                    stats: Accumulator::default(),
-                });
-            track.last_ms = frame.t_ms;
-            track.stats.add(&face.emotions);
+                .or_insert_with(|| TrackAccumulator::starting_at(frame.t_ms))
+                .add(frame.t_ms, &face.emotions);
             if let (Some(person), Some(smoothed)) = (face.person, &face.smoothed) {
                 let (acc, tracks) = self.people.entry(person).or_insert_with(|| {
                     (
-                        TrackAccumulator {
-                            first_ms: frame.t_ms,
-                            last_ms: frame.t_ms,
-                            stats: Accumulator::default(),
-                        },
+                        TrackAccumulator::starting_at(frame.t_ms),
                         Default::default(),
                     )
                 });
-                acc.last_ms = frame.t_ms;
-                acc.stats.add(smoothed);
+                acc.add(frame.t_ms, smoothed);
                 tracks.insert(face.track);
             }
         }
@@ -179,15 +206,15 @@ impl SummaryBuilder {
                 .tracks
                 .into_iter()
                 .map(|(track, acc)| {
-                    let mean = acc.stats.mean(has_contempt);
+                    let span = acc.finish(has_contempt);
                     TrackSummary {
                         track,
-                        first_ms: acc.first_ms,
-                        last_ms: acc.last_ms,
-                        frames: acc.stats.frames,
-                        dominant: mean.dominant(),
-                        distribution: acc.stats.distribution(has_contempt),
-                        mean,
+                        first_ms: span.first_ms,
+                        last_ms: span.last_ms,
+                        frames: span.frames,
+                        dominant: span.dominant,
+                        distribution: span.distribution,
+                        mean: span.mean,
                     }
                 })
                 .collect(),
@@ -195,16 +222,16 @@ impl SummaryBuilder {
                 .people
                 .into_iter()
                 .map(|(person, (acc, tracks))| {
-                    let mean = acc.stats.mean(has_contempt);
+                    let span = acc.finish(has_contempt);
                     PersonSummary {
                         person,
                         tracks: tracks.into_iter().collect(),
-                        first_ms: acc.first_ms,
-                        last_ms: acc.last_ms,
-                        frames: acc.stats.frames,
-                        dominant: mean.dominant(),
-                        distribution: acc.stats.distribution(has_contempt),
-                        mean,
+                        first_ms: span.first_ms,
+                        last_ms: span.last_ms,
+                        frames: span.frames,
+                        dominant: span.dominant,
+                        distribution: span.distribution,
+                        mean: span.mean,
                     }
                 })
                 .collect(),

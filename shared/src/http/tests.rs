@@ -66,6 +66,7 @@ struct Reply {
     headers: axum::http::HeaderMap,
     body: Value,
     text: String,
+    bytes: Vec<u8>,
 }
 
 impl Api {
@@ -113,7 +114,12 @@ impl Api {
             headers,
             body: serde_json::from_str(&text).unwrap_or(Value::Null),
             text,
+            bytes: bytes.to_vec(),
         }
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        self.call(Method::GET, path, token, None).await
     }
 
     async fn user(&self, name: &str) -> String {
@@ -1875,23 +1881,14 @@ async fn logins_and_registrations_are_limited_per_client_address() {
 
 // ---- people's thumbnails ----
 
-/// A GET read whole as bytes (a thumbnail is not text).
+/// A GET of a thumbnail: status, headers and the bytes (a thumbnail is not text).
 async fn get_bytes(
     api: &Api,
     path: &str,
     token: &str,
 ) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
-    let request = Request::builder()
-        .uri(path)
-        .header(header::AUTHORIZATION, format!("Bearer {token}"))
-        .body(Body::empty())
-        .unwrap();
-    let response = api.app.clone().oneshot(request).await.unwrap();
-    let (status, headers) = (response.status(), response.headers().clone());
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    (status, headers, bytes.to_vec())
+    let r = api.get(path, Some(token)).await;
+    (r.status, r.headers, r.bytes)
 }
 
 /// A JPEG's first and last bytes around some others: not text.
@@ -1936,12 +1933,7 @@ async fn the_owner_gets_a_persons_thumbnail_as_a_private_jpeg() {
     assert_eq!((status, bytes.as_slice()), (StatusCode::OK, &b"second"[..]));
     // a token is needed
     let r = api
-        .call(
-            Method::GET,
-            &format!("/api/v2/videos/{id}/people/1.jpg"),
-            None,
-            None,
-        )
+        .get(&format!("/api/v2/videos/{id}/people/1.jpg"), None)
         .await;
     assert_error(&r, StatusCode::UNAUTHORIZED);
 }
@@ -1955,43 +1947,23 @@ async fn a_thumbnail_of_someone_elses_video_or_of_nobody_is_not_found() {
     put_thumbnail(&api, &id, 1, &THUMBNAIL).await;
     // someone else's video: the same 404 as a video that does not exist
     let r = api
-        .call(
-            Method::GET,
-            &format!("/api/v2/videos/{id}/people/1.jpg"),
-            Some(&bob),
-            None,
-        )
+        .get(&format!("/api/v2/videos/{id}/people/1.jpg"), Some(&bob))
         .await;
     assert_error(&r, StatusCode::NOT_FOUND);
     assert!(!r.text.contains("jpeg") && r.headers[header::CONTENT_TYPE] != "image/jpeg");
     let r = api
-        .call(
-            Method::GET,
-            "/api/v2/videos/no-such-video/people/1.jpg",
-            Some(&ann),
-            None,
-        )
+        .get("/api/v2/videos/no-such-video/people/1.jpg", Some(&ann))
         .await;
     assert_error(&r, StatusCode::NOT_FOUND);
     // a person without a thumbnail
     let r = api
-        .call(
-            Method::GET,
-            &format!("/api/v2/videos/{id}/people/2.jpg"),
-            Some(&ann),
-            None,
-        )
+        .get(&format!("/api/v2/videos/{id}/people/2.jpg"), Some(&ann))
         .await;
     assert_error(&r, StatusCode::NOT_FOUND);
     // a video that has none yet
     let (fresh, _) = api.video(&ann).await;
     let r = api
-        .call(
-            Method::GET,
-            &format!("/api/v2/videos/{fresh}/people/1.jpg"),
-            Some(&ann),
-            None,
-        )
+        .get(&format!("/api/v2/videos/{fresh}/people/1.jpg"), Some(&ann))
         .await;
     assert_error(&r, StatusCode::NOT_FOUND);
 }
@@ -2037,12 +2009,7 @@ async fn only_positive_numbered_jpeg_names_are_thumbnails() {
         "1.jpg/x",
     ] {
         let r = api
-            .call(
-                Method::GET,
-                &format!("/api/v2/videos/{id}/people/{name}"),
-                Some(&token),
-                None,
-            )
+            .get(&format!("/api/v2/videos/{id}/people/{name}"), Some(&token))
             .await;
         assert_error(&r, StatusCode::NOT_FOUND);
         assert_ne!(
@@ -2094,12 +2061,7 @@ async fn deleting_a_video_deletes_its_thumbnails_and_only_its_own() {
         "the other video keeps its thumbnail"
     );
     let r = api
-        .call(
-            Method::GET,
-            &format!("/api/v2/videos/{id}/people/1.jpg"),
-            Some(&token),
-            None,
-        )
+        .get(&format!("/api/v2/videos/{id}/people/1.jpg"), Some(&token))
         .await;
     assert_error(&r, StatusCode::NOT_FOUND);
     let (status, _, _) = get_bytes(
@@ -2175,11 +2137,9 @@ async fn frames_carry_people_and_smoothed_emotions_on_every_page_and_in_the_csv(
         async move {
             let cursor = cursor.map(|c| format!("&cursor={c}")).unwrap_or_default();
             let r = api
-                .call(
-                    Method::GET,
+                .get(
                     &format!("/api/v2/videos/{id}/frames?limit={limit}{cursor}"),
                     Some(&token),
-                    None,
                 )
                 .await;
             assert_eq!(r.status, StatusCode::OK, "{}", r.text);
@@ -2208,12 +2168,7 @@ async fn frames_carry_people_and_smoothed_emotions_on_every_page_and_in_the_csv(
     );
 
     let csv = api
-        .call(
-            Method::GET,
-            &format!("/api/v2/videos/{id}/export.csv"),
-            Some(&token),
-            None,
-        )
+        .get(&format!("/api/v2/videos/{id}/export.csv"), Some(&token))
         .await;
     let mut lines = csv.text.lines();
     assert!(
