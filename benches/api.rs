@@ -156,7 +156,7 @@ fn main() {
         let token = Arc::new(login["access_token"].as_str().unwrap().to_string());
         // 20 videos in the list; one analysed, so its detail has a summary and frames
         let clip = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/data/videos/single_face.mp4");
+            .join("../../../shared/data/videos/single_face.mp4");
         let mut last = String::new();
         for i in 0..20 {
             let init: Value = client

@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
-use shared::pipeline::{AnalysisOptions, AnalysisSink, SinkError};
-use shared::{Analyzer, EngineConfig, FrameResult};
+use domain::{AnalysisOptions, AnalysisOutcome, AnalysisSink, FrameResult, MediaSource, SinkError};
+use engine::{Analyzer, EngineConfig};
 
 const RUNS: usize = 3;
 
@@ -21,7 +21,7 @@ fn clip() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../shared/data/videos/WolfgangLanger_Pexels.mp4")
+                .join("../../../shared/data/videos/WolfgangLanger_Pexels.mp4")
         })
 }
 
@@ -61,12 +61,12 @@ fn child(sample_fps: f64, people: bool) {
     }
     let analyzer = Analyzer::new(config).expect("engine");
     let load_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let mut best: Option<(f64, shared::pipeline::AnalysisOutcome)> = None;
+    let mut best: Option<(f64, AnalysisOutcome)> = None;
     for _ in 0..RUNS {
         let started = Instant::now();
         let outcome = analyzer
             .analyze(
-                &clip(),
+                &MediaSource::File(clip()),
                 &AnalysisOptions::sampled(sample_fps),
                 &mut CountingSink(0),
             )

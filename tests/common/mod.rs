@@ -12,7 +12,7 @@ use shared::{Analyzer, EngineConfig, FrameResult, ModelInfo, Summary, VideoInfo}
 pub fn shared_dir() -> PathBuf {
     std::env::var_os("DEEPEMOTION_SHARED_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
 }
 
 pub fn video(name: &str) -> PathBuf {

@@ -1,0 +1,1412 @@
+//! AWS adapters: DynamoDB (one table for users, videos and frame results), S3 (blobs, presigned
+//! URLs) and SQS (jobs). Clients are built once per process; tests point them at moto.
+//!
+//! Table design (see README "DynamoDB design"):
+//! | item          | pk                 | sk                | gsi1pk          | gsi1sk                    |
+//! |---------------|--------------------|-------------------|-----------------|---------------------------|
+//! | user          | `USER#{id}`        | `PROFILE`         |                 |                           |
+//! | email claim   | `EMAIL#{email}`    | `EMAIL`           |                 |                           |
+//! | video         | `VIDEO#{id}`       | `META`            | `USER#{owner}`  | `{uploaded_at}#{id}`      |
+//! | frame result  | `VIDEO#{id}`       | `FRAME#{n:010}`   |                 |                           |
+//! | segment lease | `VIDEO#{id}`       | `SEG#{i:05}`      |                 |                           |
+//! The video item also carries the analysis plan (`analysis_plan`) and its counters (`covered_ms`, `frames_seen`,
+//! the `done_segments` number set), so claims and completion are single conditional updates.
+//! One item per analysed frame keeps every item a few KB, far below the 400 KB limit, however
+//! long the video.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::BehaviorVersion;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, DeleteRequest, GlobalSecondaryIndex,
+    KeySchemaElement, KeyType, Projection, ProjectionType, Put, PutRequest, ScalarAttributeType,
+    TransactWriteItem, WriteRequest,
+};
+use aws_sdk_s3::presigning::PresigningConfig;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use domain::ports::*;
+use domain::{
+    AnalysisPlan, AnalysisState, Checkpoint, FrameResult, MediaSource, StoredObject, TrackProfile,
+    User, Video, VideoInfo, VideoStatus,
+};
+
+/// Where the AWS resources are. `endpoint_url` is for moto/LocalStack; unset on AWS.
+#[derive(Debug, Clone)]
+pub struct AwsConfig {
+    pub region: String,
+    pub endpoint_url: Option<String>,
+    pub table: String,
+    pub bucket: String,
+    pub queue_url: Option<String>,
+    /// Static credentials instead of the default chain's (tests against moto pass them here
+    /// rather than setting the process environment).
+    pub credentials: Option<(String, String)>,
+}
+
+/// SDK clients, built once per process.
+#[derive(Clone)]
+pub struct AwsClients {
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub s3: aws_sdk_s3::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub sdk: aws_config::SdkConfig,
+}
+
+impl AwsClients {
+    pub async fn new(config: &AwsConfig) -> Self {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(aws_config::Region::new(config.region.clone()));
+        if let Some(url) = &config.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        if let Some((id, secret)) = &config.credentials {
+            loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
+                id, secret, None, None, "static",
+            ));
+        }
+        let sdk = loader.load().await;
+        // Presigned PUTs must not carry a checksum of an empty body (awslabs/aws-sdk-rust#1240),
+        // and a local endpoint only understands path-style bucket addressing.
+        let s3_config = aws_sdk_s3::config::Builder::from(&sdk)
+            .request_checksum_calculation(
+                aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
+            )
+            .force_path_style(config.endpoint_url.is_some())
+            .build();
+        Self {
+            dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
+            s3: aws_sdk_s3::Client::from_conf(s3_config),
+            sqs: aws_sdk_sqs::Client::new(&sdk),
+            sdk,
+        }
+    }
+}
+
+fn backend<E: std::error::Error + 'static>(e: E) -> StoreError {
+    StoreError::Backend(aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn text(item: &HashMap<String, AttributeValue>, name: &str) -> StoreResult<String> {
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .cloned()
+        .ok_or_else(|| StoreError::Backend(format!("item has no string attribute {name}")))
+}
+
+fn json_attr<T: serde::Serialize>(value: &T) -> StoreResult<AttributeValue> {
+    serde_json::to_string(value)
+        .map(AttributeValue::S)
+        .map_err(|e| StoreError::Backend(e.to_string()))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(
+    item: &HashMap<String, AttributeValue>,
+    name: &str,
+) -> StoreResult<T> {
+    serde_json::from_str(&text(item, name)?).map_err(|e| StoreError::Backend(e.to_string()))
+}
+
+fn time_key(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn frame_sk(n: u64) -> String {
+    format!("FRAME#{n:010}")
+}
+
+fn track_sk(track: u32) -> String {
+    format!("TRACK#{track:010}")
+}
+
+fn segment_sk(i: u32) -> String {
+    format!("SEG#{i:05}")
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn number(item: &HashMap<String, AttributeValue>, name: &str) -> u64 {
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+fn condition_failed<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(e: &E) -> bool {
+    e.code() == Some("ConditionalCheckFailedException")
+}
+
+/// Users, videos and frame results in one DynamoDB table.
+pub struct DynamoStore {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+impl DynamoStore {
+    pub fn new(clients: &AwsClients, table: impl Into<String>) -> Self {
+        Self {
+            client: clients.dynamodb.clone(),
+            table: table.into(),
+        }
+    }
+
+    /// Creates the table with its index (tests and first deployments; SAM declares the same).
+    pub async fn create_table(&self) -> StoreResult<()> {
+        let attr = |name: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(backend)
+        };
+        let key = |name: &str, kind: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(kind)
+                .build()
+                .map_err(backend)
+        };
+        self.client
+            .create_table()
+            .table_name(&self.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attr("pk")?)
+            .attribute_definitions(attr("sk")?)
+            .attribute_definitions(attr("gsi1pk")?)
+            .attribute_definitions(attr("gsi1sk")?)
+            .key_schema(key("pk", KeyType::Hash)?)
+            .key_schema(key("sk", KeyType::Range)?)
+            .global_secondary_indexes(
+                GlobalSecondaryIndex::builder()
+                    .index_name("gsi1")
+                    .key_schema(key("gsi1pk", KeyType::Hash)?)
+                    .key_schema(key("gsi1sk", KeyType::Range)?)
+                    .projection(
+                        Projection::builder()
+                            .projection_type(ProjectionType::All)
+                            .build(),
+                    )
+                    .build()
+                    .map_err(backend)?,
+            )
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn item(
+        &self,
+        pk: String,
+        sk: &str,
+    ) -> StoreResult<Option<HashMap<String, AttributeValue>>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(out.item)
+    }
+
+    fn user_from(item: &HashMap<String, AttributeValue>) -> StoreResult<User> {
+        from_json(item, "data")
+    }
+
+    fn video_from(item: &HashMap<String, AttributeValue>) -> StoreResult<Video> {
+        let mut video: Video = from_json(item, "record")?;
+        video.title = text(item, "title")?;
+        video.analysis = from_json(item, "analysis")?;
+        video.upload = item
+            .contains_key("upload")
+            .then(|| from_json::<StoredObject>(item, "upload"))
+            .transpose()?;
+        // `status` is its own attribute so claims can be conditional on it
+        video.analysis.status = VideoStatus::parse(&text(item, "status")?)
+            .ok_or_else(|| StoreError::Backend("bad status".into()))?;
+        // progress counters are their own attributes so parallel segments can add to them
+        if video.analysis.status == VideoStatus::Processing && item.contains_key("duration_ms") {
+            video.analysis.progress =
+                domain::progress_percent(number(item, "covered_ms"), number(item, "duration_ms"));
+            video.analysis.frames_analyzed = number(item, "frames_seen");
+        }
+        Ok(video)
+    }
+
+    /// Writes items 25 at a time, retrying what DynamoDB hands back as unprocessed.
+    async fn batch_write(&self, requests: Vec<WriteRequest>) -> StoreResult<()> {
+        for chunk in requests.chunks(25) {
+            let mut pending = chunk.to_vec();
+            for attempt in 0..8 {
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, pending)
+                    .send()
+                    .await
+                    .map_err(backend)?;
+                pending = out
+                    .unprocessed_items
+                    .and_then(|mut m| m.remove(&self.table))
+                    .unwrap_or_default();
+                if pending.is_empty() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+            }
+            if !pending.is_empty() {
+                return Err(StoreError::Backend(format!(
+                    "{} writes still unprocessed after retries",
+                    pending.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl UserStore for DynamoStore {
+    async fn create_user(&self, user: &User) -> StoreResult<()> {
+        let email = user.email.to_lowercase();
+        let put = |item: HashMap<String, AttributeValue>| -> StoreResult<TransactWriteItem> {
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(pk)")
+                .build()
+                .map_err(backend)?;
+            Ok(TransactWriteItem::builder().put(put).build())
+        };
+        let profile = HashMap::from([
+            ("pk".to_string(), s(format!("USER#{}", user.id))),
+            ("sk".to_string(), s("PROFILE")),
+            (
+                "data".to_string(),
+                json_attr(&User {
+                    email: email.clone(),
+                    ..user.clone()
+                })?,
+            ),
+        ]);
+        let claim = HashMap::from([
+            ("pk".to_string(), s(format!("EMAIL#{email}"))),
+            ("sk".to_string(), s("EMAIL")),
+            ("user_id".to_string(), s(&user.id)),
+        ]);
+        // both or neither: the email claim makes emails unique
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(put(claim)?)
+            .transact_items(put(profile)?)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => match e.into_service_error() {
+                aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(_) => {
+                    Err(StoreError::Conflict("email already registered".into()))
+                }
+                other => Err(backend(other)),
+            },
+        }
+    }
+
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
+        let Some(claim) = self
+            .item(format!("EMAIL#{}", email.to_lowercase()), "EMAIL")
+            .await?
+        else {
+            return Ok(None);
+        };
+        self.user_by_id(&text(&claim, "user_id")?).await
+    }
+
+    async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
+        self.item(format!("USER#{id}"), "PROFILE")
+            .await?
+            .as_ref()
+            .map(Self::user_from)
+            .transpose()
+    }
+}
+
+#[async_trait]
+impl VideoStore for DynamoStore {
+    async fn create_video(&self, video: &Video) -> StoreResult<()> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("VIDEO#{}", video.id)))
+            .item("sk", s("META"))
+            .item("gsi1pk", s(format!("USER#{}", video.user_id)))
+            .item(
+                "gsi1sk",
+                s(format!("{}#{}", time_key(&video.uploaded_at), video.id)),
+            )
+            .item("title", s(&video.title))
+            .item("status", s(video.analysis.status.as_str()))
+            .item("record", json_attr(video)?)
+            .item("analysis", json_attr(&video.analysis)?)
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn video(&self, id: &str) -> StoreResult<Option<Video>> {
+        self.item(format!("VIDEO#{id}"), "META")
+            .await?
+            .as_ref()
+            .map(Self::video_from)
+            .transpose()
+    }
+
+    async fn videos_of(
+        &self,
+        user_id: &str,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> StoreResult<Page<Video>> {
+        let start = match cursor {
+            None => None,
+            Some(c) => {
+                let raw = URL_SAFE_NO_PAD
+                    .decode(c)
+                    .map_err(|_| StoreError::BadCursor)?;
+                let keys: HashMap<String, String> =
+                    serde_json::from_slice(&raw).map_err(|_| StoreError::BadCursor)?;
+                let expected = ["pk", "sk", "gsi1pk", "gsi1sk"];
+                if keys.len() != 4
+                    || expected.iter().any(|k| !keys.contains_key(*k))
+                    || keys["gsi1pk"] != format!("USER#{user_id}")
+                {
+                    return Err(StoreError::BadCursor);
+                }
+                Some(
+                    keys.into_iter()
+                        .map(|(k, v)| (k, s(v)))
+                        .collect::<HashMap<_, _>>(),
+                )
+            }
+        };
+        // one extra item tells whether there is a next page
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name("gsi1")
+            .key_condition_expression("gsi1pk = :owner")
+            .expression_attribute_values(":owner", s(format!("USER#{user_id}")))
+            .scan_index_forward(false)
+            .limit(limit as i32 + 1)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(backend)?;
+        let items = out.items.unwrap_or_default();
+        let more = items.len() > limit;
+        let mut videos = Vec::with_capacity(limit.min(items.len()));
+        let mut next = None;
+        for item in items.iter().take(limit) {
+            videos.push(Self::video_from(item)?);
+            if more {
+                let keys: HashMap<String, String> = ["pk", "sk", "gsi1pk", "gsi1sk"]
+                    .iter()
+                    .map(|k| Ok((k.to_string(), text(item, k)?)))
+                    .collect::<StoreResult<_>>()?;
+                next = Some(URL_SAFE_NO_PAD.encode(
+                    serde_json::to_vec(&keys).map_err(|e| StoreError::Backend(e.to_string()))?,
+                ));
+            }
+        }
+        Ok(Page {
+            items: videos,
+            next,
+        })
+    }
+
+    async fn set_title(&self, id: &str, title: &str) -> StoreResult<()> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("VIDEO#{id}")))
+            .key("sk", s("META"))
+            .update_expression("SET title = :t")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":t", s(title))
+            .send()
+            .await
+            .map_err(|e| match e.into_service_error() {
+                aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(_) => StoreError::NotFound,
+                other => backend(other),
+            })?;
+        Ok(())
+    }
+
+    async fn set_analysis(&self, id: &str, state: &AnalysisState) -> StoreResult<()> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("VIDEO#{id}")))
+            .key("sk", s("META"))
+            .update_expression("SET analysis = :a, #status = :s")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":a", json_attr(state)?)
+            .expression_attribute_values(":s", s(state.status.as_str()))
+            .send()
+            .await
+            .map_err(|e| match e.into_service_error() {
+                aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(_) => StoreError::NotFound,
+                other => backend(other),
+            })?;
+        Ok(())
+    }
+
+    async fn record_upload(&self, id: &str, object: &StoredObject) -> StoreResult<UploadRecord> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.meta_key(id).into()))
+            .update_expression("SET upload = :u")
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(upload)")
+            .expression_attribute_values(":u", json_attr(object)?)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(UploadRecord::Recorded),
+            Err(e) => {
+                let e = e.into_service_error();
+                if !condition_failed(&e) {
+                    return Err(backend(e));
+                }
+                let Some(item) = self.item(format!("VIDEO#{id}"), "META").await? else {
+                    return Ok(UploadRecord::Gone);
+                };
+                let recorded: StoredObject = from_json(&item, "upload")?;
+                Ok(if recorded.same_as(object) {
+                    UploadRecord::Same
+                } else {
+                    UploadRecord::Different(recorded)
+                })
+            }
+        }
+    }
+
+    /// The other items first (the user can retry if that fails), then the record, then the
+    /// other items again: frames a worker wrote meanwhile. A worker writing after that finds
+    /// its segment gone at its next checkpoint and removes its own writes.
+    async fn delete_video(&self, id: &str) -> StoreResult<()> {
+        self.delete_frames(id).await?;
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("VIDEO#{id}")))
+            .key("sk", s("META"))
+            .send()
+            .await
+            .map_err(backend)?;
+        self.delete_frames(id).await
+    }
+}
+
+#[async_trait]
+impl ResultStore for DynamoStore {
+    async fn put_frames(&self, video_id: &str, frames: &[FrameResult]) -> StoreResult<()> {
+        self.put_data_items(video_id, frames.iter().map(|f| (frame_sk(f.frame), f)))
+            .await
+    }
+
+    async fn frames(
+        &self,
+        video_id: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> StoreResult<(Vec<FrameResult>, Option<u64>)> {
+        let from = frame_sk(after.map_or(0, |a| a + 1));
+        let mut frames = Vec::new();
+        let mut start = None;
+        // a page of items may be cut at 1 MB: keep querying until limit + 1 frames or the end
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                .expression_attribute_values(":pk", s(format!("VIDEO#{video_id}")))
+                .expression_attribute_values(":from", s(&from))
+                .expression_attribute_values(":to", s("FRAME#9999999999"))
+                .limit((limit + 1 - frames.len()) as i32)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(backend)?;
+            for item in out.items.unwrap_or_default() {
+                frames.push(from_json::<FrameResult>(&item, "data")?);
+            }
+            start = out.last_evaluated_key;
+            if frames.len() > limit || start.is_none() {
+                break;
+            }
+        }
+        let more = frames.len() > limit;
+        frames.truncate(limit);
+        let next = if more {
+            frames.last().map(|f| f.frame)
+        } else {
+            None
+        };
+        Ok((frames, next))
+    }
+
+    async fn put_tracks(&self, video_id: &str, tracks: &[TrackProfile]) -> StoreResult<()> {
+        self.put_data_items(video_id, tracks.iter().map(|t| (track_sk(t.track), t)))
+            .await
+    }
+
+    async fn tracks(&self, video_id: &str) -> StoreResult<Vec<TrackProfile>> {
+        let mut tracks = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":pk", s(format!("VIDEO#{video_id}")))
+                .expression_attribute_values(":prefix", s("TRACK#"))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(backend)?;
+            for item in out.items.unwrap_or_default() {
+                tracks.push(from_json::<TrackProfile>(&item, "data")?);
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(tracks);
+            }
+        }
+    }
+
+    async fn delete_frames(&self, video_id: &str) -> StoreResult<()> {
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .filter_expression("sk <> :meta")
+                .expression_attribute_values(":pk", s(format!("VIDEO#{video_id}")))
+                .expression_attribute_values(":meta", s("META"))
+                .projection_expression("pk, sk")
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(backend)?;
+            let mut requests = Vec::new();
+            for item in out.items.unwrap_or_default() {
+                let delete = DeleteRequest::builder()
+                    .set_key(Some(item))
+                    .build()
+                    .map_err(backend)?;
+                requests.push(WriteRequest::builder().delete_request(delete).build());
+            }
+            self.batch_write(requests).await?;
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl DynamoStore {
+    /// Writes `(sk, value)` items of the video's partition, the value as JSON in `data`.
+    async fn put_data_items<'a, T: serde::Serialize + 'a>(
+        &self,
+        video_id: &str,
+        items: impl Iterator<Item = (String, &'a T)>,
+    ) -> StoreResult<()> {
+        // BatchWriteItem rejects two writes to one key in a batch; the last one wins anyway
+        let latest: HashMap<String, &T> = items.collect();
+        let mut requests = Vec::with_capacity(latest.len());
+        for (sk, value) in latest {
+            let item = HashMap::from([
+                ("pk".to_string(), s(format!("VIDEO#{video_id}"))),
+                ("sk".to_string(), s(sk)),
+                ("data".to_string(), json_attr(value)?),
+            ]);
+            requests.push(
+                WriteRequest::builder()
+                    .put_request(
+                        PutRequest::builder()
+                            .set_item(Some(item))
+                            .build()
+                            .map_err(backend)?,
+                    )
+                    .build(),
+            );
+        }
+        self.batch_write(requests).await
+    }
+
+    fn meta_key(&self, video_id: &str) -> [(String, AttributeValue); 2] {
+        [
+            ("pk".to_string(), s(format!("VIDEO#{video_id}"))),
+            ("sk".to_string(), s("META")),
+        ]
+    }
+
+    fn segment_key(&self, video_id: &str, index: u32) -> [(String, AttributeValue); 2] {
+        [
+            ("pk".to_string(), s(format!("VIDEO#{video_id}"))),
+            ("sk".to_string(), s(segment_sk(index))),
+        ]
+    }
+}
+
+#[async_trait]
+impl AnalysisLedger for DynamoStore {
+    async fn plan(&self, video_id: &str) -> StoreResult<Option<AnalysisPlan>> {
+        match self.item(format!("VIDEO#{video_id}"), "META").await? {
+            Some(item) if item.contains_key("analysis_plan") => {
+                from_json(&item, "analysis_plan").map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn start_analysis(
+        &self,
+        video_id: &str,
+        plan: &AnalysisPlan,
+    ) -> StoreResult<PlanDecision> {
+        let state = AnalysisState {
+            status: VideoStatus::Processing,
+            ..AnalysisState::pending()
+        };
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.meta_key(video_id).into()))
+            .update_expression(
+                "SET #status = :processing, analysis = :a, analysis_plan = :p, duration_ms = :d, covered_ms = :zero, frames_seen = :zero REMOVE done_segments, video_info",
+            )
+            .condition_expression("#status = :pending")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":processing", s("PROCESSING"))
+            .expression_attribute_values(":pending", s("PENDING"))
+            .expression_attribute_values(":a", json_attr(&state)?)
+            .expression_attribute_values(":p", json_attr(plan)?)
+            .expression_attribute_values(":d", n(plan.duration_ms))
+            .expression_attribute_values(":zero", n(0))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(PlanDecision::Recorded),
+            Err(e) => {
+                let e = e.into_service_error();
+                if !condition_failed(&e) {
+                    return Err(backend(e));
+                }
+                match self.item(format!("VIDEO#{video_id}"), "META").await? {
+                    Some(item)
+                        if item.contains_key("analysis_plan")
+                            && text(&item, "status")? == "PROCESSING" =>
+                    {
+                        Ok(PlanDecision::Existing(from_json(&item, "analysis_plan")?))
+                    }
+                    _ => Ok(PlanDecision::Finished),
+                }
+            }
+        }
+    }
+
+    async fn claim_segment(
+        &self,
+        video_id: &str,
+        index: u32,
+        owner: &str,
+        lease: Duration,
+    ) -> StoreResult<SegmentClaim> {
+        let now = now_ms();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.segment_key(video_id, index).into()))
+            .update_expression("SET lease_owner = :o, lease_until = :until ADD attempt_count :one")
+            .condition_expression(
+                "attribute_not_exists(pk) OR (attribute_not_exists(done_at) AND lease_until < :now)",
+            )
+            .expression_attribute_values(":o", s(owner))
+            .expression_attribute_values(":until", n(now + lease.as_millis() as i64))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":one", n(1))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(out) => {
+                let old = out.attributes.unwrap_or_default();
+                let mut crashed_runs = number(&old, "crash_count");
+                // an owner that never released its lease: that run crashed or was killed
+                if old.contains_key("lease_owner") {
+                    crashed_runs += 1;
+                    self.client
+                        .update_item()
+                        .table_name(&self.table)
+                        .set_key(Some(self.segment_key(video_id, index).into()))
+                        .update_expression("SET crash_count = :c")
+                        .condition_expression("lease_owner = :o")
+                        .expression_attribute_values(":c", n(crashed_runs))
+                        .expression_attribute_values(":o", s(owner))
+                        .send()
+                        .await
+                        .map_err(|e| backend(e.into_service_error()))?;
+                }
+                Ok(SegmentClaim::Claimed {
+                    attempt: number(&old, "attempt_count") as u32 + 1,
+                    checkpoint: old
+                        .contains_key("resume_at")
+                        .then(|| from_json::<Checkpoint>(&old, "resume_at"))
+                        .transpose()?,
+                    crashed_runs: crashed_runs as u32,
+                })
+            }
+            Err(e) => {
+                let e = e.into_service_error();
+                if !condition_failed(&e) {
+                    return Err(backend(e));
+                }
+                let item = self
+                    .item(format!("VIDEO#{video_id}"), &segment_sk(index))
+                    .await?
+                    .unwrap_or_default();
+                Ok(if item.contains_key("done_at") {
+                    SegmentClaim::Done
+                } else {
+                    SegmentClaim::Busy
+                })
+            }
+        }
+    }
+
+    async fn checkpoint(
+        &self,
+        video_id: &str,
+        index: u32,
+        owner: &str,
+        checkpoint: &Checkpoint,
+        progress: ProgressDelta,
+        lease: Duration,
+    ) -> StoreResult<bool> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.segment_key(video_id, index).into()))
+            .update_expression("SET resume_at = :c, lease_until = :until")
+            .condition_expression("lease_owner = :o AND attribute_not_exists(done_at)")
+            .expression_attribute_values(":c", json_attr(checkpoint)?)
+            .expression_attribute_values(":until", n(now_ms() + lease.as_millis() as i64))
+            .expression_attribute_values(":o", s(owner))
+            .send()
+            .await;
+        if let Err(e) = result {
+            let e = e.into_service_error();
+            return if condition_failed(&e) {
+                Ok(false)
+            } else {
+                Err(backend(e))
+            };
+        }
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.meta_key(video_id).into()))
+            .update_expression("ADD covered_ms :c, frames_seen :f")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":c", n(progress.covered_ms))
+            .expression_attribute_values(":f", n(progress.frames))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                // the video was deleted: the run must stop
+                let e = e.into_service_error();
+                if condition_failed(&e) {
+                    Ok(false)
+                } else {
+                    Err(backend(e))
+                }
+            }
+        }
+    }
+
+    async fn release_segment(&self, video_id: &str, index: u32, owner: &str) -> StoreResult<()> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.segment_key(video_id, index).into()))
+            .update_expression("SET lease_until = :zero REMOVE lease_owner")
+            .condition_expression("lease_owner = :o")
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":o", s(owner))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = e.into_service_error();
+                if condition_failed(&e) {
+                    Ok(())
+                } else {
+                    Err(backend(e))
+                }
+            }
+        }
+    }
+
+    async fn finish_segment(
+        &self,
+        video_id: &str,
+        index: u32,
+        owner: Option<&str>,
+        video: Option<&VideoInfo>,
+    ) -> StoreResult<SegmentTally> {
+        if let Some(owner) = owner {
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(self.segment_key(video_id, index).into()))
+                .update_expression("SET done_at = :now, lease_until = :zero")
+                .condition_expression("lease_owner = :o")
+                .expression_attribute_values(":now", n(now_ms()))
+                .expression_attribute_values(":zero", n(0))
+                .expression_attribute_values(":o", s(owner))
+                .send()
+                .await;
+            if let Err(e) = result {
+                let e = e.into_service_error();
+                return Err(if condition_failed(&e) {
+                    StoreError::Conflict("the segment's lease was lost".into())
+                } else {
+                    backend(e)
+                });
+            }
+        }
+        // a number set: adding the same segment twice counts it once
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.meta_key(video_id).into()))
+            .condition_expression("attribute_exists(analysis_plan)")
+            .expression_attribute_values(":i", AttributeValue::Ns(vec![index.to_string()]))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew);
+        update = match video {
+            Some(v) => update
+                .update_expression("ADD done_segments :i SET video_info = :v")
+                .expression_attribute_values(":v", json_attr(v)?),
+            None => update.update_expression("ADD done_segments :i"),
+        };
+        let item = update
+            .send()
+            .await
+            .map_err(|e| {
+                let e = e.into_service_error();
+                if condition_failed(&e) {
+                    StoreError::NotFound
+                } else {
+                    backend(e)
+                }
+            })?
+            .attributes
+            .unwrap_or_default();
+        let plan: AnalysisPlan = from_json(&item, "analysis_plan")?;
+        Ok(SegmentTally {
+            done: item
+                .get("done_segments")
+                .and_then(|v| v.as_ns().ok())
+                .map_or(0, |set| set.len() as u32),
+            total: plan.segments.len() as u32,
+            video: item
+                .contains_key("video_info")
+                .then(|| from_json(&item, "video_info"))
+                .transpose()?,
+        })
+    }
+
+    async fn segments(&self, video_id: &str) -> StoreResult<Vec<SegmentStatus>> {
+        let now = now_ms() as u64;
+        let mut segments = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :seg)")
+                .expression_attribute_values(":pk", s(format!("VIDEO#{video_id}")))
+                .expression_attribute_values(":seg", s("SEG#"))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(backend)?;
+            for item in out.items.unwrap_or_default() {
+                let index = text(&item, "sk")?
+                    .trim_start_matches("SEG#")
+                    .parse()
+                    .map_err(|_| StoreError::Backend("bad segment key".into()))?;
+                segments.push(SegmentStatus {
+                    index,
+                    done: item.contains_key("done_at"),
+                    leased: number(&item, "lease_until") > now,
+                });
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(segments);
+            }
+        }
+    }
+
+    async fn end_analysis(&self, video_id: &str, state: &AnalysisState) -> StoreResult<bool> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.meta_key(video_id).into()))
+            .update_expression("SET analysis = :a, #status = :s")
+            .condition_expression("#status IN (:pending, :processing)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":a", json_attr(state)?)
+            .expression_attribute_values(":s", s(state.status.as_str()))
+            .expression_attribute_values(":pending", s("PENDING"))
+            .expression_attribute_values(":processing", s("PROCESSING"))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let e = e.into_service_error();
+                if condition_failed(&e) {
+                    Ok(false)
+                } else {
+                    Err(backend(e))
+                }
+            }
+        }
+    }
+}
+
+/// Rate-limit counters in the table: one item per key and window (`RATE#{key}#{window}`),
+/// added to atomically, and removed by DynamoDB's TTL (`expires_at`) after the window ends, so
+/// every Lambda container counts against the same budget.
+#[async_trait]
+impl RateLimiter for DynamoStore {
+    async fn hit(
+        &self,
+        key: &str,
+        cost: u32,
+        limit: u32,
+        window: Duration,
+    ) -> StoreResult<RateDecision> {
+        let window = RateWindow::now(window);
+        let pk = format!("RATE#{key}#{}", window.index);
+        let count = if cost == 0 {
+            self.item(pk, "RATE")
+                .await?
+                .map_or(0, |item| number(&item, "hits"))
+        } else {
+            let out = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(pk))
+                .key("sk", s("RATE"))
+                .update_expression(
+                    "ADD hits :cost SET expires_at = if_not_exists(expires_at, :ttl)",
+                )
+                .expression_attribute_values(":cost", n(cost))
+                // TTL is in seconds; a minute's slack keeps the item for the whole window
+                .expression_attribute_values(":ttl", n(window.ends_ms / 1000 + 60))
+                .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+                .send()
+                .await
+                .map_err(|e| backend(e.into_service_error()))?;
+            number(&out.attributes.unwrap_or_default(), "hits")
+        };
+        Ok(window.decide(count, cost, limit))
+    }
+}
+
+/// Blobs in an S3 bucket.
+pub struct S3Blobs {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+impl S3Blobs {
+    pub fn new(clients: &AwsClients, bucket: impl Into<String>) -> Self {
+        Self {
+            client: clients.s3.clone(),
+            bucket: bucket.into(),
+        }
+    }
+
+    /// The versions and delete markers of exactly `key`, all pages.
+    async fn versions_of(
+        &self,
+        key: &str,
+    ) -> StoreResult<(
+        Vec<aws_sdk_s3::types::ObjectVersion>,
+        Vec<aws_sdk_s3::types::DeleteMarkerEntry>,
+    )> {
+        let (mut versions, mut markers) = (Vec::new(), Vec::new());
+        let mut key_marker: Option<String> = None;
+        let mut version_marker: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .list_object_versions()
+                .bucket(&self.bucket)
+                .prefix(key)
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
+                .send()
+                .await
+                .map_err(backend)?;
+            let mine = |k: Option<&str>| k == Some(key);
+            versions.extend(out.versions().iter().filter(|v| mine(v.key())).cloned());
+            markers.extend(
+                out.delete_markers()
+                    .iter()
+                    .filter(|m| mine(m.key()))
+                    .cloned(),
+            );
+            if out.is_truncated() != Some(true) {
+                return Ok((versions, markers));
+            }
+            key_marker = out.next_key_marker().map(str::to_string);
+            version_marker = out.next_version_id_marker().map(str::to_string);
+        }
+    }
+}
+
+#[async_trait]
+impl BlobStore for S3Blobs {
+    /// Signs the Content-Type and, when the size was declared, the Content-Length: S3 then
+    /// refuses a body of any other length (browsers send the header by themselves).
+    async fn presign_put(
+        &self,
+        key: &str,
+        content_type: &str,
+        content_length: Option<u64>,
+        expires_in: Duration,
+    ) -> StoreResult<PresignedUpload> {
+        let expires_at = Utc::now() + chrono::Duration::from_std(expires_in).unwrap_or_default();
+        let presigned = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .set_content_length(content_length.map(|n| n as i64))
+            .presigned(PresigningConfig::expires_in(expires_in).map_err(backend)?)
+            .await
+            .map_err(backend)?;
+        Ok(PresignedUpload {
+            url: presigned.uri().to_string(),
+            expires_at,
+        })
+    }
+
+    async fn presign_get(
+        &self,
+        key: &str,
+        version: Option<&str>,
+        expires_in: Duration,
+    ) -> StoreResult<String> {
+        let presigned = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_version_id(version.map(str::to_string))
+            .presigned(PresigningConfig::expires_in(expires_in).map_err(backend)?)
+            .await
+            .map_err(backend)?;
+        Ok(presigned.uri().to_string())
+    }
+
+    async fn stat(&self, key: &str, version: Option<&str>) -> StoreResult<Option<StoredObject>> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_version_id(version.map(str::to_string))
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(StoredObject {
+                size: out.content_length.unwrap_or(0).max(0) as u64,
+                etag: out.e_tag.map(|t| t.trim_matches('"').to_string()),
+                version_id: out.version_id.filter(|v| v != "null"),
+            })),
+            Err(e) => {
+                let e = e.into_service_error();
+                // a version id that does not exist is a 400 or 404 depending on the server
+                if e.is_not_found() || (version.is_some() && e.meta().code().is_none()) {
+                    Ok(None)
+                } else {
+                    Err(backend(e))
+                }
+            }
+        }
+    }
+
+    async fn locate(&self, key: &str, object: &StoredObject) -> StoreResult<Option<StoredObject>> {
+        if object.version_id.is_some() {
+            return Ok(Some(object.clone()));
+        }
+        let (versions, _) = self.versions_of(key).await?;
+        let oldest = versions
+            .iter()
+            .filter_map(|v| {
+                let candidate = StoredObject {
+                    size: v.size().unwrap_or(0).max(0) as u64,
+                    etag: v.e_tag().map(|t| t.trim_matches('"').to_string()),
+                    // an unversioned bucket lists its one object as version "null"
+                    version_id: v
+                        .version_id()
+                        .filter(|id| *id != "null")
+                        .map(str::to_string),
+                };
+                Some((v.last_modified()?, candidate))
+            })
+            .filter(|(_, candidate)| candidate.same_as(object))
+            .min_by_key(|(at, _)| **at);
+        Ok(oldest.map(|(_, object)| object))
+    }
+
+    /// Every version and delete marker of the key (the bucket is versioned so that an upload
+    /// cannot be swapped; a plain DeleteObject would only hide it behind a delete marker).
+    async fn delete(&self, key: &str) -> StoreResult<()> {
+        let (versions, markers) = self.versions_of(key).await?;
+        let ids = versions
+            .iter()
+            .map(|v| v.version_id())
+            .chain(markers.iter().map(|m| m.version_id()));
+        for version in ids {
+            self.client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .set_version_id(version.map(str::to_string))
+                .send()
+                .await
+                .map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    async fn delete_version(&self, key: &str, version: &str) -> StoreResult<()> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .version_id(version)
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn analysis_source(
+        &self,
+        key: &str,
+        version: Option<&str>,
+        expires_in: Duration,
+    ) -> StoreResult<MediaSource> {
+        Ok(MediaSource::Url(
+            self.presign_get(key, version, expires_in).await?,
+        ))
+    }
+
+    async fn put_object(&self, key: &str, bytes: Vec<u8>, content_type: &str) -> StoreResult<()> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(aws_sdk_s3::primitives::ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    /// A key without a current version (never written, deleted, or behind a delete marker) is
+    /// S3's NoSuchKey, given the caller may list the bucket (without `s3:ListBucket` S3 answers
+    /// 403 instead, which stays an error).
+    async fn get_object(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let bytes = out.body.collect().await.map_err(backend)?;
+                Ok(Some(bytes.into_bytes().to_vec()))
+            }
+            Err(e) => {
+                let e = e.into_service_error();
+                if e.is_no_such_key() {
+                    Ok(None)
+                } else {
+                    Err(backend(e))
+                }
+            }
+        }
+    }
+
+    /// Lists every version and delete marker under the prefix (all pages, as `versions_of`
+    /// does), then deletes them by version id with DeleteObjects, at most 1000 a request (S3's
+    /// limit). By version id, the objects are gone for good instead of hidden behind new delete
+    /// markers; on an unversioned bucket each object is listed as its one version "null".
+    async fn delete_prefix(&self, prefix: &str) -> StoreResult<()> {
+        use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+
+        let mut objects = Vec::new();
+        let mut key_marker: Option<String> = None;
+        let mut version_marker: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .list_object_versions()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
+                .send()
+                .await
+                .map_err(backend)?;
+            let versions = out.versions().iter().map(|v| (v.key(), v.version_id()));
+            let markers = out
+                .delete_markers()
+                .iter()
+                .map(|m| (m.key(), m.version_id()));
+            for (key, version) in versions.chain(markers) {
+                let Some(key) = key else { continue };
+                objects.push(
+                    ObjectIdentifier::builder()
+                        .key(key)
+                        .set_version_id(version.map(str::to_string))
+                        .build()
+                        .map_err(backend)?,
+                );
+            }
+            if out.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = out.next_key_marker().map(str::to_string);
+            version_marker = out.next_version_id_marker().map(str::to_string);
+        }
+        for batch in objects.chunks(1000) {
+            let delete = Delete::builder()
+                .set_objects(Some(batch.to_vec()))
+                .quiet(true)
+                .build()
+                .map_err(backend)?;
+            let out = self
+                .client
+                .delete_objects()
+                .bucket(&self.bucket)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(backend)?;
+            // DeleteObjects answers 200 even when some keys failed: those are listed here
+            if let Some(failed) = out.errors().first() {
+                return Err(StoreError::Backend(format!(
+                    "deleting {:?} (version {:?}) failed: {} {} ({} of {} keys failed)",
+                    failed.key().unwrap_or_default(),
+                    failed.version_id().unwrap_or_default(),
+                    failed.code().unwrap_or_default(),
+                    failed.message().unwrap_or_default(),
+                    out.errors().len(),
+                    batch.len(),
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Jobs as SQS messages (the same JSON the S3 event handler understands).
+pub struct SqsJobs {
+    client: aws_sdk_sqs::Client,
+    queue_url: String,
+}
+
+impl SqsJobs {
+    pub fn new(clients: &AwsClients, queue_url: impl Into<String>) -> Self {
+        Self {
+            client: clients.sqs.clone(),
+            queue_url: queue_url.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl JobQueue for SqsJobs {
+    async fn enqueue(&self, job: AnalysisJob) -> StoreResult<()> {
+        let body = serde_json::to_string(&job).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.client
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+}

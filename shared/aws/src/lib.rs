@@ -1,0 +1,9 @@
+//! DeepEmotion on AWS: the ports implemented over DynamoDB, S3 and SQS, the S3 event parsing, and
+//! the glue the Lambda functions share (configuration, the token secret, the SQS batch handler).
+//! Neither the HTTP API nor the engine is a dependency: each function wires the crates it runs.
+
+pub mod adapters;
+pub mod events;
+pub mod lambda;
+
+pub use adapters::{AwsClients, AwsConfig, DynamoStore, S3Blobs, SqsJobs};

@@ -1,0 +1,872 @@
+//! The analysis pipeline: decode → detect → track → classify → summarise, streaming.
+//!
+//! Three stages run on their own threads with small bounded queues between them (ffmpeg decodes
+//! in its own process on top of that), so memory stays flat however long the video is and both
+//! cores stay busy. Results go to an [`AnalysisSink`] frame by frame as they are produced.
+//!
+//! Nothing here panics out to the caller: frames larger than [`EngineConfig`]'s limits are
+//! refused from their header before decoding, and a panic in any stage (or in the sink) is caught
+//! and returned as [`AnalysisError::Internal`], with ffmpeg killed and reaped.
+
+mod classifier;
+mod decode;
+mod detector;
+pub mod embedder;
+pub mod image;
+pub mod models;
+pub mod runtime;
+
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::mpsc::sync_channel;
+use std::time::{Duration, Instant};
+
+pub use classifier::EmotionClassifier;
+pub use decode::{DecodeOptions, DecodedFrame, VideoDecoder};
+pub use detector::FaceDetector;
+pub use embedder::{FaceEmbedder, Identities};
+pub use image::FrameLimits;
+use image::RgbFrame;
+use models::{ModelCatalog, ModelEntry, ModelKind, find_model_dir};
+
+use domain::{
+    AnalysisError, AnalysisOptions, AnalysisOutcome, AnalysisSink, DecodeWindow, DetectedFace,
+    EmotionScores, FaceResult, FrameResult, MediaSource, ModelInfo, PeopleConfig, Probe, SinkError,
+    SmoothingConfig, StageTimings, SummaryBuilder, Tracker, TrackerConfig, VideoAnalyzer,
+    VideoInfo,
+};
+
+/// Engine settings, read once at start-up.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// ffmpeg binary (`DEEPEMOTION_FFMPEG`); default: next to the executable, else on `PATH`.
+    pub ffmpeg: Option<PathBuf>,
+    /// Directory holding the model files (`DEEPEMOTION_MODELS_DIR`).
+    pub models_dir: Option<PathBuf>,
+    /// ONNX Runtime library (`ORT_DYLIB_PATH` is also honoured).
+    pub ort_library: Option<PathBuf>,
+    /// Detector preset from models/manifest.json (`DEEPEMOTION_DETECTOR`). The default,
+    /// `yunet-dynamic`, is the same network as `yunet` (face_detection_yunet_2023mar) exported with
+    /// a dynamic input, run at the frame's own aspect ratio with the long side at 384 px.
+    pub detector: String,
+    /// Classifier preset (`DEEPEMOTION_CLASSIFIER`, default `faceapi`).
+    pub classifier: String,
+    /// Face-recognition model (`DEEPEMOTION_EMBEDDER`, default `faceapi-recognition`): links tracks
+    /// into people.
+    pub embedder: String,
+    /// How tracks become people (`DEEPEMOTION_PERSON_SIMILARITY` sets the link threshold).
+    pub people: PeopleConfig,
+    /// How emotions are smoothed per person (`DEEPEMOTION_SMOOTHING_MS`); recorded with each
+    /// summary, so that every reader of a video smooths it the same way.
+    pub smoothing: SmoothingConfig,
+    /// A user-supplied classifier spec file; overrides `classifier` (`DEEPEMOTION_CLASSIFIER_SPEC`).
+    pub classifier_spec: Option<PathBuf>,
+    /// Run the detector at most this often (in video time) and carry tracked boxes in between
+    /// (`DEEPEMOTION_DETECT_INTERVAL_MS`); 0 detects on every analysed frame.
+    pub detect_interval_ms: u64,
+    /// For dynamic-input detectors: the longer side, in pixels, frames are scaled to for detection
+    /// (`DEEPEMOTION_DETECT_SIZE`). Smaller is faster and misses smaller faces.
+    pub detect_size: Option<u32>,
+    /// The largest frame accepted, in pixels, width × height (`DEEPEMOTION_MAX_FRAME_PIXELS`,
+    /// default 160 000 000). Checked from the video's or the image's header before anything is
+    /// decoded; larger inputs fail with [`AnalysisError::FrameTooLarge`], a bad-input error.
+    ///
+    /// A frame costs width × height × 3 bytes in each stage and queue it passes through, so this
+    /// bounds the engine's memory. 160 megapixels admits every camera in use: 8K video (33 MP),
+    /// 12K and 16K cinema video (80 and 133 MP), 12000×12000 (144 MP) and the largest
+    /// medium-format stills (151 MP); a 16000×16000 "decompression bomb" (256 MP, 768 MB of RGB,
+    /// from a PNG of 790 KB) is refused. It cannot go above 178 956 970 pixels
+    /// ([`FrameLimits::CEILING_PIXELS`]), where ffmpeg-sidecar's 32-bit frame size overflows.
+    pub max_frame_pixels: u64,
+    /// The longest side accepted, in pixels (`DEEPEMOTION_MAX_FRAME_SIDE`, default 32768):
+    /// room for stitched panoramas, while refusing degenerate strips such as 200000×10.
+    pub max_frame_side: u32,
+    /// Tests only: make this stage panic on its first frame, to show that a panic becomes an
+    /// [`AnalysisError::Internal`] and that ffmpeg is reaped. Never set from the environment.
+    #[doc(hidden)]
+    pub fault: Option<PipelineStage>,
+}
+
+/// The stages of an analysis, as named in errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PipelineStage {
+    /// Reads frames from ffmpeg (or decodes the image).
+    Decode,
+    /// Runs the face detector.
+    Detect,
+    /// Tracks faces, classifies them and feeds the sink.
+    Classify,
+}
+
+impl PipelineStage {
+    fn name(self) -> &'static str {
+        match self {
+            PipelineStage::Decode => "decoder stage",
+            PipelineStage::Detect => "detector stage",
+            PipelineStage::Classify => "classifier stage",
+        }
+    }
+
+    /// Panics when this stage is the configured fault (tests only).
+    fn inject(self, fault: Option<PipelineStage>) {
+        if fault == Some(self) {
+            panic!("injected fault in the {}", self.name());
+        }
+    }
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            ffmpeg: None,
+            models_dir: None,
+            ort_library: None,
+            detector: "yunet-dynamic".into(),
+            classifier: "faceapi".into(),
+            embedder: "faceapi-recognition".into(),
+            people: PeopleConfig::default(),
+            smoothing: SmoothingConfig::default(),
+            classifier_spec: None,
+            detect_interval_ms: 0,
+            detect_size: None,
+            max_frame_pixels: FrameLimits::DEFAULT.max_pixels,
+            max_frame_side: FrameLimits::DEFAULT.max_side,
+            fault: None,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Reads `DEEPEMOTION_*` variables over the defaults; fails naming the variable at fault.
+    pub fn from_env() -> Result<Self, AnalysisError> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let number = |name: &str, min: u64| -> Result<Option<u64>, AnalysisError> {
+            var(name)
+                .map(|v| {
+                    v.parse::<u64>().ok().filter(|n| *n >= min).ok_or_else(|| {
+                        AnalysisError::Config(format!(
+                            "{name}={v:?} must be a whole number >= {min}"
+                        ))
+                    })
+                })
+                .transpose()
+        };
+        let defaults = Self::default();
+        Ok(Self {
+            ffmpeg: var("DEEPEMOTION_FFMPEG").map(PathBuf::from),
+            models_dir: var("DEEPEMOTION_MODELS_DIR").map(PathBuf::from),
+            ort_library: var("ORT_DYLIB_PATH").map(PathBuf::from),
+            detector: var("DEEPEMOTION_DETECTOR").unwrap_or(defaults.detector),
+            classifier: var("DEEPEMOTION_CLASSIFIER").unwrap_or(defaults.classifier),
+            classifier_spec: var("DEEPEMOTION_CLASSIFIER_SPEC").map(PathBuf::from),
+            embedder: var("DEEPEMOTION_EMBEDDER").unwrap_or(defaults.embedder),
+            people: PeopleConfig {
+                link_similarity: match var("DEEPEMOTION_PERSON_SIMILARITY") {
+                    Some(v) => v
+                        .parse::<f32>()
+                        .ok()
+                        .filter(|x| (-1.0..=1.0).contains(x))
+                        .ok_or_else(|| {
+                            AnalysisError::Config(format!(
+                                "DEEPEMOTION_PERSON_SIMILARITY={v:?} must be a cosine similarity between -1 and 1"
+                            ))
+                        })?,
+                    None => defaults.people.link_similarity,
+                },
+                samples_per_track: number("DEEPEMOTION_PERSON_SAMPLES", 0)?
+                    .map_or(defaults.people.samples_per_track, |n| n as usize),
+                ..defaults.people
+            },
+            smoothing: SmoothingConfig {
+                sigma_ms: number("DEEPEMOTION_SMOOTHING_MS", 0)?
+                    .unwrap_or(defaults.smoothing.sigma_ms),
+            },
+            detect_interval_ms: number("DEEPEMOTION_DETECT_INTERVAL_MS", 0)?
+                .unwrap_or(defaults.detect_interval_ms),
+            detect_size: number("DEEPEMOTION_DETECT_SIZE", 32)?.map(|n| n as u32),
+            max_frame_pixels: match number("DEEPEMOTION_MAX_FRAME_PIXELS", 1)? {
+                Some(n) if n > FrameLimits::CEILING_PIXELS => {
+                    return Err(AnalysisError::Config(format!(
+                        "DEEPEMOTION_MAX_FRAME_PIXELS={n} is above {}, the most ffmpeg-sidecar can size",
+                        FrameLimits::CEILING_PIXELS
+                    )));
+                }
+                Some(n) => n,
+                None => defaults.max_frame_pixels,
+            },
+            max_frame_side: match number("DEEPEMOTION_MAX_FRAME_SIDE", 1)? {
+                Some(n) => u32::try_from(n).map_err(|_| {
+                    AnalysisError::Config(format!("DEEPEMOTION_MAX_FRAME_SIDE={n} is too large"))
+                })?,
+                None => defaults.max_frame_side,
+            },
+            fault: None,
+        })
+    }
+
+    /// The frame limits as the decoders take them.
+    pub fn frame_limits(&self) -> FrameLimits {
+        FrameLimits {
+            max_pixels: self.max_frame_pixels,
+            max_side: self.max_frame_side,
+        }
+    }
+}
+
+/// The engine: ONNX sessions built once, reused for every input.
+pub struct Analyzer {
+    config: EngineConfig,
+    detector: Mutex<FaceDetector>,
+    classifier: Mutex<EmotionClassifier>,
+    embedder: Mutex<FaceEmbedder>,
+    model_info: ModelInfo,
+    has_contempt: bool,
+}
+
+fn load_model(
+    config: &EngineConfig,
+    entry: &ModelEntry,
+    dir: Option<&Path>,
+) -> Result<Vec<u8>, AnalysisError> {
+    let dir = match dir {
+        Some(d) => d.to_path_buf(),
+        None => find_model_dir(config.models_dir.as_deref(), &entry.file),
+    };
+    entry.load(&dir)
+}
+
+impl Analyzer {
+    pub fn new(config: EngineConfig) -> Result<Self, AnalysisError> {
+        let catalog = ModelCatalog::builtin();
+        let env = runtime::environment(config.ort_library.as_deref())?;
+
+        let det_entry = catalog.get(&config.detector, ModelKind::Detector)?;
+        let mut det_spec = det_entry.detector.clone().ok_or_else(|| {
+            AnalysisError::ModelSpec(format!("{} has no detector spec", det_entry.name))
+        })?;
+        if let (Some(size), models::DetectorInput::LongSide(_)) =
+            (config.detect_size, det_spec.input)
+        {
+            det_spec.input = models::DetectorInput::LongSide(size);
+        }
+        let detector = FaceDetector::new(
+            runtime::session(&env, &load_model(&config, det_entry, None)?)?,
+            det_spec,
+        )?;
+
+        let (cls_entry, cls_dir) = match &config.classifier_spec {
+            Some(path) => {
+                let (entry, dir) = ModelEntry::from_spec_file(path)?;
+                (entry, Some(dir))
+            }
+            None => (
+                catalog
+                    .get(&config.classifier, ModelKind::Classifier)?
+                    .clone(),
+                None,
+            ),
+        };
+        let cls_spec = cls_entry.classifier.clone().ok_or_else(|| {
+            AnalysisError::ModelSpec(format!("{} has no classifier spec", cls_entry.name))
+        })?;
+        let bytes = load_model(&config, &cls_entry, cls_dir.as_deref())?;
+        let classifier = EmotionClassifier::new(runtime::session(&env, &bytes)?, cls_spec)?;
+
+        let emb_entry = catalog.get(&config.embedder, ModelKind::Embedder)?;
+        let emb_spec = emb_entry.embedder.clone().ok_or_else(|| {
+            AnalysisError::ModelSpec(format!("{} has no embedder spec", emb_entry.name))
+        })?;
+        let embedder = FaceEmbedder::new(
+            runtime::session(&env, &load_model(&config, emb_entry, None)?)?,
+            emb_spec,
+        )?;
+
+        let spec = classifier.spec();
+        let has_contempt = spec.has_contempt();
+        let labels = domain::EmotionLabel::ALL
+            .into_iter()
+            .filter(|l| *l != domain::EmotionLabel::Contempt || has_contempt)
+            .collect();
+        let model_info = ModelInfo {
+            detector: det_entry.name.clone(),
+            classifier: cls_entry.name.clone(),
+            labels,
+        };
+        tracing::info!(detector = %model_info.detector, classifier = %model_info.classifier, "analysis engine ready");
+        Ok(Self {
+            config,
+            detector: Mutex::new(detector),
+            classifier: Mutex::new(classifier),
+            embedder: Mutex::new(embedder),
+            model_info,
+            has_contempt,
+        })
+    }
+
+    pub fn model_info(&self) -> &ModelInfo {
+        &self.model_info
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Whether the classifier reports contempt (summaries then include it).
+    pub fn has_contempt(&self) -> bool {
+        self.has_contempt
+    }
+
+    /// Reads a video's metadata (ffmpeg decodes the first frame, so a broken file fails here
+    /// with the same errors an analysis would give).
+    pub fn probe(&self, input: &MediaSource) -> Result<Probe, AnalysisError> {
+        check_exists(input)?;
+        catch_panic("probe", || {
+            let decoder = VideoDecoder::open(input, &self.decode_options(0.0, Default::default()))?;
+            Ok(Probe {
+                video: VideoInfo {
+                    frame_count: 0,
+                    ..decoder.info().clone()
+                },
+                start_s: decoder.start_s(),
+            })
+        })
+    }
+
+    fn decode_options(&self, sample_fps: f64, window: DecodeWindow) -> DecodeOptions {
+        DecodeOptions {
+            ffmpeg: self.config.ffmpeg.clone(),
+            sample_fps,
+            window,
+            limits: self.config.frame_limits(),
+        }
+    }
+
+    /// Every video frame's timestamp (seconds, stream timeline), sorted, read from the container
+    /// by ffprobe without decoding: how many frames lie before a time, for segment planning.
+    pub fn frame_times(&self, input: &MediaSource) -> Result<Vec<f64>, AnalysisError> {
+        catch_panic("frame listing", || {
+            decode::frame_times(
+                self.config.ffmpeg.as_deref(),
+                input,
+                &self.config.frame_limits(),
+            )
+        })
+    }
+
+    /// Classifies an image that is already a face crop (no detection), e.g. a FER2013 sample.
+    pub fn classify_image(&self, path: &Path) -> Result<EmotionScores, AnalysisError> {
+        catch_panic("classifier", || self.classify_image_unguarded(path))
+    }
+
+    fn classify_image_unguarded(&self, path: &Path) -> Result<EmotionScores, AnalysisError> {
+        let image = load_image_within(path, self.config.frame_limits())?;
+        let side = image.width.max(image.height);
+        let crop = image::SquareCrop::around(
+            &domain::FaceBox {
+                x: 0.0,
+                y: 0.0,
+                w: image.width as f64,
+                h: image.height as f64,
+            },
+            1.0,
+        );
+        let mut classifier = self.classifier.lock().unwrap_or_else(|p| p.into_inner());
+        let scores = classifier.classify_crops(&[(crop.extract(&image), side)])?;
+        Ok(scores[0])
+    }
+
+    /// Analyses a video (or a jpg/png image as a one-frame video), streaming results to `sink`.
+    ///
+    /// On a decode error mid-stream, every frame decoded before it has already been delivered to
+    /// the sink; the error is returned and `finish` is not called. Frames over the configured
+    /// limits are refused before decoding ([`AnalysisError::FrameTooLarge`]). A panic in any
+    /// stage, or in the sink, is returned as [`AnalysisError::Internal`]; whatever happens,
+    /// ffmpeg has been stopped and reaped when this returns, and the engine stays usable.
+    pub fn analyze(
+        &self,
+        input: &MediaSource,
+        options: &AnalysisOptions,
+        sink: &mut dyn AnalysisSink,
+    ) -> Result<AnalysisOutcome, AnalysisError> {
+        check_exists(input)?;
+        // The stages catch their own panics and name themselves; this catches the rest (the
+        // sink's `begin` and `finish`, opening the decoder).
+        catch_panic("analysis", || match input {
+            MediaSource::File(path) if is_image(path) => self.analyze_image(path, sink),
+            _ => self.analyze_video(input, options, sink),
+        })
+    }
+
+    fn analyze_video(
+        &self,
+        input: &MediaSource,
+        options: &AnalysisOptions,
+        sink: &mut dyn AnalysisSink,
+    ) -> Result<AnalysisOutcome, AnalysisError> {
+        // A guard dropped while a panic unwinds poisons its lock; the sessions hold no state
+        // between frames, so the next analysis simply takes them back.
+        let mut detector = self.detector.lock().unwrap_or_else(|p| p.into_inner());
+        let mut classifier = self.classifier.lock().unwrap_or_else(|p| p.into_inner());
+        let mut embedder = self.embedder.lock().unwrap_or_else(|p| p.into_inner());
+        let mut identities = Identities::new(self.config.people);
+        let first_frame = options.window.first_frame;
+        let mut decoder = VideoDecoder::open(
+            input,
+            &self.decode_options(options.sample_fps, options.window),
+        )?;
+        // The frame count is only known at the end; 0 says "not yet" rather than a partial count.
+        let head = VideoInfo {
+            frame_count: 0,
+            ..decoder.info().clone()
+        };
+        sink.begin(&head, &self.model_info, options.sample_fps)
+            .map_err(sink_failed)?;
+        tracing::info!(input = %input.redacted(), codec = %decoder.info().codec, width = decoder.info().width,
+            height = decoder.info().height, sample_fps = options.sample_fps, "analysis started");
+
+        let interval = self.config.detect_interval_ms;
+        let fault = self.config.fault;
+        let depth = queue_depth(head.width, head.height);
+        let mut tracker = Tracker::new(TrackerConfig::default()).numbered_from(options.first_track);
+        let mut summary = SummaryBuilder::new(self.has_contempt);
+        let mut timings = StageTimings::default();
+
+        let video = std::thread::scope(|scope| -> Result<VideoInfo, AnalysisError> {
+            let (frame_tx, frame_rx) = sync_channel::<DecodedFrame>(depth);
+            let (det_tx, det_rx) = sync_channel::<(DecodedFrame, Option<Vec<DetectedFace>>)>(depth);
+
+            // The decoder is moved into its thread: however that thread ends, dropping it there
+            // stops and reaps ffmpeg.
+            let decoding = scope.spawn(move || -> (Duration, Result<VideoInfo, AnalysisError>) {
+                let mut spent = Duration::ZERO;
+                loop {
+                    let started = Instant::now();
+                    let next = decoder.next_frame();
+                    spent += started.elapsed();
+                    match next {
+                        Ok(Some(frame)) => {
+                            PipelineStage::Decode.inject(fault);
+                            if frame_tx.send(frame).is_err() {
+                                return (spent, Err(AnalysisError::Cancelled));
+                            }
+                        }
+                        Ok(None) => {
+                            let mut info = decoder.info().clone();
+                            info.frame_count += first_frame;
+                            return (spent, Ok(info));
+                        }
+                        Err(e) => return (spent, Err(e)),
+                    }
+                }
+            });
+
+            let detector = &mut *detector;
+            let detecting = scope.spawn(move || -> (Duration, u64, Result<(), AnalysisError>) {
+                let (mut spent, mut runs) = (Duration::ZERO, 0);
+                let mut last_detection: Option<u64> = None;
+                for frame in frame_rx {
+                    PipelineStage::Detect.inject(fault);
+                    let due = match last_detection {
+                        None => true,
+                        Some(last) => frame.t_ms < last || frame.t_ms - last >= interval,
+                    };
+                    let detections = if due {
+                        let started = Instant::now();
+                        let faces = match detector.detect(&frame.image) {
+                            Ok(f) => f,
+                            Err(e) => return (spent, runs, Err(e)),
+                        };
+                        spent += started.elapsed();
+                        runs += 1;
+                        last_detection = Some(frame.t_ms);
+                        Some(faces)
+                    } else {
+                        None
+                    };
+                    if det_tx.send((frame, detections)).is_err() {
+                        break;
+                    }
+                }
+                (spent, runs, Ok(()))
+            });
+
+            // The classifier stage runs on this thread; the sink is called from it.
+            let classify = || -> Result<(), AnalysisError> {
+                for (frame, detections) in det_rx {
+                    PipelineStage::Classify.inject(fault);
+                    let started = Instant::now();
+                    let mut faces = match detections {
+                        Some(d) => tracker.update(frame.t_ms, &d),
+                        None => tracker.current(),
+                    };
+                    for (track, face) in faces.iter_mut() {
+                        let observed = identities.observe(
+                            &mut embedder,
+                            &mut tracker,
+                            &frame.image,
+                            frame.t_ms,
+                            *track,
+                            face,
+                        )?;
+                        *track = observed.track;
+                        if let Some(profile) = observed.profile {
+                            sink.track(&profile).map_err(sink_failed)?;
+                        }
+                    }
+                    faces.sort_by_key(|(track, _)| *track);
+                    let boxes: Vec<_> = faces.iter().map(|(_, f)| f.bbox).collect();
+                    let scores = classifier.classify_faces(&frame.image, &boxes)?;
+                    timings.classify += started.elapsed();
+                    timings.faces_classified += boxes.len() as u64;
+                    let result = FrameResult {
+                        frame: frame.frame,
+                        t_ms: frame.t_ms,
+                        faces: faces
+                            .into_iter()
+                            .zip(scores)
+                            .map(|((track, face), emotions)| {
+                                FaceResult::new(track, &face, emotions)
+                            })
+                            .collect(),
+                    };
+                    summary.add(&result);
+                    sink.frame(&result).map_err(sink_failed)?;
+                }
+                Ok(())
+            };
+            // Returning from `classify`, or unwinding out of it, drops its receiver, and that
+            // stops the other stages: each finds its queue closed.
+            let classified = catch_unwind(AssertUnwindSafe(classify))
+                .unwrap_or_else(|p| Err(panicked(PipelineStage::Classify.name(), p)));
+            timings.faces_embedded = identities.embeddings;
+            let detected = match detecting.join() {
+                Ok((detect_time, runs, detected)) => {
+                    timings.detect = detect_time;
+                    timings.detector_runs = runs;
+                    detected
+                }
+                Err(p) => Err(panicked(PipelineStage::Detect.name(), p)),
+            };
+            let decoded = match decoding.join() {
+                Ok((decode_time, decoded)) => {
+                    timings.decode = decode_time;
+                    decoded
+                }
+                Err(p) => Err(panicked(PipelineStage::Decode.name(), p)),
+            };
+            // Report the root cause: a failed stage makes the ones after it see a closed queue.
+            match (decoded, classified.and(detected)) {
+                (Ok(video), Ok(())) => Ok(video),
+                (Err(AnalysisError::Cancelled), Err(e)) => Err(e),
+                (Err(e), _) => Err(e),
+                (Ok(_), Err(e)) => Err(e),
+            }
+        })?;
+        let summary = summary.finish();
+        sink.finish(&video, &summary).map_err(sink_failed)?;
+        tracing::info!(frames = summary.frames_analyzed, with_faces = summary.frames_with_faces,
+            embedded = timings.faces_embedded, dominant = ?summary.dominant, "analysis done");
+        Ok(AnalysisOutcome {
+            video,
+            summary,
+            timings,
+        })
+    }
+
+    fn analyze_image(
+        &self,
+        input: &Path,
+        sink: &mut dyn AnalysisSink,
+    ) -> Result<AnalysisOutcome, AnalysisError> {
+        let fault = self.config.fault;
+        let image = catch_panic(PipelineStage::Decode.name(), || {
+            let image = load_image_within(input, self.config.frame_limits())?;
+            PipelineStage::Decode.inject(fault);
+            Ok(image)
+        })?;
+        let codec = input
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("image")
+            .to_ascii_lowercase();
+        let mut video = VideoInfo {
+            width: image.width,
+            height: image.height,
+            frame_count: 1,
+            codec,
+            ..Default::default()
+        };
+        video.codec = video.codec.replace("jpg", "jpeg");
+        sink.begin(&video, &self.model_info, 0.0)
+            .map_err(sink_failed)?;
+        let mut timings = StageTimings::default();
+        let started = Instant::now();
+        // A panic while a lock is held poisons it; the next `lock` takes it back (see above).
+        let detections = catch_panic(PipelineStage::Detect.name(), || {
+            let mut detector = self.detector.lock().unwrap_or_else(|p| p.into_inner());
+            PipelineStage::Detect.inject(fault);
+            detector.detect(&image)
+        })?;
+        timings.detect = started.elapsed();
+        timings.detector_runs = 1;
+        let started = Instant::now();
+        let summary = catch_panic(PipelineStage::Classify.name(), || {
+            let mut tracker = Tracker::new(TrackerConfig::default());
+            let faces = tracker.update(0, &detections);
+            {
+                let mut embedder = self.embedder.lock().unwrap_or_else(|p| p.into_inner());
+                let mut identities = Identities::new(self.config.people);
+                for (track, face) in &faces {
+                    let observed =
+                        identities.observe(&mut embedder, &mut tracker, &image, 0, *track, face)?;
+                    if let Some(profile) = observed.profile {
+                        sink.track(&profile).map_err(sink_failed)?;
+                    }
+                }
+                timings.faces_embedded = identities.embeddings;
+            }
+            let boxes: Vec<_> = faces.iter().map(|(_, f)| f.bbox).collect();
+            let scores = {
+                let mut classifier = self.classifier.lock().unwrap_or_else(|p| p.into_inner());
+                PipelineStage::Classify.inject(fault);
+                classifier.classify_faces(&image, &boxes)?
+            };
+            timings.classify = started.elapsed();
+            timings.faces_classified = boxes.len() as u64;
+            let frame = FrameResult {
+                frame: 0,
+                t_ms: 0,
+                faces: faces
+                    .into_iter()
+                    .zip(scores)
+                    .map(|((track, face), emotions)| FaceResult::new(track, &face, emotions))
+                    .collect(),
+            };
+            let mut summary = SummaryBuilder::new(self.has_contempt);
+            summary.add(&frame);
+            sink.frame(&frame).map_err(sink_failed)?;
+            Ok(summary.finish())
+        })?;
+        sink.finish(&video, &summary).map_err(sink_failed)?;
+        Ok(AnalysisOutcome {
+            video,
+            summary,
+            timings,
+        })
+    }
+}
+
+/// Frames queued between two stages: 4, or fewer when 4 frames would take more than 128 MiB
+/// (a 4K frame is 25 MB, an 8K one 100 MB), so that a huge frame size does not multiply the
+/// memory it takes by every queue slot. Ordinary videos keep all 4.
+fn queue_depth(width: u32, height: u32) -> usize {
+    const QUEUE_BYTES: u64 = 128 << 20;
+    (QUEUE_BYTES / RgbFrame::bytes_for(width, height).max(1)).clamp(1, 4) as usize
+}
+
+/// Runs `f`, turning a panic inside it into [`AnalysisError::Internal`].
+fn catch_panic<T>(
+    what: &str,
+    f: impl FnOnce() -> Result<T, AnalysisError>,
+) -> Result<T, AnalysisError> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| Err(panicked(what, payload)))
+}
+
+/// The error for a caught panic, with the panic's message.
+fn panicked(what: &str, payload: Box<dyn Any + Send>) -> AnalysisError {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_string());
+    tracing::error!(stage = what, %message, "a pipeline stage panicked");
+    AnalysisError::Internal(format!("the {what} panicked: {message}"))
+}
+
+fn sink_failed(e: SinkError) -> AnalysisError {
+    AnalysisError::Sink(e.to_string())
+}
+
+/// A missing file fails before anything starts; a URL is ffmpeg's to fetch.
+fn check_exists(input: &MediaSource) -> Result<(), AnalysisError> {
+    match input {
+        MediaSource::File(path) if !path.exists() => {
+            Err(AnalysisError::InputNotFound(path.clone()))
+        }
+        _ => Ok(()),
+    }
+}
+
+impl VideoAnalyzer for Analyzer {
+    fn probe(&self, source: &MediaSource) -> Result<Probe, AnalysisError> {
+        Analyzer::probe(self, source)
+    }
+
+    fn frame_times(&self, source: &MediaSource) -> Result<Vec<f64>, AnalysisError> {
+        Analyzer::frame_times(self, source)
+    }
+
+    fn analyze(
+        &self,
+        source: &MediaSource,
+        options: &AnalysisOptions,
+        sink: &mut dyn AnalysisSink,
+    ) -> Result<AnalysisOutcome, AnalysisError> {
+        Analyzer::analyze(self, source, options, sink)
+    }
+
+    fn has_contempt(&self) -> bool {
+        self.has_contempt
+    }
+
+    fn people(&self) -> &PeopleConfig {
+        &self.config.people
+    }
+
+    fn smoothing(&self) -> SmoothingConfig {
+        self.config.smoothing
+    }
+}
+
+/// jpg/jpeg/png inputs are analysed as single frames.
+pub fn is_image(path: &Path) -> bool {
+    matches!(
+        path.extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
+        Some("jpg" | "jpeg" | "png")
+    )
+}
+
+/// Decodes a jpg/png into an RGB frame, within the default [`FrameLimits`].
+pub fn load_image(path: &Path) -> Result<RgbFrame, AnalysisError> {
+    load_image_within(path, FrameLimits::DEFAULT)
+}
+
+/// Decodes a jpg/png into an RGB frame. The size is read from the header first, and an image over
+/// `limits` is refused ([`AnalysisError::FrameTooLarge`]) before its pixels are decoded.
+pub fn load_image_within(path: &Path, limits: FrameLimits) -> Result<RgbFrame, AnalysisError> {
+    let bad = |detail: String| AnalysisError::Image {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let bytes = std::fs::read(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => AnalysisError::InputNotFound(path.to_path_buf()),
+        _ => AnalysisError::Io(e),
+    })?;
+    if bytes.is_empty() {
+        return Err(AnalysisError::EmptyFile {
+            path: path.to_path_buf(),
+        });
+    }
+    if bytes.starts_with(&[0xff, 0xd8]) {
+        return decode_jpeg(&bytes, limits).map_err(|e| match e {
+            JpegError::Analysis(e) => e,
+            JpegError::Bad(detail) => bad(detail),
+        });
+    }
+    let reader = || {
+        ::image::ImageReader::new(std::io::Cursor::new(&bytes[..]))
+            .with_guessed_format()
+            .map_err(|e| bad(e.to_string()))
+    };
+    let (w, h) = reader()?
+        .into_dimensions()
+        .map_err(|e| bad(e.to_string()))?;
+    limits.check(w, h)?;
+    let mut reader = reader()?;
+    // Within the limits, the decoder may take what the image needs (up to 16-bit RGBA, 8 bytes
+    // a pixel); `image`'s own default of 512 MiB would refuse a 12000x12000 RGBA PNG.
+    let mut decoder_limits = ::image::Limits::default();
+    decoder_limits.max_image_width = Some(limits.max_side);
+    decoder_limits.max_image_height = Some(limits.max_side);
+    decoder_limits.max_alloc = Some(u64::from(w) * u64::from(h) * 8 + (64 << 20));
+    reader.limits(decoder_limits);
+    let decoded = reader.decode().map_err(|e| bad(e.to_string()))?.to_rgb8();
+    let (w, h) = decoded.dimensions();
+    RgbFrame::try_new(w, h, decoded.into_raw())
+}
+
+enum JpegError {
+    Analysis(AnalysisError),
+    Bad(String),
+}
+
+/// libjpeg reports a broken file by unwinding out of its error handler; catch that here. The
+/// header is read (and the size checked against `limits`) before decompression starts.
+fn decode_jpeg(bytes: &[u8], limits: FrameLimits) -> Result<RgbFrame, JpegError> {
+    catch_unwind(|| -> Result<RgbFrame, JpegError> {
+        let io = |e: std::io::Error| JpegError::Bad(e.to_string());
+        let header = mozjpeg::Decompress::new_mem(bytes).map_err(io)?;
+        let (w, h) = (header.width(), header.height());
+        let (w, h) = (
+            u32::try_from(w).unwrap_or(u32::MAX),
+            u32::try_from(h).unwrap_or(u32::MAX),
+        );
+        limits.check(w, h).map_err(JpegError::Analysis)?;
+        let mut jpeg = header.rgb().map_err(io)?;
+        let (w, h) = (jpeg.width() as u32, jpeg.height() as u32);
+        let pixels = jpeg.read_scanlines::<u8>().map_err(io)?;
+        jpeg.finish().map_err(io)?;
+        RgbFrame::try_new(w, h, pixels).map_err(JpegError::Analysis)
+    })
+    .map_err(|_| JpegError::Bad("not a valid JPEG file".to_string()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queues_hold_four_frames_unless_four_would_take_more_than_128_mib() {
+        assert_eq!(queue_depth(640, 360), 4);
+        assert_eq!(queue_depth(1920, 1080), 4);
+        assert_eq!(queue_depth(3840, 2160), 4);
+        assert_eq!(queue_depth(5120, 2880), 3);
+        assert_eq!(queue_depth(7680, 4320), 1);
+        assert_eq!(queue_depth(12000, 12000), 1);
+        assert_eq!(queue_depth(0, 0), 4);
+    }
+
+    #[test]
+    fn a_panic_becomes_an_internal_error_with_its_message() {
+        let err = catch_panic("detector stage", || -> Result<(), AnalysisError> {
+            panic!("index {} out of range", 7)
+        })
+        .unwrap_err();
+        assert!(
+            matches!(&err, AnalysisError::Internal(m) if m == "the detector stage panicked: index 7 out of range"),
+            "{err:?}"
+        );
+        assert!(!err.is_bad_input());
+        let err = catch_panic("probe", || -> Result<(), AnalysisError> {
+            panic!("static")
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "internal error: the probe panicked: static"
+        );
+        assert!(catch_panic("probe", || Ok(1)).is_ok());
+    }
+
+    #[test]
+    fn frame_limits_come_from_the_config() {
+        let config = EngineConfig {
+            max_frame_pixels: 1000,
+            max_frame_side: 50,
+            ..EngineConfig::default()
+        };
+        assert_eq!(
+            config.frame_limits(),
+            FrameLimits {
+                max_pixels: 1000,
+                max_side: 50
+            }
+        );
+        assert_eq!(EngineConfig::default().frame_limits(), FrameLimits::DEFAULT);
+    }
+}

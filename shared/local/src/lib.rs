@@ -1,0 +1,21 @@
+//! One machine, no AWS: SQLite for users, videos and results, files for blobs (with HMAC-signed,
+//! expiring URLs served by the server itself, standing in for S3's presigned URLs), an
+//! in-process queue, and `deepemotion serve`'s server around the shared router and worker
+//! (hyper's accept loop, socket.io live progress, the built-in web page). The engine is handed
+//! in (see [`server::AnalyzerLoader`]): this crate does not depend on it.
+
+mod files;
+mod queue;
+pub mod server;
+mod socket;
+mod sqlite;
+mod uploads;
+mod web;
+
+#[cfg(test)]
+mod live_tests;
+
+pub use files::{FileBlobs, SignatureError};
+pub use queue::LocalQueue;
+pub use server::{ConnectionLimits, LocalServerConfig, ServerError, serve};
+pub use sqlite::SqliteStore;

@@ -1,0 +1,9 @@
+//! End-to-end tests against moto, the AWS stand-in `scripts/test` starts: the AWS adapters one
+//! by one, then the whole pipeline (API router, S3 event, SQS, the analysis Lambda's handler,
+//! DynamoDB) with the real engine.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod adapters;
+mod pipeline;
