@@ -3,19 +3,14 @@
 
 use std::time::Duration;
 
+use aws_adapters::{AwsClients, AwsConfig, DynamoStore, S3Blobs, SqsJobs};
 use chrono::Utc;
-use shared::adapters::aws::{AwsClients, AwsConfig, DynamoStore, S3Blobs, SqsJobs};
-use shared::ports::*;
-use shared::{AnalysisState, EmotionScores, FrameResult, User, Video, VideoStatus};
+use domain::ports::*;
+use domain::{AnalysisState, EmotionScores, FrameResult, User, Video, VideoStatus};
 
 async fn clients() -> (AwsClients, AwsConfig) {
     let endpoint = std::env::var("DEEPEMOTION_MOTO_ENDPOINT")
         .expect("DEEPEMOTION_MOTO_ENDPOINT is not set: run these tests through scripts/test, which starts moto");
-    // moto accepts any credentials; the SDK still wants some
-    unsafe {
-        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-    }
     let unique = uuid::Uuid::new_v4().simple().to_string();
     let config = AwsConfig {
         region: "us-east-1".into(),
@@ -23,6 +18,8 @@ async fn clients() -> (AwsClients, AwsConfig) {
         table: format!("deepemotion-{unique}"),
         bucket: format!("deepemotion-{unique}"),
         queue_url: None,
+        // moto accepts any credentials; the SDK still wants some
+        credentials: Some(("testing".into(), "testing".into())),
     };
     (AwsClients::new(&config).await, config)
 }
@@ -50,7 +47,7 @@ fn video(id: &str, owner: &str, age_ms: i64) -> Video {
         id: id.into(),
         user_id: owner.into(),
         title: format!("video {id}"),
-        s3_key: shared::object_key(owner, id, "mp4"),
+        s3_key: domain::object_key(owner, id, "mp4"),
         filename: "a.mp4".into(),
         content_type: "video/mp4".into(),
         size_bytes: Some(10),
@@ -158,8 +155,8 @@ async fn videos_list_newest_first_in_pages_and_updates_do_not_clobber() {
 
 #[tokio::test]
 async fn the_ledger_plans_once_leases_segments_and_counts_them_once() {
-    use shared::ports::{AnalysisLedger, PlanDecision, ProgressDelta, SegmentClaim};
-    use shared::{AnalysisPlan, Checkpoint};
+    use domain::ports::{AnalysisLedger, PlanDecision, ProgressDelta, SegmentClaim};
+    use domain::{AnalysisPlan, Checkpoint};
     use std::time::Duration;
 
     let store = store().await;
@@ -280,7 +277,7 @@ async fn the_ledger_plans_once_leases_segments_and_counts_them_once() {
         .claim_segment("v9", 1, "worker-c", lease)
         .await
         .unwrap();
-    let info = shared::VideoInfo {
+    let info = domain::VideoInfo {
         duration_ms: 20_000,
         frame_count: 500,
         ..Default::default()
@@ -383,12 +380,7 @@ async fn blobs_upload_through_presigned_urls() {
         blobs.stat(key, None).await.unwrap().map(|o| o.size),
         Some(100_000)
     );
-    let dir = tempfile::tempdir().unwrap();
-    blobs
-        .download(key, &dir.path().join("v1.mp4"))
-        .await
-        .unwrap();
-    assert_eq!(std::fs::read(dir.path().join("v1.mp4")).unwrap(), bytes);
+    assert_eq!(blobs.get_object(key).await.unwrap(), Some(bytes.clone()));
     let url = blobs
         .presign_get(key, None, Duration::from_secs(60))
         .await
@@ -438,8 +430,8 @@ async fn jobs_go_onto_the_queue_as_json() {
 
 #[tokio::test]
 async fn the_api_lambda_signs_tokens_with_the_secret_it_reads_from_secrets_manager() {
-    use shared::http::TokenKeys;
-    use shared::lambda::{ApiLambdaConfig, LambdaConfigError, app_state};
+    use aws_adapters::lambda::{LambdaConfigError, TokenSecretSource};
+    use http_api::{ApiPorts, AppState, TokenKeys};
     let (clients, aws) = clients().await;
     let secrets = aws_sdk_secretsmanager::Client::new(&clients.sdk);
     let value = format!(
@@ -457,15 +449,25 @@ async fn the_api_lambda_signs_tokens_with_the_secret_it_reads_from_secrets_manag
         .send()
         .await
         .unwrap();
-    let config = |secret: &str| ApiLambdaConfig {
-        aws: aws.clone(),
-        jwt_secret_id: Some(secret.to_string()),
-        dev_jwt_secret: None,
-        api: Default::default(),
+    let secret_of = |id: &str| TokenSecretSource::SecretsManager(id.to_string());
+    let store = std::sync::Arc::new(DynamoStore::new(&clients, &aws.table));
+    let api_state = |secret: &str| {
+        let ports = ApiPorts {
+            users: store.clone(),
+            videos: store.clone(),
+            results: store.clone(),
+            limiter: store.clone(),
+            blobs: std::sync::Arc::new(S3Blobs::new(&clients, &aws.bucket)),
+        };
+        AppState::new(ports, secret, Default::default())
     };
 
     // the template passes the secret's ARN
-    let state = app_state(&config(created.arn().unwrap())).await.unwrap();
+    let secret = secret_of(created.arn().unwrap())
+        .read(&clients)
+        .await
+        .unwrap();
+    let state = api_state(&secret).unwrap();
     let theirs = TokenKeys::new(value.as_bytes(), 60)
         .issue("user-1")
         .unwrap();
@@ -476,7 +478,9 @@ async fn the_api_lambda_signs_tokens_with_the_secret_it_reads_from_secrets_manag
     assert!(state.tokens.verify(&forged).is_err());
 
     // a missing secret stops the cold start, naming the secret and not leaking a value
-    let missing = app_state(&config("deepemotion/nobody/jwt-secret")).await;
+    let missing = secret_of("deepemotion/nobody/jwt-secret")
+        .read(&clients)
+        .await;
     let Err(LambdaConfigError::Secret { name, cause }) = missing else {
         panic!("expected a secret error");
     };
@@ -494,15 +498,16 @@ async fn the_api_lambda_signs_tokens_with_the_secret_it_reads_from_secrets_manag
         .send()
         .await
         .unwrap();
-    assert!(matches!(
-        app_state(&config(short.arn().unwrap())).await,
-        Err(LambdaConfigError::Invalid(_))
-    ));
+    let short = secret_of(short.arn().unwrap())
+        .read(&clients)
+        .await
+        .unwrap();
+    assert!(api_state(&short).is_err());
 }
 
 #[tokio::test]
 async fn a_run_that_never_released_its_lease_is_counted_as_crashed_at_the_next_claim() {
-    use shared::ports::{AnalysisLedger, SegmentClaim};
+    use domain::ports::{AnalysisLedger, SegmentClaim};
     let store = store().await;
     store.create_video(&video("v1", "u1", 0)).await.unwrap();
     let short = Duration::from_millis(1);
@@ -527,8 +532,8 @@ async fn a_run_that_never_released_its_lease_is_counted_as_crashed_at_the_next_c
 
 #[tokio::test]
 async fn the_first_upload_is_recorded_once_and_a_delete_removes_every_item() {
-    use shared::StoredObject;
-    use shared::ports::{AnalysisLedger, SegmentClaim, UploadRecord};
+    use domain::StoredObject;
+    use domain::ports::{AnalysisLedger, SegmentClaim, UploadRecord};
     let store = store().await;
     store.create_video(&video("v1", "u1", 0)).await.unwrap();
     let first = StoredObject {
@@ -633,7 +638,7 @@ async fn a_second_put_to_the_same_key_never_changes_what_is_read_through_the_rec
     assert_eq!(recorded.size, 50_000);
     let version = recorded.version_id.clone().expect("a versioned bucket");
     // an event that names the object by size and ETag only (moto's) finds the same version
-    let described = shared::StoredObject {
+    let described = domain::StoredObject {
         version_id: None,
         ..recorded.clone()
     };
@@ -663,6 +668,9 @@ async fn a_second_put_to_the_same_key_never_changes_what_is_read_through_the_rec
         .analysis_source(key, Some(&version), Duration::from_secs(60))
         .await
         .unwrap();
+    let domain::MediaSource::Url(source) = source else {
+        panic!("S3 hands ffmpeg a presigned URL, not {source:?}");
+    };
     assert_eq!(get(&source).await, original);
     let stream = blobs
         .presign_get(key, Some(&version), Duration::from_secs(60))
@@ -730,7 +738,7 @@ async fn a_declared_size_is_signed_into_the_presigned_put() {
 
 #[tokio::test]
 async fn rate_limit_counters_are_shared_through_the_table() {
-    use shared::ports::{RateDecision, RateLimiter};
+    use domain::ports::{RateDecision, RateLimiter};
     let (clients, config) = clients().await;
     let table = DynamoStore::new(&clients, &config.table);
     table.create_table().await.unwrap();
@@ -823,7 +831,7 @@ async fn all_versions(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Ve
 #[tokio::test]
 async fn small_objects_are_put_and_read_back_and_a_missing_one_is_none() {
     let (blobs, s3, bucket) = bucket(true).await;
-    let key = shared::person_thumbnail_key("v1", 1);
+    let key = domain::person_thumbnail_key("v1", 1);
     assert_eq!(blobs.get_object(&key).await.unwrap(), None);
     let jpeg = vec![0xFF, 0xD8, 0xFF, 0x00, 0xFF, 0xD9];
     blobs
@@ -848,7 +856,7 @@ async fn small_objects_are_put_and_read_back_and_a_missing_one_is_none() {
     assert_eq!(blobs.get_object(&key).await.unwrap(), Some(bigger));
     assert_eq!(
         blobs
-            .get_object(&shared::person_thumbnail_key("v1", 2))
+            .get_object(&domain::person_thumbnail_key("v1", 2))
             .await
             .unwrap(),
         None
@@ -866,13 +874,13 @@ async fn small_objects_are_put_and_read_back_and_a_missing_one_is_none() {
 #[tokio::test]
 async fn delete_prefix_removes_every_version_under_the_prefix_and_nothing_else() {
     let (blobs, s3, bucket) = bucket(true).await;
-    let prefix = shared::results_prefix("v1");
-    let one = shared::person_thumbnail_key("v1", 1);
-    let two = shared::person_thumbnail_key("v1", 2);
-    let three = shared::person_thumbnail_key("v1", 3);
+    let prefix = domain::results_prefix("v1");
+    let one = domain::person_thumbnail_key("v1", 1);
+    let two = domain::person_thumbnail_key("v1", 2);
+    let three = domain::person_thumbnail_key("v1", 3);
     // a prefix that is a string prefix of the deleted one, but another video's
-    let sibling = shared::person_thumbnail_key("v10", 1);
-    let upload = shared::object_key("u1", "v1", "mp4");
+    let sibling = domain::person_thumbnail_key("v10", 1);
+    let upload = domain::object_key("u1", "v1", "mp4");
     for (key, times) in [
         (&one, 3),
         (&two, 1),
@@ -915,7 +923,7 @@ async fn delete_prefix_removes_every_version_under_the_prefix_and_nothing_else()
     // nothing under the prefix is fine
     blobs.delete_prefix(&prefix).await.unwrap();
     blobs
-        .delete_prefix(&shared::results_prefix("never"))
+        .delete_prefix(&domain::results_prefix("never"))
         .await
         .unwrap();
 }
@@ -924,8 +932,8 @@ async fn delete_prefix_removes_every_version_under_the_prefix_and_nothing_else()
 async fn delete_prefix_pages_and_batches_past_a_thousand_objects_on_an_unversioned_bucket() {
     use futures_util::StreamExt;
     let (blobs, s3, bucket) = bucket(false).await;
-    let prefix = shared::results_prefix("v1");
-    let keep = shared::person_thumbnail_key("v2", 1);
+    let prefix = domain::results_prefix("v1");
+    let keep = domain::person_thumbnail_key("v2", 1);
     blobs
         .put_object(&keep, vec![1], "image/jpeg")
         .await
@@ -935,7 +943,7 @@ async fn delete_prefix_pages_and_batches_past_a_thousand_objects_on_an_unversion
         .map(|n| async move {
             blobs
                 .put_object(
-                    &shared::person_thumbnail_key("v1", n),
+                    &domain::person_thumbnail_key("v1", n),
                     vec![1],
                     "image/jpeg",
                 )

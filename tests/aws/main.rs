@@ -6,4 +6,5 @@
 mod common;
 
 mod adapters;
+mod ledger;
 mod pipeline;

@@ -9,18 +9,19 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
+use aws_adapters::lambda::handle_sqs_event;
+use aws_adapters::{AwsClients, AwsConfig, DynamoStore, S3Blobs, SqsJobs};
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use aws_sdk_s3::types::{
     Event, FilterRule, FilterRuleName, NotificationConfigurationFilter, QueueConfiguration,
     S3KeyFilter,
 };
+use domain::VideoStatus;
+use domain::metered::{Metered, WriteMeter};
+use engine::{Analyzer, EngineConfig};
+use http_api::{ApiConfig, ApiPorts, AppState};
 use serde_json::{Value, json};
-use shared::adapters::aws::{AwsClients, AwsConfig, DynamoStore, S3Blobs, SqsJobs};
-use shared::adapters::metered::{Metered, WriteMeter};
-use shared::http::{ApiConfig, AppState, TokenKeys};
-use shared::lambda::{AnalysisLambdaConfig, handle_sqs_event, worker_over};
-use shared::worker::{AnalysisWorker, WorkerConfig};
-use shared::{EngineConfig, VideoStatus};
+use worker::{AnalysisWorker, WorkerConfig, WorkerPorts};
 
 struct Stack {
     clients: AwsClients,
@@ -30,15 +31,21 @@ struct Stack {
     http: reqwest::Client,
 }
 
+/// The engine, loaded once for every test in this binary.
+fn engine() -> Arc<Analyzer> {
+    static ENGINE: std::sync::OnceLock<Arc<Analyzer>> = std::sync::OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            Arc::new(Analyzer::new(EngineConfig::default()).expect("the analysis engine starts"))
+        })
+        .clone()
+}
+
 /// Table, bucket with its notification, queue, and the API served over HTTP.
 async fn stack() -> Stack {
     let endpoint = std::env::var("DEEPEMOTION_MOTO_ENDPOINT").expect(
         "DEEPEMOTION_MOTO_ENDPOINT is not set: run through scripts/test, which starts moto",
     );
-    unsafe {
-        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-    }
     let unique = uuid::Uuid::new_v4().simple().to_string();
     let mut config = AwsConfig {
         region: "us-east-1".into(),
@@ -46,6 +53,8 @@ async fn stack() -> Stack {
         table: format!("deepemotion-{unique}"),
         bucket: format!("deepemotion-{unique}"),
         queue_url: None,
+        // moto accepts any credentials; the SDK still wants some
+        credentials: Some(("testing".into(), "testing".into())),
     };
     let clients = AwsClients::new(&config).await;
     let store = Arc::new(DynamoStore::new(&clients, &config.table));
@@ -125,22 +134,23 @@ async fn stack() -> Stack {
         .unwrap();
     config.queue_url = Some(queue_url.clone());
 
-    let state = AppState {
+    let ports = ApiPorts {
         users: store.clone(),
         videos: store.clone(),
         results: store.clone(),
         blobs: Arc::new(S3Blobs::new(&clients, &config.bucket)),
-        jobs: Arc::new(SqsJobs::new(&clients, &queue_url)),
         limiter: store.clone(),
-        tokens: TokenKeys::new(b"moto-test-secret-moto-test-secret!!", 3600),
-        config: ApiConfig::default(),
-        local_files: None,
-        events: Default::default(),
     };
+    let state = AppState::new(
+        ports,
+        "moto-test-secret-moto-test-secret!!",
+        ApiConfig::default(),
+    )
+    .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        axum::serve(listener, shared::http::router(state))
+        axum::serve(listener, http_api::router(state))
             .await
             .unwrap()
     });
@@ -154,16 +164,20 @@ async fn stack() -> Stack {
 }
 
 impl Stack {
+    /// The analysis function's worker, wired as functions/analyze wires it.
     fn worker(&self, worker: WorkerConfig) -> AnalysisWorker {
-        worker_over(
-            &self.clients,
-            &AnalysisLambdaConfig {
-                aws: self.config.clone(),
-                engine: EngineConfig::default(),
-                worker,
-            },
-        )
-        .expect("the analysis engine starts")
+        let store = Arc::new(DynamoStore::new(&self.clients, &self.config.table));
+        let ports = WorkerPorts {
+            videos: store.clone(),
+            ledger: store.clone(),
+            results: store,
+            blobs: Arc::new(S3Blobs::new(&self.clients, &self.config.bucket)),
+            jobs: Arc::new(SqsJobs::new(
+                &self.clients,
+                self.config.queue_url.clone().unwrap_or_default(),
+            )),
+        };
+        AnalysisWorker::new(ports, engine(), worker)
     }
 
     async fn token(&self) -> String {
@@ -497,7 +511,7 @@ async fn an_upload_to_the_presigned_url_is_analysed_through_the_s3_event() {
     // the same event delivered again: acknowledged, and still one result set
     let again = handle_sqs_event(&worker, event, deadline()).await;
     assert!(no_failures(&again));
-    let (frames, _) = shared::ports::ResultStore::frames(&*stack.store, &id, None, 1000)
+    let (frames, _) = domain::ports::ResultStore::frames(&*stack.store, &id, None, 1000)
         .await
         .unwrap();
     assert_eq!(frames.len(), 99);
@@ -666,7 +680,7 @@ async fn a_long_video_fans_out_over_the_queue_and_the_last_segment_completes_it(
             "{invocations} invocations and still not done"
         );
     }
-    let video = shared::ports::VideoStore::video(&*stack.store, &id)
+    let video = domain::ports::VideoStore::video(&*stack.store, &id)
         .await
         .unwrap()
         .unwrap();
@@ -680,11 +694,11 @@ async fn a_long_video_fans_out_over_the_queue_and_the_last_segment_completes_it(
         "{:?}",
         summary.people[0]
     );
-    let (frames, _) = shared::ports::ResultStore::frames(&*stack.store, &id, None, 1000)
+    let (frames, _) = domain::ports::ResultStore::frames(&*stack.store, &id, None, 1000)
         .await
         .unwrap();
     assert_eq!(frames.len(), 99);
-    let plan = shared::ports::AnalysisLedger::plan(&*stack.store, &id)
+    let plan = domain::ports::AnalysisLedger::plan(&*stack.store, &id)
         .await
         .unwrap()
         .unwrap();
@@ -697,13 +711,13 @@ async fn a_long_video_fans_out_over_the_queue_and_the_last_segment_completes_it(
 struct UnavailableResults;
 
 #[async_trait::async_trait]
-impl shared::ports::ResultStore for UnavailableResults {
+impl domain::ports::ResultStore for UnavailableResults {
     async fn put_frames(
         &self,
         _video_id: &str,
-        _frames: &[shared::FrameResult],
-    ) -> shared::ports::StoreResult<()> {
-        Err(shared::ports::StoreError::Backend(
+        _frames: &[domain::FrameResult],
+    ) -> domain::ports::StoreResult<()> {
+        Err(domain::ports::StoreError::Backend(
             "ThrottlingException: Rate of requests exceeds the allowed throughput".into(),
         ))
     }
@@ -712,25 +726,25 @@ impl shared::ports::ResultStore for UnavailableResults {
         _video_id: &str,
         _after: Option<u64>,
         _limit: usize,
-    ) -> shared::ports::StoreResult<(Vec<shared::FrameResult>, Option<u64>)> {
+    ) -> domain::ports::StoreResult<(Vec<domain::FrameResult>, Option<u64>)> {
         Ok((vec![], None))
     }
     async fn put_tracks(
         &self,
         _video_id: &str,
-        _tracks: &[shared::TrackProfile],
-    ) -> shared::ports::StoreResult<()> {
-        Err(shared::ports::StoreError::Backend(
+        _tracks: &[domain::TrackProfile],
+    ) -> domain::ports::StoreResult<()> {
+        Err(domain::ports::StoreError::Backend(
             "ThrottlingException: Rate of requests exceeds the allowed throughput".into(),
         ))
     }
     async fn tracks(
         &self,
         _video_id: &str,
-    ) -> shared::ports::StoreResult<Vec<shared::TrackProfile>> {
+    ) -> domain::ports::StoreResult<Vec<domain::TrackProfile>> {
         Ok(vec![])
     }
-    async fn delete_frames(&self, _video_id: &str) -> shared::ports::StoreResult<()> {
+    async fn delete_frames(&self, _video_id: &str) -> domain::ports::StoreResult<()> {
         Ok(())
     }
 }

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use shared::pipeline::{AnalysisSink, SinkError};
-use shared::{Analyzer, EngineConfig, FrameResult, ModelInfo, Summary, VideoInfo};
+use domain::{AnalysisSink, FrameResult, ModelInfo, SinkError, Summary, VideoInfo};
+use engine::{Analyzer, EngineConfig};
 
 /// The team's shared material: `DEEPEMOTION_SHARED_DIR`, else `../shared` next to the checkout.
 pub fn shared_dir() -> PathBuf {

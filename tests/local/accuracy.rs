@@ -28,7 +28,7 @@ fn labelled_crops() -> Vec<(String, String)> {
         .filter_map(|line| {
             let mut cols = line.split(',');
             let (path, label) = (cols.next()?, cols.next()?);
-            let label: shared::EmotionLabel = label.parse().ok()?; // labels.csv uses the FER names (anger, happiness, ...)
+            let label: domain::EmotionLabel = label.parse().ok()?; // labels.csv uses the FER names (anger, happiness, ...)
             path.starts_with("fer2013_test_subset/")
                 .then(|| (base.join(path).display().to_string(), label.to_string()))
         })

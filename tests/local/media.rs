@@ -8,13 +8,20 @@ use common::{
     Collect, analyzer, bomb_png, child_processes, children_peak_rss_mb, ffmpeg,
     ffprobe_frame_times_ms, in_own_process, photo, video,
 };
-use shared::pipeline::{AnalysisOptions, AnalysisSink, PipelineStage, SinkError};
-use shared::{AnalysisError, Analyzer, EmotionLabel, EmotionScores, EngineConfig, FrameResult};
+use domain::{
+    AnalysisError, AnalysisOptions, AnalysisSink, EmotionLabel, EmotionScores, FrameResult,
+    MediaSource, SinkError,
+};
+use engine::{Analyzer, EngineConfig, PipelineStage};
 
 #[allow(clippy::result_large_err)] // test helper: the sink is returned with the error on purpose
 fn analyze(path: &Path, sample_fps: f64) -> Result<Collect, (AnalysisError, Collect)> {
     let mut sink = Collect::default();
-    match analyzer().analyze(path, &AnalysisOptions::sampled(sample_fps), &mut sink) {
+    match analyzer().analyze(
+        &MediaSource::from(path),
+        &AnalysisOptions::sampled(sample_fps),
+        &mut sink,
+    ) {
         Ok(_) => Ok(sink),
         Err(e) => Err((e, sink)),
     }
@@ -220,15 +227,15 @@ fn a_rotated_phone_video_is_analysed_upright() {
 #[test]
 fn tracks_stay_stable_with_sparse_detection() {
     // detector every 250 ms of video, tracked boxes in between: still one person
-    let config = shared::EngineConfig {
+    let config = EngineConfig {
         detect_interval_ms: 250,
         ..Default::default()
     };
-    let engine = shared::Analyzer::new(config).unwrap();
+    let engine = Analyzer::new(config).unwrap();
     let mut sink = Collect::default();
     let outcome = engine
         .analyze(
-            &video("single_face.mp4"),
+            &MediaSource::File(video("single_face.mp4")),
             &AnalysisOptions::sampled(0.0),
             &mut sink,
         )
@@ -411,7 +418,7 @@ fn a_failing_sink_stops_the_analysis_promptly_and_says_why() {
     let mut sink = FailingSink(0);
     let err = analyzer()
         .analyze(
-            &video("WolfgangLanger_Pexels.mp4"),
+            &MediaSource::File(video("WolfgangLanger_Pexels.mp4")),
             &AnalysisOptions::sampled(0.0),
             &mut sink,
         )
@@ -499,7 +506,7 @@ fn a_decompression_bomb_is_refused_from_its_header_and_ffmpeg_is_reaped() {
     .unwrap();
     let err = strict
         .analyze(
-            &video("single_face.mp4"),
+            &MediaSource::File(video("single_face.mp4")),
             &AnalysisOptions::sampled(1.0),
             &mut Collect::default(),
         )
@@ -591,7 +598,11 @@ fn a_panic_in_any_stage_is_an_internal_error_and_ffmpeg_is_reaped() {
         for input in [clip.clone(), photo("astronaut.png")] {
             let mut sink = Collect::default();
             let err = engine
-                .analyze(&input, &AnalysisOptions::sampled(0.0), &mut sink)
+                .analyze(
+                    &MediaSource::from(input.as_path()),
+                    &AnalysisOptions::sampled(0.0),
+                    &mut sink,
+                )
                 .unwrap_err();
             assert!(
                 matches!(&err, AnalysisError::Internal(m)
@@ -612,7 +623,11 @@ fn a_panic_in_any_stage_is_an_internal_error_and_ffmpeg_is_reaped() {
     // a panic in the sink, on the classifier thread, with ffmpeg still decoding
     let mut sink = PanickingSink(0);
     let err = analyzer()
-        .analyze(&clip, &AnalysisOptions::sampled(0.0), &mut sink)
+        .analyze(
+            &MediaSource::from(clip.as_path()),
+            &AnalysisOptions::sampled(0.0),
+            &mut sink,
+        )
         .unwrap_err();
     assert!(
         matches!(&err, AnalysisError::Internal(m) if m.contains("classifier stage panicked: the sink broke")),

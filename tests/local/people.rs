@@ -7,9 +7,8 @@ use crate::common;
 use std::path::{Path, PathBuf};
 
 use common::{Collect, analyzer, ffmpeg, video};
-use shared::assembly::PeopleSink;
-use shared::pipeline::AnalysisOptions;
-use shared::{EmotionLabel, FrameResult, Summary};
+use domain::assembly::PeopleSink;
+use domain::{AnalysisOptions, EmotionLabel, FrameResult, MediaSource, Summary};
 
 const PEXELS: &str = "WolfgangLanger_Pexels.mp4";
 /// A man filmed against a door (a different person from the Pexels woman).
@@ -30,7 +29,11 @@ fn people_of(input: &Path, fps: f64) -> (Vec<FrameResult>, Summary) {
         )
         .unwrap();
         engine
-            .analyze(input, &AnalysisOptions::sampled(fps), &mut sink)
+            .analyze(
+                &MediaSource::from(input),
+                &AnalysisOptions::sampled(fps),
+                &mut sink,
+            )
             .unwrap();
     }
     (collect.frames, collect.finished.unwrap())

@@ -10,6 +10,7 @@ Run: .deps/tools/bin/python tests/python/test_infra.py
 """
 
 import glob
+import json
 import os
 import re
 import shlex
@@ -101,15 +102,20 @@ def test_template():
     assert api["Properties"]["Runtime"] == "provided.al2023"
     assert api["Metadata"]["BuildProperties"]["Binary"] in bin_names(os.path.join(ROOT, "functions", "api"))
     api_env = {**env_global, **api["Properties"]["Environment"]["Variables"]}
-    for var in ("TABLE_NAME", "BUCKET_NAME", "QUEUE_URL", "JWT_SECRET_ARN"):
+    for var in ("TABLE_NAME", "BUCKET_NAME", "JWT_SECRET_ARN", "DEEPEMOTION_MAX_UPLOAD_BYTES"):
         assert var in api_env, var
     assert "DEEPEMOTION_JWT_SECRET" not in api_env, "never a literal secret"
+    # the API never queues (S3 notifies the queue), so it has neither the queue nor the grant
+    assert "QUEUE_URL" not in api_env
+    api_actions = json.dumps(api["Properties"]["Policies"])
+    assert "sqs:SendMessage" not in api_actions and '"s3:ListBucket"' not in api_actions
 
     analyze = functions["AnalyzeFunction"]
     assert analyze["Properties"]["PackageType"] == "Image"
     assert os.path.isfile(os.path.join(ROOT, analyze["Metadata"]["Dockerfile"]))
+    analyze_env = {**env_global, **analyze["Properties"]["Environment"]["Variables"]}
     for var in ("TABLE_NAME", "BUCKET_NAME", "QUEUE_URL"):
-        assert var in env_global, var
+        assert var in analyze_env, var
     sqs = analyze["Properties"]["Events"]["Uploads"]["Properties"]
     assert sqs["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
 
@@ -119,9 +125,10 @@ def test_template():
 
     # every variable a function reads at start-up is documented in the README
     readme = open(os.path.join(ROOT, "README.md")).read()
-    lambda_rs = open(os.path.join(ROOT, "shared", "src", "lambda.rs")).read()
-    for var in sorted(set(re.findall(r'(?:var|required)\("([A-Z_]+)"\)', lambda_rs))):
-        assert f"`{var}`" in readme, f"{var} is not documented in the README"
+    for source in ("shared/aws/src/lambda.rs", "shared/http/src/lib.rs"):
+        text = open(os.path.join(ROOT, source)).read()
+        for var in sorted(set(re.findall(r'"((?:DEEPEMOTION_)?[A-Z][A-Z0-9]*_[A-Z0-9_]+)"', text))):
+            assert f"`{var}`" in readme, f"{var} ({source}) is not documented in the README"
 
     notification = resources["UploadBucket"]["Properties"]["NotificationConfiguration"]
     rules = notification["QueueConfigurations"][0]["Filter"]["S3Key"]["Rules"]

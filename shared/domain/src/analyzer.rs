@@ -151,6 +151,27 @@ pub struct AnalysisOutcome {
     pub timings: StageTimings,
 }
 
+/// A borrowed sink is a sink (so wrappers such as `assembly::PeopleSink` can own or borrow).
+impl<T: AnalysisSink + ?Sized> AnalysisSink for &mut T {
+    fn begin(
+        &mut self,
+        video: &VideoInfo,
+        model: &ModelInfo,
+        sample_fps: f64,
+    ) -> Result<(), SinkError> {
+        (**self).begin(video, model, sample_fps)
+    }
+    fn frame(&mut self, frame: &FrameResult) -> Result<(), SinkError> {
+        (**self).frame(frame)
+    }
+    fn track(&mut self, profile: &TrackProfile) -> Result<(), SinkError> {
+        (**self).track(profile)
+    }
+    fn finish(&mut self, video: &VideoInfo, summary: &Summary) -> Result<(), SinkError> {
+        (**self).finish(video, summary)
+    }
+}
+
 /// An analysis engine, as the worker sees it. Blocking: the worker calls it on the blocking pool.
 pub trait VideoAnalyzer: Send + Sync {
     /// Reads a video's metadata (a broken file fails here with the errors an analysis would give).

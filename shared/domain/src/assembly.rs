@@ -205,11 +205,12 @@ async fn context_before(
     }
 }
 
-/// Wraps a one-pass analysis's sinks (the CLI's writers): spools the raw frames to a temporary
-/// file and keeps the tracks' profiles, then, at the end, links the tracks into people and
-/// replays the frames, annotated and smoothed, to `inner`, with the summary that has people.
-pub struct PeopleSink<'a> {
-    inner: &'a mut dyn AnalysisSink,
+/// Wraps a one-pass analysis's sinks (the CLI's writers; the worker's [`RunSummary`] when one
+/// run analyses a whole video): spools the raw frames to a temporary file and keeps the tracks'
+/// profiles, then, at the end, links the tracks into people and replays the frames, annotated
+/// and smoothed, to `inner`, with the summary that has people.
+pub struct PeopleSink<S> {
+    inner: S,
     people: PeopleConfig,
     smoothing: SmoothingConfig,
     has_contempt: bool,
@@ -218,9 +219,9 @@ pub struct PeopleSink<'a> {
     profiles: std::collections::BTreeMap<u32, TrackProfile>,
 }
 
-impl<'a> PeopleSink<'a> {
+impl<S: AnalysisSink> PeopleSink<S> {
     pub fn new(
-        inner: &'a mut dyn AnalysisSink,
+        inner: S,
         people: PeopleConfig,
         smoothing: SmoothingConfig,
         has_contempt: bool,
@@ -235,9 +236,29 @@ impl<'a> PeopleSink<'a> {
             profiles: Default::default(),
         })
     }
+
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
 }
 
-impl AnalysisSink for PeopleSink<'_> {
+/// Keeps only the summary a sink is finished with: what a one-pass analysis built, for a caller
+/// that already stored the frames.
+#[derive(Debug, Default)]
+pub struct RunSummary(pub Option<Summary>);
+
+impl AnalysisSink for RunSummary {
+    fn frame(&mut self, _frame: &FrameResult) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    fn finish(&mut self, _video: &VideoInfo, summary: &Summary) -> Result<(), SinkError> {
+        self.0 = Some(summary.clone());
+        Ok(())
+    }
+}
+
+impl<S: AnalysisSink> AnalysisSink for PeopleSink<S> {
     fn begin(
         &mut self,
         video: &VideoInfo,

@@ -16,6 +16,7 @@ mod summary;
 mod tracker;
 
 pub mod assembly;
+pub mod ledger_contract;
 pub mod memory;
 pub mod metered;
 pub mod ports;

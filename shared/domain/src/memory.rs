@@ -1,22 +1,88 @@
-//! In-memory fakes of the users, videos, results, blobs, jobs and rate-limit ports, for tests of
-//! the router; [`MemoryRateLimiter`] is also the one-machine server's rate limiter.
+//! In-memory fakes of every port but the analysis engine's: users, videos, the analysis ledger,
+//! results, blobs, jobs and rate limits, for tests of the router and of the worker (whose
+//! analysis engine tests script themselves). [`MemoryStore`]'s ledger keeps the contract
+//! [`crate::ledger_contract`] checks, as the SQLite and DynamoDB ledgers do; its leases run on
+//! this process's monotonic clock, and [`MemoryStore::expire_leases`] lets a test make them run
+//! out at once. [`MemoryRateLimiter`] is also the one-machine server's rate limiter.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::Utc;
 
 use crate::ports::*;
-use crate::{AnalysisState, FrameResult, MediaSource, StoredObject, TrackProfile, User, Video};
+use crate::{
+    AnalysisPlan, AnalysisState, Checkpoint, FrameResult, MediaSource, StoredObject, TrackProfile,
+    User, Video, VideoInfo, VideoStatus, progress_percent,
+};
 
+/// Users, videos, the analysis ledger and frame results in maps. Locks are taken in one order
+/// (videos, then the ledger), so the ledger's writes that touch the video are atomic.
 #[derive(Default)]
 pub struct MemoryStore {
     users: Mutex<HashMap<String, User>>,
     videos: Mutex<HashMap<String, Video>>,
     frames: Mutex<HashMap<String, BTreeMap<u64, FrameResult>>>,
     tracks: Mutex<HashMap<String, BTreeMap<u32, TrackProfile>>>,
+    ledger: Mutex<Ledger>,
+}
+
+/// The analysis bookkeeping, by video id.
+#[derive(Default)]
+struct Ledger {
+    plans: HashMap<String, PlanEntry>,
+    segments: HashMap<String, BTreeMap<u32, SegmentEntry>>,
+}
+
+struct PlanEntry {
+    plan: AnalysisPlan,
+    /// Video time and frames the checkpoints added up.
+    covered_ms: u64,
+    frames: u64,
+    /// Indices of the segments counted done.
+    done: BTreeSet<u32>,
+    video: Option<VideoInfo>,
+}
+
+#[derive(Default)]
+struct SegmentEntry {
+    /// `None` once released cleanly; kept by a run that crashed.
+    owner: Option<String>,
+    /// `None`: not leased (released, done, or expired by [`MemoryStore::expire_leases`]).
+    lease_until: Option<Instant>,
+    attempts: u32,
+    crashes: u32,
+    checkpoint: Option<Checkpoint>,
+    done: bool,
+}
+
+impl SegmentEntry {
+    fn leased(&self, now: Instant) -> bool {
+        self.lease_until.is_some_and(|until| until > now)
+    }
+}
+
+/// When a lease taken now for `lease` runs out (a century for leases too long to add).
+fn lease_end(lease: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(lease)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
+}
+
+impl MemoryStore {
+    /// Every lease runs out now, as if its holder had vanished and the lease's time had passed:
+    /// the next claim takes the segment over (counting each run that never released its lease
+    /// as crashed). What a restart does to the SQLite ledger (`requeue_interrupted`); tests use
+    /// it instead of waiting for a lease to expire.
+    pub fn expire_leases(&self) {
+        let mut ledger = self.ledger.lock().unwrap();
+        for segment in ledger.segments.values_mut().flat_map(|s| s.values_mut()) {
+            segment.lease_until = None;
+        }
+    }
 }
 
 #[async_trait]
@@ -117,10 +183,221 @@ impl VideoStore for MemoryStore {
             Some(recorded) => UploadRecord::Different(recorded.clone()),
         })
     }
+    /// One step under the videos' lock: a worker's later ledger write finds its segment gone.
     async fn delete_video(&self, id: &str) -> StoreResult<()> {
-        self.videos.lock().unwrap().remove(id);
+        let mut videos = self.videos.lock().unwrap();
+        videos.remove(id);
+        let mut ledger = self.ledger.lock().unwrap();
+        ledger.plans.remove(id);
+        ledger.segments.remove(id);
+        drop(ledger);
         self.frames.lock().unwrap().remove(id);
+        self.tracks.lock().unwrap().remove(id);
         Ok(())
+    }
+}
+
+#[async_trait]
+impl AnalysisLedger for MemoryStore {
+    async fn plan(&self, video_id: &str) -> StoreResult<Option<AnalysisPlan>> {
+        Ok(self
+            .ledger
+            .lock()
+            .unwrap()
+            .plans
+            .get(video_id)
+            .map(|p| p.plan.clone()))
+    }
+
+    async fn start_analysis(
+        &self,
+        video_id: &str,
+        plan: &AnalysisPlan,
+    ) -> StoreResult<PlanDecision> {
+        let mut videos = self.videos.lock().unwrap();
+        let mut ledger = self.ledger.lock().unwrap();
+        let Some(video) = videos.get_mut(video_id) else {
+            return Ok(PlanDecision::Finished);
+        };
+        match video.analysis.status {
+            VideoStatus::Pending => {}
+            VideoStatus::Processing => {
+                return Ok(match ledger.plans.get(video_id) {
+                    Some(entry) => PlanDecision::Existing(entry.plan.clone()),
+                    None => PlanDecision::Finished,
+                });
+            }
+            VideoStatus::Completed | VideoStatus::Failed => return Ok(PlanDecision::Finished),
+        }
+        video.analysis.status = VideoStatus::Processing;
+        video.analysis.progress = 0;
+        video.analysis.error = None;
+        video.analysis.frames_analyzed = 0;
+        ledger.plans.insert(
+            video_id.to_string(),
+            PlanEntry {
+                plan: plan.clone(),
+                covered_ms: 0,
+                frames: 0,
+                done: BTreeSet::new(),
+                video: None,
+            },
+        );
+        Ok(PlanDecision::Recorded)
+    }
+
+    async fn claim_segment(
+        &self,
+        video_id: &str,
+        index: u32,
+        owner: &str,
+        lease: Duration,
+    ) -> StoreResult<SegmentClaim> {
+        let mut ledger = self.ledger.lock().unwrap();
+        let segment = ledger
+            .segments
+            .entry(video_id.to_string())
+            .or_default()
+            .entry(index)
+            .or_default();
+        if segment.done {
+            return Ok(SegmentClaim::Done);
+        }
+        if segment.leased(Instant::now()) {
+            return Ok(SegmentClaim::Busy);
+        }
+        // an owner that never released its lease: that run crashed or was killed
+        if segment.owner.is_some() {
+            segment.crashes += 1;
+        }
+        segment.owner = Some(owner.to_string());
+        segment.lease_until = Some(lease_end(lease));
+        segment.attempts += 1;
+        Ok(SegmentClaim::Claimed {
+            attempt: segment.attempts,
+            checkpoint: segment.checkpoint,
+            crashed_runs: segment.crashes,
+        })
+    }
+
+    async fn checkpoint(
+        &self,
+        video_id: &str,
+        index: u32,
+        owner: &str,
+        checkpoint: &Checkpoint,
+        progress: ProgressDelta,
+        lease: Duration,
+    ) -> StoreResult<bool> {
+        let mut videos = self.videos.lock().unwrap();
+        let mut ledger = self.ledger.lock().unwrap();
+        let Ledger { plans, segments } = &mut *ledger;
+        let Some(segment) = segments.get_mut(video_id).and_then(|s| s.get_mut(&index)) else {
+            return Ok(false);
+        };
+        // the video was deleted (its segments with it), or the lease was taken over
+        if segment.done || segment.owner.as_deref() != Some(owner) || !videos.contains_key(video_id)
+        {
+            return Ok(false);
+        }
+        segment.checkpoint = Some(*checkpoint);
+        segment.lease_until = Some(lease_end(lease));
+        if let Some(entry) = plans.get_mut(video_id) {
+            entry.covered_ms += progress.covered_ms;
+            entry.frames += progress.frames;
+            // the progress the API shows lives in the video's analysis state
+            if let Some(video) = videos.get_mut(video_id)
+                && video.analysis.status == VideoStatus::Processing
+            {
+                video.analysis.progress =
+                    progress_percent(entry.covered_ms, entry.plan.duration_ms);
+                video.analysis.frames_analyzed = entry.frames;
+            }
+        }
+        Ok(true)
+    }
+
+    async fn release_segment(&self, video_id: &str, index: u32, owner: &str) -> StoreResult<()> {
+        let mut ledger = self.ledger.lock().unwrap();
+        if let Some(segment) = ledger
+            .segments
+            .get_mut(video_id)
+            .and_then(|s| s.get_mut(&index))
+            .filter(|s| s.owner.as_deref() == Some(owner))
+        {
+            segment.owner = None;
+            segment.lease_until = None;
+        }
+        Ok(())
+    }
+
+    async fn finish_segment(
+        &self,
+        video_id: &str,
+        index: u32,
+        owner: Option<&str>,
+        video: Option<&VideoInfo>,
+    ) -> StoreResult<SegmentTally> {
+        let mut ledger = self.ledger.lock().unwrap();
+        let Ledger { plans, segments } = &mut *ledger;
+        let held = match owner {
+            None => None,
+            Some(owner) => match segments
+                .get_mut(video_id)
+                .and_then(|s| s.get_mut(&index))
+                .filter(|s| s.owner.as_deref() == Some(owner))
+            {
+                Some(segment) => Some(segment),
+                None => return Err(StoreError::Conflict("the segment's lease was lost".into())),
+            },
+        };
+        // both writes or neither, as in SQLite's transaction
+        let entry = plans.get_mut(video_id).ok_or(StoreError::NotFound)?;
+        if let Some(segment) = held {
+            segment.done = true;
+            segment.lease_until = None;
+        }
+        entry.done.insert(index);
+        if let Some(v) = video {
+            entry.video = Some(v.clone());
+        }
+        Ok(SegmentTally {
+            done: entry.done.len() as u32,
+            total: entry.plan.segments.len() as u32,
+            video: entry.video.clone(),
+        })
+    }
+
+    async fn segments(&self, video_id: &str) -> StoreResult<Vec<SegmentStatus>> {
+        let now = Instant::now();
+        Ok(self
+            .ledger
+            .lock()
+            .unwrap()
+            .segments
+            .get(video_id)
+            .map(|segments| {
+                segments
+                    .iter()
+                    .map(|(&index, s)| SegmentStatus {
+                        index,
+                        done: s.done,
+                        leased: s.leased(now),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn end_analysis(&self, video_id: &str, state: &AnalysisState) -> StoreResult<bool> {
+        let mut videos = self.videos.lock().unwrap();
+        match videos.get_mut(video_id) {
+            Some(video) if !video.analysis.status.is_final() => {
+                video.analysis = state.clone();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 }
 

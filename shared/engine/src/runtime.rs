@@ -79,20 +79,20 @@ pub fn environment(explicit: Option<&Path>) -> Result<Environment, AnalysisError
 /// A CPU session with one intra-op thread: the pipeline gets its parallelism from running
 /// detection and classification on separate threads, which on 2 cores beats ORT's own threading.
 pub fn session(env: &Environment, model: &[u8]) -> Result<Session, AnalysisError> {
-    Ok(Session::builder(env)
-        .map_err(crate::runtime::onnx)?
+    Session::builder(env)
+        .map_err(onnx)?
         .with_optimization_level(GraphOptimizationLevel::Level3)
-        .map_err(crate::runtime::onnx)?
+        .map_err(onnx)?
         .with_intra_threads(1)
-        .map_err(crate::runtime::onnx)?
+        .map_err(onnx)?
         .with_inter_threads(1)
-        .map_err(crate::runtime::onnx)?
+        .map_err(onnx)?
         .with_intra_op_spinning(false)
-        .map_err(crate::runtime::onnx)?
+        .map_err(onnx)?
         .with_log_level(ort::logging::LogLevel::Error)
-        .map_err(crate::runtime::onnx)?
+        .map_err(onnx)?
         .commit_from_memory(model)
-        .map_err(crate::runtime::onnx)?)
+        .map_err(onnx)
 }
 
 /// ONNX Runtime's errors, as the engine reports them (`?` cannot convert them: both the error

@@ -459,6 +459,16 @@ async fn person_thumbnail(
 ) -> Result<Response, ApiError> {
     let video = owned_video(&state, &user_id, &id).await?;
     let person = domain::parse_person_thumbnail_file(&filename).ok_or(ApiError::NotFound)?;
+    // only the people the summary names have a thumbnail: anyone else is a 404 without asking
+    // the store (S3 answers a missing key with 403 unless the caller may list the bucket)
+    let known = video
+        .analysis
+        .summary
+        .as_ref()
+        .is_some_and(|s| s.people.iter().any(|p| p.person == person));
+    if !known {
+        return Err(ApiError::NotFound);
+    }
     let key = domain::person_thumbnail_key(&video.id, person);
     let bytes = state
         .blobs

@@ -13,6 +13,8 @@ mod uploads;
 mod web;
 
 #[cfg(test)]
+mod ledger_contract_tests;
+#[cfg(test)]
 mod live_tests;
 
 pub use files::{FileBlobs, SignatureError};

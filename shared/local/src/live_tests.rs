@@ -1,6 +1,7 @@
 //! The live-progress ledger wrapper over the SQLite ledger, as `deepemotion serve` pairs them.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use domain::ports::{AnalysisLedger, ProgressDelta, VideoStore};
 use domain::{AnalysisPlan, AnalysisState, Checkpoint, Video, VideoStatus};

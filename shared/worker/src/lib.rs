@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use chrono::Utc;
 use tokio::runtime::Handle;
 
+use domain::assembly::{PeopleSink, RunSummary};
 use domain::ports::{
     AnalysisJob, AnalysisLedger, BlobStore, JobQueue, PlanDecision, ProgressDelta, ResultStore,
     SegmentClaim, SegmentTally, StoreError, StoreResult, UploadRecord, VideoStore,
@@ -334,7 +335,9 @@ impl AnalysisWorker {
                     .ledger
                     .finish_segment(&video.id, index, None, None)
                     .await?;
-                return self.assemble_if_last(&video, plan, index, tally).await;
+                return self
+                    .assemble_if_last(&video, plan, index, tally, None)
+                    .await;
             }
             SegmentClaim::Claimed {
                 attempt,
@@ -699,10 +702,21 @@ impl AnalysisWorker {
             stop_at: deadline.map(|d| d - self.config.deadline_margin),
             stopped: None,
             frames_stored: 0,
+            whole_video: None,
         };
+        if plan.segments.len() == 1 && checkpoint.is_none() {
+            sink.whole_video = PeopleSink::new(
+                RunSummary::default(),
+                self.analyzer.people().clone(),
+                self.analyzer.smoothing(),
+                self.analyzer.has_contempt(),
+            )
+            .inspect_err(|e| tracing::warn!(error = %e, "no spool for the run's own summary"))
+            .ok();
+        }
         let analyzer = self.analyzer.clone();
         let input = source.clone();
-        let (sink, result) = tokio::task::spawn_blocking(move || {
+        let (mut sink, result) = tokio::task::spawn_blocking(move || {
             let result = analyzer.analyze(&input, &options, &mut sink);
             if let Err(e) = &result
                 && sink.stopped.is_none()
@@ -715,6 +729,10 @@ impl AnalysisWorker {
         })
         .await
         .map_err(|e| WorkerError::Analysis(format!("analysis task: {e}")))?;
+        let run_summary = sink
+            .whole_video
+            .take()
+            .and_then(|people| people.into_inner().0);
 
         match (result, sink.stopped) {
             (Ok(outcome), _) => {
@@ -729,7 +747,10 @@ impl AnalysisWorker {
                     )
                     .await;
                 match tally {
-                    Ok(tally) => self.assemble_if_last(video, plan, index, tally).await,
+                    Ok(tally) => {
+                        self.assemble_if_last(video, plan, index, tally, run_summary)
+                            .await
+                    }
                     Err(StoreError::Conflict(_)) | Err(StoreError::NotFound) => {
                         self.lease_lost(video).await
                     }
@@ -779,6 +800,7 @@ impl AnalysisWorker {
         plan: &AnalysisPlan,
         index: u32,
         tally: SegmentTally,
+        run_summary: Option<Summary>,
     ) -> Result<JobOutcome, WorkerError> {
         if tally.done < tally.total {
             return Ok(JobOutcome::SegmentDone {
@@ -787,14 +809,20 @@ impl AnalysisWorker {
                 total: tally.total,
             });
         }
-        let summary = domain::assembly::assemble(
-            self.results.as_ref(),
-            &video.id,
-            self.analyzer.has_contempt(),
-            self.analyzer.people(),
-            self.analyzer.smoothing(),
-        )
-        .await?;
+        // one run saw every frame: its summary is the one the stored frames would give
+        let summary = match run_summary {
+            Some(summary) => summary,
+            None => {
+                domain::assembly::assemble(
+                    self.results.as_ref(),
+                    &video.id,
+                    self.analyzer.has_contempt(),
+                    self.analyzer.people(),
+                    self.analyzer.smoothing(),
+                )
+                .await?
+            }
+        };
         // thumbnails before the final state: a reader of a COMPLETED video finds them
         let profiles = self.results.tracks(&video.id).await?;
         for (person, jpeg) in domain::assembly::person_thumbnails(&summary, &profiles) {
@@ -891,6 +919,11 @@ struct StoreSink {
     stop_at: Option<SystemTime>,
     stopped: Option<Stop>,
     frames_stored: u64,
+    /// When this run analyses the whole video (one segment, from its start): the summary with
+    /// people, built from the frames as they pass, so that it need not be rebuilt by reading
+    /// every stored frame back. Dropped (and the summary assembled from the store instead) if
+    /// its spool fails.
+    whole_video: Option<PeopleSink<RunSummary>>,
 }
 
 impl StoreSink {
@@ -979,6 +1012,7 @@ impl AnalysisSink for StoreSink {
     }
 
     fn frame(&mut self, frame: &FrameResult) -> Result<(), SinkError> {
+        self.beside(|people| people.frame(frame));
         self.batch.push(frame.clone());
         if self.batch.len() >= BATCH {
             self.flush()?;
@@ -997,12 +1031,27 @@ impl AnalysisSink for StoreSink {
     }
 
     fn track(&mut self, profile: &TrackProfile) -> Result<(), SinkError> {
+        self.beside(|people| people.track(profile));
         self.tracks.insert(profile.track, profile.clone());
         Ok(())
     }
 
-    fn finish(&mut self, _video: &VideoInfo, _summary: &Summary) -> Result<(), SinkError> {
+    fn finish(&mut self, video: &VideoInfo, summary: &Summary) -> Result<(), SinkError> {
         self.flush()?;
-        self.checkpoint(self.segment_end_ms)
+        self.checkpoint(self.segment_end_ms)?;
+        self.beside(|people| people.finish(video, summary));
+        Ok(())
+    }
+}
+
+impl StoreSink {
+    /// Feeds the whole-video summary; a failure there only means assembling from the store.
+    fn beside(&mut self, feed: impl FnOnce(&mut PeopleSink<RunSummary>) -> Result<(), SinkError>) {
+        if let Some(people) = &mut self.whole_video
+            && let Err(e) = feed(people)
+        {
+            tracing::warn!(video_id = %self.video_id, error = %e, "the run's own summary is unavailable; it will be assembled from the stored frames");
+            self.whole_video = None;
+        }
     }
 }

@@ -1,0 +1,1 @@
+//! Placeholder: the ledger contract over DynamoDB (being written).
