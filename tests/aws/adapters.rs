@@ -24,7 +24,7 @@ async fn clients() -> (AwsClients, AwsConfig) {
     (AwsClients::new(&config).await, config)
 }
 
-async fn store() -> DynamoStore {
+pub(crate) async fn store() -> DynamoStore {
     let (clients, config) = clients().await;
     let store = DynamoStore::new(&clients, &config.table);
     store.create_table().await.expect("table");
@@ -153,156 +153,23 @@ async fn videos_list_newest_first_in_pages_and_updates_do_not_clobber() {
     assert!(store.video("v1").await.unwrap().is_none());
 }
 
+/// The ledger's contract runs in `ledger.rs`; this is DynamoDB's own extra: deleting a video's
+/// results also deletes its segment records.
 #[tokio::test]
-async fn the_ledger_plans_once_leases_segments_and_counts_them_once() {
-    use domain::ports::{AnalysisLedger, PlanDecision, ProgressDelta, SegmentClaim};
-    use domain::{AnalysisPlan, Checkpoint};
-    use std::time::Duration;
-
+async fn deleting_the_results_also_deletes_the_segment_records() {
+    use domain::AnalysisPlan;
+    use domain::ports::AnalysisLedger;
     let store = store().await;
     store.create_video(&video("v9", "ann", 10)).await.unwrap();
-    let plan = AnalysisPlan::split(
-        5.0,
-        0.0,
-        20_000,
-        10.0,
-        &(0..500)
-            .map(|i| i as f64 / 25.0 + 0.001)
-            .collect::<Vec<_>>(),
-    );
-    assert_eq!(plan.segments.len(), 2);
-    assert_eq!(store.plan("v9").await.unwrap(), None);
-    assert_eq!(
-        store.start_analysis("v9", &plan).await.unwrap(),
-        PlanDecision::Recorded
-    );
-    // a duplicate event finds the plan in force
-    let other = AnalysisPlan::single(5.0, 0.0, 20_000);
-    assert_eq!(
-        store.start_analysis("v9", &other).await.unwrap(),
-        PlanDecision::Existing(plan.clone())
-    );
-    assert_eq!(store.plan("v9").await.unwrap(), Some(plan.clone()));
-    assert_eq!(
-        store.start_analysis("missing", &plan).await.unwrap(),
-        PlanDecision::Finished
-    );
-
-    let lease = Duration::from_secs(60);
-    let claim = store
-        .claim_segment("v9", 0, "worker-a", lease)
-        .await
-        .unwrap();
-    assert_eq!(
-        claim,
-        SegmentClaim::Claimed {
-            attempt: 1,
-            checkpoint: None,
-            crashed_runs: 0,
-        }
-    );
-    assert_eq!(
-        store
-            .claim_segment("v9", 0, "worker-b", lease)
-            .await
-            .unwrap(),
-        SegmentClaim::Busy
-    );
-    let at = Checkpoint {
-        frame: 120,
-        t_ms: 5005,
-    };
-    let delta = ProgressDelta {
-        covered_ms: 5000,
-        frames: 26,
-    };
-    assert!(
-        store
-            .checkpoint("v9", 0, "worker-a", &at, delta, lease)
-            .await
-            .unwrap()
-    );
-    assert!(
-        !store
-            .checkpoint("v9", 0, "worker-b", &at, delta, lease)
-            .await
-            .unwrap()
-    );
-    let v = store.video("v9").await.unwrap().unwrap();
-    assert_eq!(
-        (
-            v.analysis.status,
-            v.analysis.progress,
-            v.analysis.frames_analyzed
-        ),
-        (VideoStatus::Processing, 25, 26)
-    );
-    // released (or expired): the next claim resumes from the checkpoint
-    store.release_segment("v9", 0, "worker-a").await.unwrap();
-    assert_eq!(
-        store
-            .claim_segment("v9", 0, "worker-b", lease)
-            .await
-            .unwrap(),
-        SegmentClaim::Claimed {
-            attempt: 2,
-            checkpoint: Some(at),
-            crashed_runs: 0,
-        }
-    );
-    let statuses = store.segments("v9").await.unwrap();
-    assert_eq!(statuses.len(), 1);
-    assert!(statuses[0].leased && !statuses[0].done);
-    assert!(matches!(
-        store.finish_segment("v9", 0, Some("worker-a"), None).await,
-        Err(StoreError::Conflict(_))
-    ));
-    let tally = store
-        .finish_segment("v9", 0, Some("worker-b"), None)
-        .await
-        .unwrap();
-    assert_eq!((tally.done, tally.total), (1, 2));
-    // counting the same segment again (after a crash between the two writes) counts it once
-    let tally = store.finish_segment("v9", 0, None, None).await.unwrap();
-    assert_eq!((tally.done, tally.total), (1, 2));
-    assert_eq!(
-        store
-            .claim_segment("v9", 0, "worker-c", lease)
-            .await
-            .unwrap(),
-        SegmentClaim::Done
-    );
-
     store
-        .claim_segment("v9", 1, "worker-c", lease)
+        .start_analysis("v9", &AnalysisPlan::single(5.0, 0.0, 20_000))
         .await
         .unwrap();
-    let info = domain::VideoInfo {
-        duration_ms: 20_000,
-        frame_count: 500,
-        ..Default::default()
-    };
-    let tally = store
-        .finish_segment("v9", 1, Some("worker-c"), Some(&info))
+    store
+        .claim_segment("v9", 0, "worker-a", Duration::from_secs(60))
         .await
         .unwrap();
-    assert_eq!((tally.done, tally.total, tally.video), (2, 2, Some(info)));
-
-    let done = AnalysisState {
-        status: VideoStatus::Completed,
-        progress: 100,
-        ..AnalysisState::pending()
-    };
-    assert!(store.end_analysis("v9", &done).await.unwrap());
-    assert!(
-        !store.end_analysis("v9", &done).await.unwrap(),
-        "only a PROCESSING video can end"
-    );
-    assert_eq!(
-        store.video("v9").await.unwrap().unwrap().analysis.progress,
-        100
-    );
-    // deleting the results also deletes the segment records
+    assert_eq!(store.segments("v9").await.unwrap().len(), 1);
     store.delete_frames("v9").await.unwrap();
     assert!(store.segments("v9").await.unwrap().is_empty());
 }
@@ -503,31 +370,6 @@ async fn the_api_lambda_signs_tokens_with_the_secret_it_reads_from_secrets_manag
         .await
         .unwrap();
     assert!(api_state(&short).is_err());
-}
-
-#[tokio::test]
-async fn a_run_that_never_released_its_lease_is_counted_as_crashed_at_the_next_claim() {
-    use domain::ports::{AnalysisLedger, SegmentClaim};
-    let store = store().await;
-    store.create_video(&video("v1", "u1", 0)).await.unwrap();
-    let short = Duration::from_millis(1);
-    let crashed_runs = |claim: SegmentClaim| match claim {
-        SegmentClaim::Claimed { crashed_runs, .. } => crashed_runs,
-        other => panic!("{other:?}"),
-    };
-    let first = store.claim_segment("v1", 0, "a", short).await.unwrap();
-    assert_eq!(crashed_runs(first), 0);
-    // "a" released cleanly (a store error worth retrying): not a crash
-    store.release_segment("v1", 0, "a").await.unwrap();
-    let second = store.claim_segment("v1", 0, "b", short).await.unwrap();
-    assert_eq!(crashed_runs(second), 0);
-    // "b" vanished with its lease (killed, or a panic): counted once, and it adds up
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let third = store.claim_segment("v1", 0, "c", short).await.unwrap();
-    assert_eq!(crashed_runs(third), 1);
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let fourth = store.claim_segment("v1", 0, "d", short).await.unwrap();
-    assert_eq!(crashed_runs(fourth), 2);
 }
 
 #[tokio::test]

@@ -484,14 +484,22 @@ fn a_decompression_bomb_is_refused_from_its_header_and_ffmpeg_is_reaped() {
         assert!(sink.began.is_none(), "refused before the analysis began");
         assert_no_children(&format!("analysing {}", path.display()));
     }
-    let err = analyzer().probe(&as_mp4).unwrap_err();
+    let err = analyzer()
+        .probe(&MediaSource::from(as_mp4.as_path()))
+        .unwrap_err();
     assert!(
         matches!(err, AnalysisError::FrameTooLarge { .. }),
         "{err:?}"
     );
     assert_no_children("probing it");
     // ffprobe only lists packets (nothing is decoded), and is reaped too
-    assert_eq!(analyzer().frame_times(&as_mp4).unwrap().len(), 1);
+    assert_eq!(
+        analyzer()
+            .frame_times(&MediaSource::from(as_mp4.as_path()))
+            .unwrap()
+            .len(),
+        1
+    );
     assert_no_children("listing its frames");
     // and neither ffmpeg nor ffprobe decoded it to find its size (768 MB of RGB): they were
     // told the limit (-max_pixels), and the largest of them stayed small
@@ -671,7 +679,9 @@ fn a_video_with_no_frames_says_so() {
         assert_eq!(err.to_string(), "the video has no frames");
         assert!(err.is_bad_input());
         assert!(sink.began.is_none());
-        let err = analyzer().probe(path).unwrap_err();
+        let err = analyzer()
+            .probe(&MediaSource::from(path.as_path()))
+            .unwrap_err();
         assert!(matches!(err, AnalysisError::NoFrames), "{err:?}");
     }
 }

@@ -144,12 +144,11 @@ fn analysis_from(
     serde_json::from_value(value).map_err(|e| StoreError::Backend(e.to_string()))
 }
 
-/// The fields of a video that never change, as the whole-video JSON (`record`) of items written
-/// by earlier versions holds them; the rest of that JSON is ignored.
+/// The fields of a video that never change, but for those in its keys (`id`, the owner): in
+/// attributes of their own, or in the whole-video JSON (`record`) of items written by earlier
+/// versions, the rest of which is ignored.
 #[derive(serde::Deserialize)]
-struct RecordFields {
-    id: String,
-    user_id: String,
+struct FixedFields {
     s3_key: String,
     filename: String,
     content_type: String,
@@ -319,14 +318,15 @@ impl DynamoStore {
         Ok(item)
     }
 
-    /// The `Video` of an item made by `video_item`, or by an earlier version, which kept the
-    /// whole video as JSON in `record` (its `title`, `status`, `analysis` and `upload` were
-    /// kept up to date in their own attributes, and are read from them).
+    /// The `Video` of an item made by `video_item`, or by an earlier version, which also kept
+    /// the whole video as JSON in `record`: only the fields that never change are read from it
+    /// (`title`, `status`, `analysis` and `upload` were kept up to date in their own attributes).
     fn video_from(item: &HashMap<String, AttributeValue>) -> StoreResult<Video> {
         let bad = |what: &str| StoreError::Backend(format!("bad video item: {what}"));
         let status = VideoStatus::parse(&text(item, "status")?).ok_or_else(|| bad("status"))?;
         let mut analysis = analysis_from(item, status)?;
-        // counters, so parallel segments can add to them: the progress of a running analysis
+        // a running analysis has got as far as its counters say (attributes of their own, so
+        // that parallel segments can add to them)
         if status == VideoStatus::Processing && item.contains_key("analysis_plan") {
             #[derive(serde::Deserialize)]
             struct PlanDuration {
@@ -341,47 +341,39 @@ impl DynamoStore {
             .contains_key("upload")
             .then(|| from_json::<StoredObject>(item, "upload"))
             .transpose()?;
-        let title = text(item, "title")?;
-        if item.contains_key("record") {
-            let record: RecordFields = from_json(item, "record")?;
-            return Ok(Video {
-                id: record.id,
-                user_id: record.user_id,
-                title,
-                s3_key: record.s3_key,
-                filename: record.filename,
-                content_type: record.content_type,
-                size_bytes: record.size_bytes,
-                sample_fps: record.sample_fps,
-                uploaded_at: record.uploaded_at,
-                upload,
-                analysis,
-            });
-        }
         let key = |name: &str, prefix: &str| -> StoreResult<String> {
             text(item, name)?
                 .strip_prefix(prefix)
                 .map(str::to_string)
                 .ok_or_else(|| bad(name))
         };
-        let sort_key = text(item, "gsi1sk")?;
-        let uploaded_at = sort_key
-            .split_once('#')
-            .and_then(|(time, _)| DateTime::parse_from_rfc3339(time).ok())
-            .ok_or_else(|| bad("gsi1sk"))?
-            .with_timezone(&Utc);
-        let size_bytes = optional_number(item, "size_bytes")?;
-        let sample_fps = optional_number(item, "sample_fps")?.ok_or_else(|| bad("sample_fps"))?;
+        let fixed = if item.contains_key("record") {
+            from_json(item, "record")?
+        } else {
+            FixedFields {
+                s3_key: text(item, "s3_key")?,
+                filename: text(item, "filename")?,
+                content_type: text(item, "content_type")?,
+                size_bytes: optional_number(item, "size_bytes")?,
+                sample_fps: optional_number(item, "sample_fps")?
+                    .ok_or_else(|| bad("sample_fps"))?,
+                uploaded_at: text(item, "gsi1sk")?
+                    .split_once('#')
+                    .and_then(|(time, _)| DateTime::parse_from_rfc3339(time).ok())
+                    .ok_or_else(|| bad("gsi1sk"))?
+                    .with_timezone(&Utc),
+            }
+        };
         Ok(Video {
             id: key("pk", "VIDEO#")?,
             user_id: key("gsi1pk", "USER#")?,
-            title,
-            s3_key: text(item, "s3_key")?,
-            filename: text(item, "filename")?,
-            content_type: text(item, "content_type")?,
-            size_bytes,
-            sample_fps,
-            uploaded_at,
+            title: text(item, "title")?,
+            s3_key: fixed.s3_key,
+            filename: fixed.filename,
+            content_type: fixed.content_type,
+            size_bytes: fixed.size_bytes,
+            sample_fps: fixed.sample_fps,
+            uploaded_at: fixed.uploaded_at,
             upload,
             analysis,
         })

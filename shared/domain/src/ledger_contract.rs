@@ -28,8 +28,8 @@ use crate::ports::{
     StoreError, VideoStore,
 };
 use crate::{
-    AnalysisPlan, AnalysisState, Checkpoint, FrameResult, SegmentPlan, Video, VideoInfo,
-    VideoStatus,
+    AnalysisPlan, AnalysisState, Checkpoint, FrameResult, SegmentPlan, TrackProfile, Video,
+    VideoInfo, VideoStatus,
 };
 
 /// What the checks use of a store: the ledger, and the video and result stores it sits beside.
@@ -707,7 +707,7 @@ where
     assert!(store.video("missing").await.unwrap().is_none());
 }
 
-/// Deleting a video mid-analysis takes its plan, leases and frames with it: the running worker
+/// Deleting a video mid-analysis takes its plan, leases and results with it: the running worker
 /// finds its lease gone at its next checkpoint, cannot finish or end the video, and nothing of
 /// another video is touched.
 pub async fn deleting_a_video_voids_its_plan_leases_and_results<S>(store: &S)
@@ -719,6 +719,13 @@ where
         t_ms: n * 40,
         faces: vec![],
     };
+    let track = |n: u32| TrackProfile {
+        track: n,
+        embedding: vec![0.6, 0.8],
+        samples: 1,
+        quality: 0.5,
+        thumbnail: Some(vec![0xff, 0xd8]),
+    };
     for id in ["v1", "v2"] {
         planned(store, id, 2).await;
         claim(store, id, 0, "worker-a", LIVE).await;
@@ -729,12 +736,14 @@ where
                 .unwrap()
         );
         store.put_frames(id, &[frame(5)]).await.unwrap();
+        store.put_tracks(id, &[track(1)]).await.unwrap();
     }
     store.delete_video("v1").await.unwrap();
     assert!(store.video("v1").await.unwrap().is_none());
     assert_eq!(store.plan("v1").await.unwrap(), None);
     assert_eq!(store.segments("v1").await.unwrap(), vec![]);
     assert!(store.frames("v1", None, 10).await.unwrap().0.is_empty());
+    assert!(store.tracks("v1").await.unwrap().is_empty());
     assert!(
         !store
             .checkpoint("v1", 0, "worker-a", &at(10), delta(200, 1), LIVE)
@@ -768,6 +777,7 @@ where
         store.frames("v2", None, 10).await.unwrap().0,
         vec![frame(5)]
     );
+    assert_eq!(store.tracks("v2").await.unwrap(), vec![track(1)]);
     assert!(
         store
             .checkpoint("v2", 0, "worker-a", &at(10), delta(200, 1), LIVE)

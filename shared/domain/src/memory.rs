@@ -3,7 +3,8 @@
 //! analysis engine tests script themselves). [`MemoryStore`]'s ledger keeps the contract
 //! [`crate::ledger_contract`] checks, as the SQLite and DynamoDB ledgers do; its leases run on
 //! this process's monotonic clock, and [`MemoryStore::expire_leases`] lets a test make them run
-//! out at once. [`MemoryRateLimiter`] is also the one-machine server's rate limiter.
+//! out at once; [`MemoryStore::fail_next`] makes writes fail as a throttled database's do.
+//! [`MemoryRateLimiter`] is also the one-machine server's rate limiter.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -27,6 +28,18 @@ pub struct MemoryStore {
     frames: Mutex<HashMap<String, BTreeMap<u64, FrameResult>>>,
     tracks: Mutex<HashMap<String, BTreeMap<u32, TrackProfile>>>,
     ledger: Mutex<Ledger>,
+    /// Per operation: calls so far, and how many of the next ones fail.
+    faults: Mutex<HashMap<StoreOperation, (u32, u32)>>,
+}
+
+/// The writes of [`MemoryStore`] a test can make fail, as a throttled or unreachable database
+/// would (see [`MemoryStore::fail_next`]), and whose calls it counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StoreOperation {
+    PutFrames,
+    PutTracks,
+    Checkpoint,
+    FinishSegment,
 }
 
 /// The analysis bookkeeping, by video id.
@@ -73,6 +86,35 @@ fn lease_end(lease: Duration) -> Instant {
 }
 
 impl MemoryStore {
+    /// The next `times` calls of `operation` fail, changing nothing, with the error DynamoDB
+    /// gives when throttled.
+    pub fn fail_next(&self, operation: StoreOperation, times: u32) {
+        self.faults.lock().unwrap().entry(operation).or_default().1 += times;
+    }
+
+    /// How many times `operation` was called, failed calls included.
+    pub fn calls(&self, operation: StoreOperation) -> u32 {
+        self.faults
+            .lock()
+            .unwrap()
+            .get(&operation)
+            .map_or(0, |(calls, _)| *calls)
+    }
+
+    /// Counts a call of `operation`, and fails it when asked to.
+    fn enter(&self, operation: StoreOperation) -> StoreResult<()> {
+        let mut faults = self.faults.lock().unwrap();
+        let (calls, failures) = faults.entry(operation).or_default();
+        *calls += 1;
+        if *failures == 0 {
+            return Ok(());
+        }
+        *failures -= 1;
+        Err(StoreError::Backend(format!(
+            "ProvisionedThroughputExceededException: {operation:?} failed as the test asked"
+        )))
+    }
+
     /// Every lease runs out now, as if its holder had vanished and the lease's time had passed:
     /// the next claim takes the segment over (counting each run that never released its lease
     /// as crashed). What a restart does to the SQLite ledger (`requeue_interrupted`); tests use
@@ -289,6 +331,7 @@ impl AnalysisLedger for MemoryStore {
         progress: ProgressDelta,
         lease: Duration,
     ) -> StoreResult<bool> {
+        self.enter(StoreOperation::Checkpoint)?;
         let mut videos = self.videos.lock().unwrap();
         let mut ledger = self.ledger.lock().unwrap();
         let Ledger { plans, segments } = &mut *ledger;
@@ -338,6 +381,7 @@ impl AnalysisLedger for MemoryStore {
         owner: Option<&str>,
         video: Option<&VideoInfo>,
     ) -> StoreResult<SegmentTally> {
+        self.enter(StoreOperation::FinishSegment)?;
         let mut ledger = self.ledger.lock().unwrap();
         let Ledger { plans, segments } = &mut *ledger;
         let held = match owner {
@@ -404,6 +448,7 @@ impl AnalysisLedger for MemoryStore {
 #[async_trait]
 impl ResultStore for MemoryStore {
     async fn put_frames(&self, video_id: &str, frames: &[FrameResult]) -> StoreResult<()> {
+        self.enter(StoreOperation::PutFrames)?;
         let mut all = self.frames.lock().unwrap();
         let mine = all.entry(video_id.to_string()).or_default();
         for f in frames {
@@ -427,6 +472,7 @@ impl ResultStore for MemoryStore {
         Ok((page, next))
     }
     async fn put_tracks(&self, video_id: &str, tracks: &[TrackProfile]) -> StoreResult<()> {
+        self.enter(StoreOperation::PutTracks)?;
         let mut all = self.tracks.lock().unwrap();
         let mine = all.entry(video_id.to_string()).or_default();
         for t in tracks {
@@ -582,6 +628,31 @@ impl JobQueue for MemoryQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn writes_fail_when_asked_and_change_nothing() {
+        let store = MemoryStore::default();
+        let frame = FrameResult {
+            frame: 3,
+            t_ms: 120,
+            faces: vec![],
+        };
+        store.fail_next(StoreOperation::PutFrames, 2);
+        for _ in 0..2 {
+            assert!(matches!(
+                store.put_frames("v1", std::slice::from_ref(&frame)).await,
+                Err(StoreError::Backend(_))
+            ));
+        }
+        assert!(store.frames("v1", None, 10).await.unwrap().0.is_empty());
+        store
+            .put_frames("v1", std::slice::from_ref(&frame))
+            .await
+            .unwrap();
+        assert_eq!(store.frames("v1", None, 10).await.unwrap().0, vec![frame]);
+        assert_eq!(store.calls(StoreOperation::PutFrames), 3);
+        assert_eq!(store.calls(StoreOperation::Checkpoint), 0);
+    }
 
     #[tokio::test]
     async fn blobs_put_get_and_delete_by_prefix() {

@@ -152,12 +152,10 @@ fn prepare(conn: &mut Connection) -> StoreResult<()> {
     tx.commit().map_err(backend)
 }
 
-/// The fields of a video that never change, as the whole-video JSON (`record`) of earlier
-/// versions holds them; the rest of that JSON is ignored.
+/// The fields of a video that never change and had no column of their own in earlier versions,
+/// as their whole-video JSON (`record`) holds them; the rest of that JSON is ignored.
 #[derive(Deserialize)]
 struct RecordFields {
-    id: String,
-    user_id: String,
     s3_key: String,
     filename: String,
     content_type: String,
@@ -168,65 +166,73 @@ struct RecordFields {
 
 /// Copies the videos of an earlier version's table (renamed `videos_with_record`) into the
 /// current one. That table kept the whole `Video` as JSON in `record`, written once at creation,
-/// beside the columns its writers kept up to date: `title`, `analysis`, `upload` (absent from
-/// the oldest databases) and `status`, which conditional writes checked and which therefore
-/// wins over the status in `analysis`. The progress checkpoints wrote into `analysis` is the one
-/// computed from the plan's counters, which stay where they are.
+/// beside `id`, `user_id` and the columns its writers kept up to date: `title`, `analysis`,
+/// `upload` (absent from the oldest databases) and `status`, which conditional writes checked
+/// and which therefore wins over the status in `analysis`. The progress checkpoints wrote into
+/// `analysis` is the one computed from the plan's counters, which stay where they are.
 fn migrate_record_videos(tx: &Transaction<'_>) -> StoreResult<()> {
     let upload = if has_column(tx, "videos_with_record", "upload")? {
         "upload"
     } else {
         "NULL"
     };
-    let rows: Vec<(String, String, String, String, String, Option<String>)> = tx
+    struct Row {
+        id: String,
+        user_id: String,
+        record: String,
+        title: String,
+        status: String,
+        analysis: String,
+        upload: Option<String>,
+    }
+    let rows: Vec<Row> = tx
         .prepare(&format!(
-            "SELECT id, record, title, status, analysis, {upload} FROM videos_with_record"
+            "SELECT id, user_id, record, title, status, analysis, {upload} FROM videos_with_record"
         ))
         .map_err(backend)?
         .query_map([], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-            ))
+            Ok(Row {
+                id: r.get(0)?,
+                user_id: r.get(1)?,
+                record: r.get(2)?,
+                title: r.get(3)?,
+                status: r.get(4)?,
+                analysis: r.get(5)?,
+                upload: r.get(6)?,
+            })
         })
         .map_err(backend)?
         .collect::<Result<_, _>>()
         .map_err(backend)?;
-    for (id, record, title, status, analysis, upload) in rows {
+    for row in rows {
         let unreadable = |e: &dyn std::fmt::Display| {
-            StoreError::Backend(format!("cannot migrate video {id}: {e}"))
+            StoreError::Backend(format!("cannot migrate video {}: {e}", row.id))
         };
-        let fields: RecordFields = serde_json::from_str(&record).map_err(|e| unreadable(&e))?;
+        let fields: RecordFields = serde_json::from_str(&row.record).map_err(|e| unreadable(&e))?;
         let mut analysis: AnalysisState =
-            serde_json::from_str(&analysis).map_err(|e| unreadable(&e))?;
-        analysis.status = VideoStatus::parse(&status)
-            .ok_or_else(|| unreadable(&format!("unknown status {status:?}")))?;
-        let upload = upload
+            serde_json::from_str(&row.analysis).map_err(|e| unreadable(&e))?;
+        analysis.status = VideoStatus::parse(&row.status)
+            .ok_or_else(|| unreadable(&format!("unknown status {:?}", row.status)))?;
+        let upload = row
+            .upload
             .as_deref()
             .map(serde_json::from_str)
             .transpose()
             .map_err(|e| unreadable(&e))?;
-        insert_video(
-            tx,
-            &Video {
-                id: fields.id,
-                user_id: fields.user_id,
-                title,
-                s3_key: fields.s3_key,
-                filename: fields.filename,
-                content_type: fields.content_type,
-                size_bytes: fields.size_bytes,
-                sample_fps: fields.sample_fps,
-                uploaded_at: fields.uploaded_at,
-                upload,
-                analysis,
-            },
-        )
-        .map_err(|e| unreadable(&e))?;
+        let video = Video {
+            id: row.id.clone(),
+            user_id: row.user_id,
+            title: row.title,
+            s3_key: fields.s3_key,
+            filename: fields.filename,
+            content_type: fields.content_type,
+            size_bytes: fields.size_bytes,
+            sample_fps: fields.sample_fps,
+            uploaded_at: fields.uploaded_at,
+            upload,
+            analysis,
+        };
+        insert_video(tx, &video).map_err(|e| unreadable(&e))?;
     }
     Ok(())
 }
@@ -722,6 +728,7 @@ impl AnalysisLedger for SqliteStore {
         if changed == 0 {
             return Ok(false);
         }
+        // the video's progress: read from these counters, never copied into the video
         tx.execute(
             "UPDATE analysis_plans SET covered_ms = covered_ms + ?2, frames = frames + ?3 WHERE video_id = ?1",
             params![video_id, progress.covered_ms as i64, progress.frames as i64],
@@ -1093,12 +1100,14 @@ CREATE TABLE IF NOT EXISTS analysis_segments (
         };
 
         // renamed after creation: `record` still has the first title
-        let v = created("pending", "ann", at(1));
+        let v = Video {
+            size_bytes: None,
+            ..created("pending", "ann", at(1))
+        };
         add(
             v.clone(),
             Video {
                 title: "Holiday".into(),
-                size_bytes: None,
                 ..v
             },
         );

@@ -707,7 +707,7 @@ impl AnalysisWorker {
         if plan.segments.len() == 1 && checkpoint.is_none() {
             sink.whole_video = PeopleSink::new(
                 RunSummary::default(),
-                self.analyzer.people().clone(),
+                *self.analyzer.people(),
                 self.analyzer.smoothing(),
                 self.analyzer.has_contempt(),
             )
@@ -1055,3 +1055,6 @@ impl StoreSink {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
