@@ -148,7 +148,7 @@ pub fn child_processes() -> Vec<(u32, char, String)> {
     children
 }
 
-/// Runs test `name` of this test binary again, alone in a process of its own, so that every
+/// Runs test `name` (its path in the test binary, e.g. `media::a_test`) again, alone in a process of its own, so that every
 /// child process it finds is its own (tests in one binary share a process, and their ffmpeg
 /// children with it). Returns true in that process, where the test goes on; in the calling
 /// process, waits for it, asserts that it ran and passed, and returns false.

@@ -451,7 +451,9 @@ fn a_decompression_bomb_is_refused_from_its_header_and_ffmpeg_is_reaped() {
     // 16000x16000: once a panic in the detector (a frame buffer shorter than its size), and a
     // stuck job; now refused from the header, named .mp4 (ffmpeg decodes it) and as .png
     let bomb = bomb_png();
-    if !in_own_process("a_decompression_bomb_is_refused_from_its_header_and_ffmpeg_is_reaped") {
+    if !in_own_process(
+        "media::a_decompression_bomb_is_refused_from_its_header_and_ffmpeg_is_reaped",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -589,7 +591,7 @@ impl AnalysisSink for PanickingSink {
 
 #[test]
 fn a_panic_in_any_stage_is_an_internal_error_and_ffmpeg_is_reaped() {
-    if !in_own_process("a_panic_in_any_stage_is_an_internal_error_and_ffmpeg_is_reaped") {
+    if !in_own_process("media::a_panic_in_any_stage_is_an_internal_error_and_ffmpeg_is_reaped") {
         return;
     }
     let clip = video("WolfgangLanger_Pexels.mp4");
