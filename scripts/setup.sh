@@ -2,7 +2,8 @@
 # Installs everything DeepEmotion needs to run and test on this machine, from package registries
 # only, and is quick to re-run (each step is skipped when already done):
 #   1. ffmpeg                       (Debian apt, when not on PATH)
-#   2. a Python venv in .deps/venv  (PyPI: scripts/requirements.txt - onnxruntime, onnx, numpy, pillow)
+#   2. a Python venv at .deps/venv  (PyPI: scripts/requirements.txt - onnxruntime, onnx, numpy, pillow;
+#                                    a link to a shared cache of environments, scripts/venv.sh)
 #   3. the ONNX Runtime library     (.deps/lib/libonnxruntime.so.1, from the onnxruntime wheel)
 #   4. the models                   (models/*.onnx: from $DEEPEMOTION_MODEL_MIRROR when set - by
 #                                    default the team's ../shared/models when it exists - else
@@ -21,16 +22,10 @@ if ! command -v ffmpeg >/dev/null 2>&1; then
     || { $SUDO apt-get update -qq >/dev/null && $SUDO apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null; }
 fi
 
-# 2. Python tooling (model conversion, reference implementation for parity tests, AWS stand-ins)
-REQ="$ROOT/scripts/requirements.txt"
-STAMP="$DEPS/venv/.requirements.sha256"
-want="$(cat "$REQ" "$ROOT/scripts/requirements-engine.txt" | sha256sum | cut -d' ' -f1)"
-if [ ! -x "$DEPS/venv/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
-  log "creating Python venv in .deps/venv"
-  python3 -m venv "$DEPS/venv"
-  "$DEPS/venv/bin/python" -m pip install -q --disable-pip-version-check -r "$REQ"
-  echo "$want" > "$STAMP"
-fi
+# 2. Python tooling (model conversion, reference implementation for parity tests, AWS stand-ins),
+#    linked from the shared environment cache (see scripts/venv.sh)
+. "$ROOT/scripts/venv.sh"
+venv "$DEPS/venv" -r "$ROOT/scripts/requirements.txt"
 
 # 3. ONNX Runtime shared library for `ort` (load-dynamic): the one inside the onnxruntime wheel.
 if [ ! -e "$DEPS/lib/libonnxruntime.so.1" ]; then

@@ -1,6 +1,8 @@
 // Reference run of the ORIGINAL face-api.js FaceRecognitionNet - @vladmandic/face-api's own code
 // (dist/face-api.node-wasm.js: the node build that needs no tfjs-node) loading the npm package's
-// weights from disk - on TensorFlow.js's pure-JavaScript CPU backend, for
+// weights from disk - on TensorFlow.js's WebAssembly backend (@tensorflow/tfjs-backend-wasm: its
+// .wasm files ship in the npm package, nothing is downloaded at install or run time; about 10x the
+// pure-JavaScript CPU backend, which agrees with it to within 4e-7), for
 // tests/python/test_faceapi_recognition_converter.py.
 //
 // The packages (face-api, tfjs, tfjs-backend-wasm; pinned) live in ./tfjs-reference:
@@ -26,9 +28,10 @@ if (!outputPath) {
   process.exit(2);
 }
 
-await tf.setBackend('cpu'); // the pure-JS backend; the wasm one face-api's build registers stays unused
+// the wasm backend face-api's node-wasm build registers (TFJS_BACKEND=cpu: the pure-JS one)
+await tf.setBackend(process.env.TFJS_BACKEND || 'wasm');
 await tf.ready();
-tf.backend().firstUse = false; // skips the "install tfjs-node to speed things up" banner: the pure-JS backend is the point
+if (tf.getBackend() === 'cpu') tf.backend().firstUse = false; // no "install tfjs-node" banner
 
 const net = new faceapi.FaceRecognitionNet();
 await net.loadFromDisk(modelDir);

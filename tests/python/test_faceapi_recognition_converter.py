@@ -10,7 +10,7 @@ engine aligns them (scripts/models/measure_embeddings.py's align() with the mani
 template_scale), plus a few at other template scales and three synthetic crops (black, white,
 noise) - with onnxruntime, fed the manifest's normalisation, and with a reference run of the
 ORIGINAL network: @vladmandic/face-api's own FaceRecognitionNet code loading the same npm files
-from disk, on TensorFlow.js's pure-JavaScript CPU backend, fed the uint8 crops and normalising them
+from disk, on TensorFlow.js's WebAssembly backend (shipped in its npm package), fed the uint8 crops and normalising them
 itself (tests/python/faceapi_recognition_reference.mjs; packages pinned in
 tests/python/tfjs-reference, installed there with `npm ci` when missing). Descriptors must agree
 within 1e-4, so the converter and the manifest's input normalisation are both checked.
