@@ -8,7 +8,8 @@ use chrono::Utc;
 use domain::ports::*;
 use domain::{AnalysisState, EmotionScores, FrameResult, User, Video, VideoStatus};
 
-async fn clients() -> (AwsClients, AwsConfig) {
+/// Clients for moto, and a table, bucket and queue name of their own.
+pub(crate) async fn clients() -> (AwsClients, AwsConfig) {
     let endpoint = std::env::var("DEEPEMOTION_MOTO_ENDPOINT")
         .expect("DEEPEMOTION_MOTO_ENDPOINT is not set: run these tests through scripts/test, which starts moto");
     let unique = uuid::Uuid::new_v4().simple().to_string();
@@ -19,7 +20,9 @@ async fn clients() -> (AwsClients, AwsConfig) {
         bucket: format!("deepemotion-{unique}"),
         queue_url: None,
         // moto accepts any credentials; the SDK still wants some
-        credentials: Some(("testing".into(), "testing".into())),
+        credentials: Some(aws_sdk_s3::config::Credentials::new(
+            "testing", "testing", None, None, "moto",
+        )),
     };
     (AwsClients::new(&config).await, config)
 }
@@ -44,17 +47,8 @@ fn user(id: &str, email: &str) -> User {
 
 fn video(id: &str, owner: &str, age_ms: i64) -> Video {
     Video {
-        id: id.into(),
-        user_id: owner.into(),
-        title: format!("video {id}"),
-        s3_key: domain::object_key(owner, id, "mp4"),
-        filename: "a.mp4".into(),
-        content_type: "video/mp4".into(),
-        size_bytes: Some(10),
-        sample_fps: 5.0,
         uploaded_at: Utc::now() - chrono::Duration::milliseconds(age_ms),
-        upload: None,
-        analysis: AnalysisState::pending(),
+        ..domain::memory::pending_video(id, owner)
     }
 }
 
@@ -617,15 +611,29 @@ async fn rate_limit_counters_are_shared_through_the_table() {
 /// A bucket, versioned or not, with the S3 client to look into it directly.
 async fn bucket(versioned: bool) -> (S3Blobs, aws_sdk_s3::Client, String) {
     let (clients, config) = clients().await;
-    let s3 = clients.s3.clone();
-    s3.create_bucket()
-        .bucket(&config.bucket)
+    create_bucket(&clients, &config.bucket, versioned).await;
+    (
+        S3Blobs::new(&clients, &config.bucket),
+        clients.s3.clone(),
+        config.bucket,
+    )
+}
+
+/// Creates the bucket; versioned, a second PUT to the same key makes a new version (as
+/// template.yaml declares the upload bucket).
+pub(crate) async fn create_bucket(clients: &AwsClients, bucket: &str, versioned: bool) {
+    clients
+        .s3
+        .create_bucket()
+        .bucket(bucket)
         .send()
         .await
         .unwrap();
     if versioned {
-        s3.put_bucket_versioning()
-            .bucket(&config.bucket)
+        clients
+            .s3
+            .put_bucket_versioning()
+            .bucket(bucket)
             .versioning_configuration(
                 aws_sdk_s3::types::VersioningConfiguration::builder()
                     .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
@@ -635,7 +643,6 @@ async fn bucket(versioned: bool) -> (S3Blobs, aws_sdk_s3::Client, String) {
             .await
             .unwrap();
     }
-    (S3Blobs::new(&clients, &config.bucket), s3, config.bucket)
 }
 
 /// Every (key, version id) under `prefix`, delete markers included, all pages.

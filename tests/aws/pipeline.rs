@@ -43,46 +43,14 @@ fn engine() -> Arc<Analyzer> {
 
 /// Table, bucket with its notification, queue, and the API served over HTTP.
 async fn stack() -> Stack {
-    let endpoint = std::env::var("DEEPEMOTION_MOTO_ENDPOINT").expect(
-        "DEEPEMOTION_MOTO_ENDPOINT is not set: run through scripts/test, which starts moto",
-    );
-    let unique = uuid::Uuid::new_v4().simple().to_string();
-    let mut config = AwsConfig {
-        region: "us-east-1".into(),
-        endpoint_url: Some(endpoint),
-        table: format!("deepemotion-{unique}"),
-        bucket: format!("deepemotion-{unique}"),
-        queue_url: None,
-        // moto accepts any credentials; the SDK still wants some
-        credentials: Some(("testing".into(), "testing".into())),
-    };
-    let clients = AwsClients::new(&config).await;
+    let (clients, mut config) = super::adapters::clients().await;
     let store = Arc::new(DynamoStore::new(&clients, &config.table));
     store.create_table().await.unwrap();
-    clients
-        .s3
-        .create_bucket()
-        .bucket(&config.bucket)
-        .send()
-        .await
-        .unwrap();
-    // as template.yaml declares it: a second PUT to an upload URL makes a new version
-    clients
-        .s3
-        .put_bucket_versioning()
-        .bucket(&config.bucket)
-        .versioning_configuration(
-            aws_sdk_s3::types::VersioningConfiguration::builder()
-                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    super::adapters::create_bucket(&clients, &config.bucket, true).await;
     let queue_url = clients
         .sqs
         .create_queue()
-        .queue_name(format!("analysis-{unique}"))
+        .queue_name(format!("analysis-{}", config.table))
         .send()
         .await
         .unwrap()

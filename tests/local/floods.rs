@@ -3,9 +3,8 @@
 //! thousand sockets at most) and without timed assertions beyond generous multiples of the
 //! configured timeouts; latencies and memory are printed, not asserted (see `benches/flood.rs`).
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -14,52 +13,11 @@ use reqwest::StatusCode;
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
 
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    base: String,
-    _data_dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::serve::{self, Server};
 
 fn start(args: &[&str]) -> Server {
     raise_own_fd_limit();
-    let data_dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_deepemotion"))
-        .args(["serve", "--dev", "--addr", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir.path())
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("deepemotion serve starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
-    let addr = url
-        .trim_start_matches("http://")
-        .split('/')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    Server {
-        child,
-        addr,
-        base: url.trim_end_matches('/').to_string(),
-        _data_dir: data_dir,
-    }
+    serve::start(args, &[])
 }
 
 /// This process holds thousands of sockets too: its soft open-file limit goes up to the hard one.
@@ -207,22 +165,7 @@ const OPENAPI: &[u8] =
     b"GET /api/v2/openapi.json HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
 
 fn login(server: &Server, name: &str) -> String {
-    let http = Client::new();
-    let email = format!("{name}@example.com");
-    let r = http
-        .post(format!("{}/auth/register", server.base))
-        .json(&json!({"username": name, "email": email, "password": "password123"}))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let r: Value = http
-        .post(format!("{}/auth/login", server.base))
-        .json(&json!({"email": email, "password": "password123"}))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    r["access_token"].as_str().unwrap().to_string()
+    serve::login(&Client::new(), &server.base, name)
 }
 
 fn initialize(server: &Server, token: &str, filename: &str) -> Value {

@@ -10,5 +10,6 @@ mod cli;
 mod floods;
 mod media;
 mod people;
+mod serve;
 mod server;
 mod worker;

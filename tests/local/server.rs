@@ -2,9 +2,8 @@
 //! does, from registering to deleting.
 
 use crate::common;
+use crate::serve::{self, Server};
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::video;
@@ -12,46 +11,12 @@ use reqwest::StatusCode;
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
 
-struct Server {
-    child: Child,
-    base: String,
-    data_dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start() -> Server {
     start_with(&[])
 }
 
 fn start_with(env: &[(&str, &str)]) -> Server {
-    let data_dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_deepemotion"))
-        .args(["serve", "--dev", "--addr", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir.path())
-        .env("RUST_LOG", "warn")
-        .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("deepemotion serve starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
-    Server {
-        child,
-        base: url.trim_end_matches('/').to_string(),
-        data_dir,
-    }
+    serve::start(&[], env)
 }
 
 struct Session<'a> {
@@ -63,24 +28,11 @@ struct Session<'a> {
 impl Server {
     fn session(&self, name: &str) -> Session<'_> {
         let http = Client::new();
-        let email = format!("{name}@example.com");
-        let r = http
-            .post(format!("{}/auth/register", self.base))
-            .json(&json!({"username": name, "email": email, "password": "password123"}))
-            .send()
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::CREATED);
-        let r: Value = http
-            .post(format!("{}/auth/login", self.base))
-            .json(&json!({"email": email, "password": "password123"}))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
+        let token = serve::login(&http, &self.base, name);
         Session {
             server: self,
             http,
-            token: r["access_token"].as_str().unwrap().to_string(),
+            token,
         }
     }
 }

@@ -10,15 +10,14 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use chrono::Utc;
 use domain::memory::MemoryQueue;
 use domain::ports::{
     AnalysisJob, AnalysisLedger, BlobStore, PlanDecision, ProgressDelta, ResultStore, SegmentClaim,
     VideoStore,
 };
 use domain::{
-    AnalysisOptions, AnalysisPlan, AnalysisSink, AnalysisState, Checkpoint, DecodeWindow,
-    FrameResult, MediaSource, SinkError, Summary, TrackProfile, Video, VideoStatus,
+    AnalysisOptions, AnalysisPlan, AnalysisSink, Checkpoint, DecodeWindow, FrameResult,
+    MediaSource, SinkError, Summary, TrackProfile, Video, VideoStatus,
 };
 use engine::{Analyzer, EngineConfig};
 use local_server::{FileBlobs, SqliteStore};
@@ -105,17 +104,8 @@ impl Rig {
         std::fs::write(&path, bytes).unwrap();
         self.store
             .create_video(&Video {
-                id,
-                user_id: "u-1".into(),
-                title: "clip".into(),
-                s3_key: key.clone(),
-                filename: "clip.mp4".into(),
-                content_type: "video/mp4".into(),
                 size_bytes: Some(bytes.len() as u64),
-                sample_fps: 5.0,
-                uploaded_at: Utc::now(),
-                upload: None,
-                analysis: AnalysisState::pending(),
+                ..domain::memory::pending_video(&id, "u-1")
             })
             .await
             .unwrap();

@@ -49,8 +49,8 @@ pub struct AwsConfig {
     pub bucket: String,
     pub queue_url: Option<String>,
     /// Static credentials instead of the default chain's (tests against moto pass them here
-    /// rather than setting the process environment).
-    pub credentials: Option<(String, String)>,
+    /// rather than setting the process environment). Their `Debug` hides the secret.
+    pub credentials: Option<aws_sdk_s3::config::Credentials>,
 }
 
 /// SDK clients, built once per process.
@@ -69,10 +69,8 @@ impl AwsClients {
         if let Some(url) = &config.endpoint_url {
             loader = loader.endpoint_url(url);
         }
-        if let Some((id, secret)) = &config.credentials {
-            loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
-                id, secret, None, None, "static",
-            ));
+        if let Some(credentials) = &config.credentials {
+            loader = loader.credentials_provider(credentials.clone());
         }
         let sdk = loader.load().await;
         // Presigned PUTs must not carry a checksum of an empty body (awslabs/aws-sdk-rust#1240),
@@ -1761,7 +1759,9 @@ mod tests {
             table: format!("deepemotion-{unique}"),
             bucket: format!("deepemotion-{unique}"),
             queue_url: None,
-            credentials: Some(("testing".into(), "testing".into())),
+            credentials: Some(aws_sdk_s3::config::Credentials::new(
+                "testing", "testing", None, None, "moto",
+            )),
         };
         let clients = AwsClients::new(&config).await;
         let store = DynamoStore::new(&clients, &config.table);

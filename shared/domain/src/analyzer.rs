@@ -29,11 +29,12 @@ impl MediaSource {
         }
     }
 
-    /// What ffmpeg is given as its input.
-    pub fn as_ffmpeg_input(&self) -> std::borrow::Cow<'_, str> {
+    /// What ffmpeg is given as its input: the path as it is (file names need not be UTF-8), or
+    /// the URL.
+    pub fn as_ffmpeg_input(&self) -> &std::ffi::OsStr {
         match self {
-            MediaSource::File(path) => path.to_string_lossy(),
-            MediaSource::Url(url) => url.as_str().into(),
+            MediaSource::File(path) => path.as_os_str(),
+            MediaSource::Url(url) => url.as_ref(),
         }
     }
 }

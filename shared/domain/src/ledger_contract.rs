@@ -92,19 +92,7 @@ fn let_short_leases_expire() {
 }
 
 fn video(id: &str) -> Video {
-    Video {
-        id: id.into(),
-        user_id: "ledger-user".into(),
-        title: format!("video {id}"),
-        s3_key: crate::object_key("ledger-user", id, "mp4"),
-        filename: "a.mp4".into(),
-        content_type: "video/mp4".into(),
-        size_bytes: Some(10),
-        sample_fps: 5.0,
-        uploaded_at: Utc::now(),
-        upload: None,
-        analysis: AnalysisState::pending(),
-    }
+    crate::memory::pending_video(id, "ledger-user")
 }
 
 /// A 20-second video's plan in `n` equal segments.

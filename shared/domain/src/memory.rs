@@ -19,6 +19,24 @@ use crate::{
     User, Video, VideoInfo, VideoStatus, progress_percent,
 };
 
+/// A `PENDING` video of `owner`, uploaded now as `a.mp4`, for the stores' and the worker's tests
+/// (which change the fields they care about).
+pub fn pending_video(id: &str, owner: &str) -> Video {
+    Video {
+        id: id.into(),
+        user_id: owner.into(),
+        title: format!("video {id}"),
+        s3_key: crate::object_key(owner, id, "mp4"),
+        filename: "a.mp4".into(),
+        content_type: "video/mp4".into(),
+        size_bytes: Some(10),
+        sample_fps: 5.0,
+        uploaded_at: Utc::now(),
+        upload: None,
+        analysis: AnalysisState::pending(),
+    }
+}
+
 /// Users, videos, the analysis ledger and frame results in maps. Locks are taken in one order
 /// (videos, then the ledger), so the ledger's writes that touch the video are atomic.
 #[derive(Default)]

@@ -178,8 +178,11 @@ impl VideoDecoder {
                 return Err(AnalysisError::EmptyFile { path: file.clone() });
             }
         }
-        // what error messages name: a URL's query is a credential
-        let path = PathBuf::from(source.redacted());
+        // what error messages name: the file itself, or the URL without its query (a credential)
+        let path = match source {
+            MediaSource::File(file) => file.clone(),
+            MediaSource::Url(_) => PathBuf::from(source.redacted()),
+        };
         let mut command = match &options.ffmpeg {
             Some(bin) => FfmpegCommand::new_with_path(bin),
             None => FfmpegCommand::new(),
@@ -201,7 +204,7 @@ impl VideoDecoder {
         // PNG of 16000x16000 would otherwise cost ffmpeg 768 MB before we see its header.
         command.args(["-max_pixels", &options.limits.pixel_limit().to_string()]);
         command
-            .input(&*source.as_ffmpeg_input())
+            .input(source.as_ffmpeg_input())
             .args(["-map", "0:v:0"])
             .filter(filtergraph(options.sample_fps))
             .fps_mode("passthrough")
@@ -544,7 +547,7 @@ pub(crate) fn frame_times(
         .args(["-select_streams", "v:0", "-show_entries"])
         .arg("packet=pts_time,dts_time")
         .args(["-of", "csv=p=0"])
-        .arg(&*input.as_ffmpeg_input())
+        .arg(input.as_ffmpeg_input())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -33,8 +33,7 @@ pub use error::ApiError;
 pub use openapi::openapi_document;
 pub use throttle::{ClientAddr, RateLimit, RateLimits};
 pub use uploads::{
-    BodyChunks, DISCARD_AT_MOST, ServerFiles, ServerUploads, UploadError, discard_rest,
-    store_upload,
+    BodyChunks, ServerFiles, ServerUploads, UploadError, discard_rest, store_upload,
 };
 
 use crate::live::VideoEvents;

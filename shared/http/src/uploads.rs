@@ -84,7 +84,7 @@ impl From<UploadError> for ApiError {
 }
 
 /// The most of a refused body read before the connection is closed instead.
-pub const DISCARD_AT_MOST: u64 = 256 << 20;
+const DISCARD_AT_MOST: u64 = 256 << 20;
 
 /// Reads what is left of a refused upload, up to a bound, so that the client, still sending,
 /// reads its 409 or 413 instead of a connection reset (a socket closed with unread data resets

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use domain::ports::{AnalysisLedger, ProgressDelta, VideoStore};
-use domain::{AnalysisPlan, AnalysisState, Checkpoint, Video, VideoStatus};
+use domain::{AnalysisPlan, AnalysisState, Checkpoint, VideoStatus};
 use http_api::live::{AnnouncingLedger, VideoEvents};
 
 use crate::SqliteStore;
@@ -14,19 +14,7 @@ async fn announces_start_checkpoint_and_end_but_not_refused_writes() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(&dir.path().join("db")).unwrap());
     store
-        .create_video(&Video {
-            id: "v1".into(),
-            user_id: "u1".into(),
-            title: "clip".into(),
-            s3_key: domain::object_key("u1", "v1", "mp4"),
-            filename: "clip.mp4".into(),
-            content_type: "video/mp4".into(),
-            size_bytes: None,
-            sample_fps: 5.0,
-            uploaded_at: chrono::Utc::now(),
-            upload: None,
-            analysis: AnalysisState::pending(),
-        })
+        .create_video(&domain::memory::pending_video("v1", "u1"))
         .await
         .unwrap();
     let events = VideoEvents::default();

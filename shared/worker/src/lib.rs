@@ -25,8 +25,8 @@ use domain::ports::{
 };
 use domain::{
     AnalysisError, AnalysisOptions, AnalysisPlan, AnalysisSink, AnalysisState, Checkpoint,
-    DecodeWindow, FrameResult, MediaSource, ModelInfo, SegmentPlan, SinkError, StoredObject,
-    Summary, TrackProfile, Video, VideoAnalyzer, VideoInfo, VideoStatus, parse_object_key,
+    DecodeWindow, FrameResult, MediaSource, SegmentPlan, SinkError, StoredObject, Summary,
+    TrackProfile, Video, VideoAnalyzer, VideoInfo, VideoStatus, parse_object_key,
 };
 
 /// What became of a job.
@@ -869,10 +869,14 @@ fn failed_state(error: &str, video: Option<VideoInfo>) -> AnalysisState {
     }
 }
 
-/// The error as the uploader should read it: no server paths or presigned URLs.
+/// The error as the uploader should read it: no server paths or presigned URLs. The engine's
+/// errors name the source redacted, but ffmpeg's own messages in them quote its input whole.
 fn user_facing(e: &AnalysisError, source: &MediaSource) -> String {
     e.to_string()
-        .replace(&*source.as_ffmpeg_input(), "the uploaded file")
+        .replace(
+            &*source.as_ffmpeg_input().to_string_lossy(),
+            "the uploaded file",
+        )
         .replace(&source.redacted(), "the uploaded file")
 }
 
@@ -1002,15 +1006,6 @@ impl StoreSink {
 }
 
 impl AnalysisSink for StoreSink {
-    fn begin(
-        &mut self,
-        _video: &VideoInfo,
-        _model: &ModelInfo,
-        _sample_fps: f64,
-    ) -> Result<(), SinkError> {
-        Ok(())
-    }
-
     fn frame(&mut self, frame: &FrameResult) -> Result<(), SinkError> {
         self.beside(|people| people.frame(frame));
         self.batch.push(frame.clone());

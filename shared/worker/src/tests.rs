@@ -13,14 +13,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime};
 
-use domain::memory::{MemoryBlobs, MemoryQueue, MemoryStore, StoreOperation};
+use domain::memory::{MemoryBlobs, MemoryQueue, MemoryStore, StoreOperation, pending_video};
 use domain::ports::{AnalysisJob, AnalysisLedger, BlobStore, ResultStore, VideoStore};
 use domain::{
-    AnalysisError, AnalysisOptions, AnalysisOutcome, AnalysisPlan, AnalysisSink, AnalysisState,
-    DecodeWindow, DetectedFace, EmotionLabel, EmotionScores, FaceBox, FaceResult, FrameResult,
-    Landmarks, MediaSource, ModelInfo, PeopleConfig, Probe, SLOT_EPSILON, SinkError,
-    SmoothingConfig, StageTimings, SummaryBuilder, TrackProfile, Video, VideoAnalyzer, VideoInfo,
-    VideoStatus,
+    AnalysisError, AnalysisOptions, AnalysisOutcome, AnalysisPlan, AnalysisSink, DecodeWindow,
+    DetectedFace, EmotionLabel, EmotionScores, FaceBox, FaceResult, FrameResult, Landmarks,
+    MediaSource, ModelInfo, PeopleConfig, Probe, SLOT_EPSILON, SinkError, SmoothingConfig,
+    StageTimings, SummaryBuilder, TrackProfile, Video, VideoAnalyzer, VideoInfo, VideoStatus,
 };
 
 use crate::{
@@ -174,7 +173,7 @@ impl Run {
 
 /// The path an engine's error names: the source as ffmpeg was given it.
 fn path_of(source: &MediaSource) -> std::path::PathBuf {
-    source.as_ffmpeg_input().into_owned().into()
+    source.as_ffmpeg_input().into()
 }
 
 fn panicked(what: &'static str) -> impl FnOnce(&MediaSource) -> AnalysisError + Send {
@@ -399,17 +398,8 @@ impl Rig {
             .insert(key.clone(), bytes);
         self.store
             .create_video(&Video {
-                id,
-                user_id: "u-1".into(),
-                title: "clip".into(),
-                s3_key: key.clone(),
-                filename: "clip.mp4".into(),
-                content_type: "video/mp4".into(),
                 size_bytes: Some(size),
-                sample_fps: 5.0,
-                uploaded_at: chrono::Utc::now(),
-                upload: None,
-                analysis: AnalysisState::pending(),
+                ..pending_video(&id, "u-1")
             })
             .await
             .unwrap();
