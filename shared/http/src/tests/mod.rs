@@ -4,6 +4,7 @@
 //! resource in the modules below.
 
 mod auth;
+mod config;
 mod contract;
 mod frames;
 mod limits;
