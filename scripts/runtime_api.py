@@ -2,11 +2,14 @@
 
     python3 scripts/runtime_api.py --binary target/debug/api --env-file ENV --log api.log \
         [--port P | --port 0 --port-file F] [--deadline-seconds 900] [--function-name api]
+    python3 scripts/runtime_api.py --function-name analyze --clean-env --env-file ENV ... \
+        -- COMMAND [ARG...]
 
-It listens on 127.0.0.1, starts the binary with the environment of this process, the KEY=VALUE
-lines of --env-file, AWS_LAMBDA_RUNTIME_API pointing here and the usual AWS_LAMBDA_FUNCTION_*
-variables, and serves the part of the Runtime API that the Rust `lambda_runtime`/`lambda_http`
-crates (v1) use:
+It listens on 127.0.0.1, starts the binary (or COMMAND, e.g. a launcher that runs a container
+image's entrypoint) with the environment of this process (none of it with --clean-env, as on
+Lambda), the KEY=VALUE lines of --env-file, AWS_LAMBDA_RUNTIME_API pointing here and the usual
+AWS_LAMBDA_FUNCTION_* variables, and serves the part of the Runtime API that the Rust
+`lambda_runtime`/`lambda_http` crates (v1) use:
 
     GET  /2018-06-01/runtime/invocation/next             blocks until an event is queued
     POST /2018-06-01/runtime/invocation/{id}/response    the function's answer
@@ -18,7 +21,11 @@ and, for tests, like the Lambda Invoke API:
     POST /invoke    the body is the event; blocks until the function answers: 200 with its response
                     body, or 502 with its error JSON (also when it failed to start, exited, or ran
                     past its deadline; it is then killed, as Lambda would)
-    GET  /status    JSON: the function's pid, its exit status (null while it runs), queued events
+    GET  /status    JSON: the function's pid, its exit status (null while it runs), queued events,
+                    init_ms (its start to its first /next), each finished invocation's seconds
+                    (from /next handing it out to the function's answer), and peak_rss_mb: the
+                    sum of the peak RSS (VmHWM) of each process of the function's group (it and
+                    its ffmpeg; read every 20 ms, so an upper bound of their peak together)
 
 Events are handed out one at a time, in order. The function's stdout and stderr, and a line per
 invocation from this server ("[runtime_api] ..."), go to --log. SIGTERM (or SIGINT) kills the
@@ -31,7 +38,9 @@ PREFIX = "/2018-06-01/runtime/"
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--binary", required=True, help="the function binary, e.g. target/debug/api")
+    p.add_argument("--binary", help="the function binary, e.g. target/debug/api (or give a COMMAND)")
+    p.add_argument("--clean-env", action="store_true",
+                   help="the function sees only --env-file and the Lambda variables, not this process's environment")
     p.add_argument("--env-file", help="KEY=VALUE lines for the function (blank lines and # comments skipped)")
     p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free port, see --port-file)")
     p.add_argument("--port-file", help="written with the port once the server listens")
@@ -40,7 +49,13 @@ def parse_args():
                    help="Lambda-Runtime-Deadline-Ms is the time of /next plus this (default 900, Lambda's maximum)")
     p.add_argument("--function-name", help="AWS_LAMBDA_FUNCTION_NAME (default: the binary's file name)")
     p.add_argument("--memory-size", type=int, default=3008, help="AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
-    return p.parse_args()
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARG...] to start instead of --binary")
+    args = p.parse_args()
+    if args.command[:1] == ["--"]:
+        args.command = args.command[1:]
+    if bool(args.binary) == bool(args.command):
+        p.error("give either --binary or -- COMMAND")
+    return args
 
 
 def read_env_file(path):
@@ -61,6 +76,7 @@ class Invocation:
         self.id = str(uuid.uuid4())
         self.event = event
         self.deadline = None  # seconds since the epoch, set when the function takes it
+        self.taken = None  # time.monotonic() when the function took it
         self.result = None  # (HTTP status for /invoke, body bytes)
 
 
@@ -73,6 +89,10 @@ class State:
         self.exit_status = None  # the function's, once it has exited
         self.init_error = None
         self.child = None
+        self.started = None  # time.monotonic() of the function's start
+        self.init_ms = None  # its start to its first /next
+        self.durations = []  # seconds of each finished invocation, in order
+        self.peak_rss_kb = {}  # pid -> its peak resident memory (KiB), for each process seen
 
     def note(self, message):
         self.log.write(f"[runtime_api] {time.strftime('%H:%M:%S')} {message}\n".encode())
@@ -91,6 +111,8 @@ class State:
         """Records an invocation's outcome (the caller holds the lock)."""
         if inv.result is None:
             inv.result = (status, body)
+            if inv.taken is not None:
+                self.durations.append(round(time.monotonic() - inv.taken, 3))
         self.inflight.pop(inv.id, None)
         self.cond.notify_all()
 
@@ -135,9 +157,12 @@ def make_handler(state):
         def do_GET(self):
             if self.path == PREFIX + "invocation/next":
                 with state.cond:
+                    if state.init_ms is None:
+                        state.init_ms = round(1000 * (time.monotonic() - state.started), 1)
                     while not state.queue:
                         state.cond.wait()
                     inv = state.queue.popleft()
+                    inv.taken = time.monotonic()
                     inv.deadline = time.time() + args.deadline_seconds
                     state.inflight[inv.id] = inv
                 state.note(f"{inv.id}: handed to the function ({len(inv.event)} bytes)")
@@ -151,7 +176,9 @@ def make_handler(state):
             elif self.path == "/status":
                 with state.cond:
                     status = {"pid": state.child.pid if state.child else None, "exit_status": state.exit_status,
-                              "init_error": state.init_error, "queued": len(state.queue), "inflight": len(state.inflight)}
+                              "init_error": state.init_error, "queued": len(state.queue), "inflight": len(state.inflight),
+                              "init_ms": state.init_ms, "invocations": state.durations,
+                              "peak_rss_mb": round(sum(state.peak_rss_kb.values()) / 1024, 1)}
                 self.reply(200, json.dumps(status).encode())
             else:
                 self.reply(404, error_body({"errorType": "NotFound", "errorMessage": self.path}))
@@ -245,6 +272,24 @@ def kill(child, grace=5.0):
             pass
 
 
+def record_peaks(pgid, peaks):
+    """Updates `peaks` (pid -> KiB) with the peak resident memory (VmHWM) of each process in
+    process group `pgid`."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            if int(fields[2]) != pgid:  # fields after the command: state, ppid, pgrp, ...
+                continue
+            with open(f"/proc/{entry}/status") as f:
+                hwm = next((int(l.split()[1]) for l in f if l.startswith("VmHWM:")), 0)
+            peaks[int(entry)] = max(peaks.get(int(entry), 0), hwm)
+        except (OSError, ValueError, IndexError):
+            pass  # it exited meanwhile
+
+
 def die_with_parent():
     """In the child: SIGKILL when this server dies, even by SIGKILL (Linux; best effort)."""
     try:
@@ -256,10 +301,13 @@ def die_with_parent():
 
 def main():
     args = parse_args()
-    args.function_name = args.function_name or os.path.basename(args.binary)
-    binary = os.path.abspath(args.binary)
-    if not os.access(binary, os.X_OK):
-        sys.exit(f"runtime_api: {args.binary} is not an executable")
+    args.function_name = args.function_name or os.path.basename(args.binary or args.command[0])
+    if args.binary:
+        command = [os.path.abspath(args.binary)]
+        if not os.access(command[0], os.X_OK):
+            sys.exit(f"runtime_api: {args.binary} is not an executable")
+    else:
+        command = args.command
     function_env = read_env_file(args.env_file)
     log = open(args.log, "ab", buffering=0)
     state = State(args, log)
@@ -272,7 +320,7 @@ def main():
     server.daemon_threads = True
     port = server.server_address[1]
 
-    env = dict(os.environ, **function_env)
+    env = dict({} if args.clean_env else os.environ, **function_env)
     env.update({
         "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{port}",
         "AWS_LAMBDA_FUNCTION_NAME": args.function_name,
@@ -291,9 +339,10 @@ def main():
     signal.signal(signal.SIGINT, stop)
 
     # its own process group (ffmpeg and any other children with it), killed with this server
-    state.child = subprocess.Popen([binary], env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+    state.started = time.monotonic()
+    state.child = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                    start_new_session=True, preexec_fn=die_with_parent())
-    state.note(f"started {binary} (pid {state.child.pid}) with AWS_LAMBDA_RUNTIME_API=127.0.0.1:{port}")
+    state.note(f"started {' '.join(command)} (pid {state.child.pid}) with AWS_LAMBDA_RUNTIME_API=127.0.0.1:{port}")
     threading.Thread(target=server.serve_forever, daemon=True).start()
 
     def monitor():
@@ -304,6 +353,13 @@ def main():
         state.note(f"the function exited with status {status}")
 
     threading.Thread(target=monitor, daemon=True).start()
+
+    def sample_memory():
+        while state.exit_status is None:
+            record_peaks(state.child.pid, state.peak_rss_kb)
+            time.sleep(0.02)
+
+    threading.Thread(target=sample_memory, daemon=True).start()
     if args.port_file:
         with open(args.port_file + ".tmp", "w") as f:
             f.write(f"{port}\n")

@@ -102,6 +102,47 @@ fn every_frame_mode_numbers_frames_consecutively_with_stream_timestamps() {
 }
 
 #[test]
+fn the_planners_frame_list_is_ffprobes_packet_list_on_every_sample_video() {
+    // ffmpeg's packet list (-c copy -f framecrc, so that the image needs no ffprobe) against
+    // ffprobe's, which the planner used before: VFR HEVC .mov with B-frames, h264 .mp4
+    for name in [
+        "noface_face.mov",
+        "face_noface.mov",
+        "WolfgangLanger_Pexels.mp4",
+        "single_face.mp4",
+        "no_face.mp4",
+    ] {
+        let path = video(name);
+        let out = std::process::Command::new("ffprobe")
+            .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
+            .args(["packet=pts_time,dts_time", "-of", "csv=p=0"])
+            .arg(&path)
+            .output()
+            .expect("ffprobe on PATH");
+        let mut probed: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.split(',').map(|f| f.trim().parse::<f64>().ok());
+                let (pts, dts) = (fields.next().flatten(), fields.next().flatten());
+                pts.or(dts)
+            })
+            .collect();
+        probed.sort_by(f64::total_cmp);
+        let listed = analyzer()
+            .frame_times(&MediaSource::from(path.as_path()))
+            .unwrap();
+        assert_eq!(listed.len(), probed.len(), "{name}");
+        for (i, (listed, probed)) in listed.iter().zip(&probed).enumerate() {
+            // ffprobe prints microseconds
+            assert!(
+                (listed - probed).abs() <= 1e-6,
+                "{name} packet {i}: {listed} s, ffprobe {probed} s"
+            );
+        }
+    }
+}
+
+#[test]
 fn sampling_keeps_source_frame_numbers_and_one_frame_per_slot() {
     let path = video("noface_face.mov");
     let times = ffprobe_frame_times_ms(&path);
@@ -494,17 +535,18 @@ fn a_decompression_bomb_is_refused_from_its_header_and_ffmpeg_is_reaped() {
         "{err:?}"
     );
     assert_no_children("probing it");
-    // ffprobe only lists packets (nothing is decoded), and is reaped too
-    assert_eq!(
-        analyzer()
-            .frame_times(&MediaSource::from(as_mp4.as_path()))
-            .unwrap()
-            .len(),
-        1
+    // listing its frames (for planning; the worker only does it after a probe passed) fails
+    // the same way, and the ffmpeg that tried is reaped too
+    let err = analyzer()
+        .frame_times(&MediaSource::from(as_mp4.as_path()))
+        .unwrap_err();
+    assert!(
+        matches!(&err, AnalysisError::Ffmpeg(m) if m.contains("exceeds specified max pixel count")),
+        "{err:?}"
     );
     assert_no_children("listing its frames");
-    // and neither ffmpeg nor ffprobe decoded it to find its size (768 MB of RGB): they were
-    // told the limit (-max_pixels), and the largest of them stayed small
+    // and no ffmpeg decoded it to find its size (768 MB of RGB): each was told the limit
+    // (-max_pixels), and the largest of them stayed small
     let peak = children_peak_rss_mb();
     assert!(peak < 300, "a child process peaked at {peak} MB");
 

@@ -88,6 +88,15 @@ def test_dockerfile():
     assert "scripts/models/fetch.py" in runs
     stages = [args for (inst, args) in instructions if inst.upper() == "FROM"]
     assert len(stages) == 3, "multi-stage: build, assets, runtime"
+    # ffmpeg is one static binary from a hash-pinned wheel, not Debian's ffmpeg and its libraries
+    assert "DEEPEMOTION_FFMPEG=/opt/deepemotion/bin/ffmpeg" in env
+    assert "--require-hashes" in runs and "scripts/requirements-image.txt" in runs
+    final_stage = instructions[[i for i, (inst, _) in enumerate(instructions) if inst.upper() == "FROM"][-1]:]
+    assert not any(inst.upper() == "RUN" for inst, _ in final_stage), "the runtime stage only copies"
+    # Lambda runs it as a non-root user, with only /tmp writable
+    users = [args for (inst, args) in final_stage if inst.upper() == "USER"]
+    assert users and users[-1].split(":")[0] not in ("0", "root"), users
+    assert [args for (inst, args) in final_stage if inst.upper() == "WORKDIR"][-1:] == ["/tmp"]
 
 
 def test_template():
@@ -96,6 +105,10 @@ def test_template():
     env_global = template["Globals"]["Function"]["Environment"]["Variables"]
     functions = {k: v for k, v in resources.items() if v["Type"] == "AWS::Serverless::Function"}
     assert set(functions) == {"ApiFunction", "AnalyzeFunction"}
+    # JSON lines, their level set by Lambda (AWS_LAMBDA_LOG_LEVEL), not by a RUST_LOG beside it
+    logging = template["Globals"]["Function"]["LoggingConfig"]
+    assert logging["LogFormat"] == "JSON" and logging["ApplicationLogLevel"] in ("INFO", "WARN", "ERROR")
+    assert "RUST_LOG" not in env_global
 
     api = functions["ApiFunction"]
     assert api["Metadata"]["BuildMethod"] == "rust-cargolambda"

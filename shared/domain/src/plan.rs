@@ -46,7 +46,8 @@ pub struct Checkpoint {
 /// Added to `t * fps` before flooring, here and in the decoder's `select` filter.
 pub const SLOT_EPSILON: f64 = 1e-4;
 /// A frame whose `t * fps + SLOT_EPSILON` is closer than this to a whole number could fall in
-/// either slot after rounding (ffprobe prints times to the microsecond).
+/// either slot after rounding (a frame's time is its ticks times the stream's time base, in
+/// floating point).
 const AMBIGUOUS: f64 = 1e-5;
 /// In every-frame mode, frames closer than this (seconds) are not cut between.
 const MIN_GAP_S: f64 = 2e-4;

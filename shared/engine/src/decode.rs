@@ -524,40 +524,43 @@ impl Drop for Reaped {
     }
 }
 
-/// Every video frame's timestamp in seconds, sorted, from ffprobe's packet list (container
-/// data only, no decoding). ffprobe is looked for next to `ffmpeg`, else where ffmpeg-sidecar
-/// finds it. `limits` bounds what ffprobe decodes while it probes (see [`VideoDecoder::open`]).
+/// Every video frame's timestamp in seconds, sorted, from the packet list of the first video
+/// stream (container data only, no decoding): ffmpeg copies the stream's packets, as they are and
+/// with their own timestamps, into its `framecrc` muxer, which prints one line per packet. ffmpeg
+/// alone, rather than ffprobe, so that a single static binary serves (the analysis image ships
+/// one). `limits` bounds what ffmpeg decodes while it probes (see [`VideoDecoder::open`]).
 pub(crate) fn frame_times(
     ffmpeg: Option<&Path>,
     input: &MediaSource,
     limits: &FrameLimits,
 ) -> Result<Vec<f64>, AnalysisError> {
-    let ffprobe = ffmpeg
-        .and_then(|f| f.parent())
-        .map(|dir| dir.join("ffprobe"))
-        .filter(|p| p.exists())
-        .unwrap_or_else(ffmpeg_sidecar::ffprobe::ffprobe_path);
-    let child = Command::new(&ffprobe)
-        .args([
-            "-v",
-            "error",
-            "-max_pixels",
-            &limits.pixel_limit().to_string(),
-        ])
-        .args(["-select_streams", "v:0", "-show_entries"])
-        .arg("packet=pts_time,dts_time")
-        .args(["-of", "csv=p=0"])
+    let ffmpeg = ffmpeg.map_or_else(ffmpeg_sidecar::paths::ffmpeg_path, Path::to_path_buf);
+    let child = Command::new(&ffmpeg)
+        .args(["-nostdin", "-v", "error", "-max_pixels"])
+        .arg(limits.pixel_limit().to_string())
+        // the stream's own timestamps, and every packet, also those before the first keyframe
+        .args(["-copyts", "-i"])
         .arg(input.as_ffmpeg_input())
+        .args([
+            "-map",
+            "0:v:0",
+            "-c",
+            "copy",
+            "-copyinkf",
+            "-f",
+            "framecrc",
+            "-",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| AnalysisError::FfmpegMissing(format!("{}: {e}", ffprobe.display())))?;
-    // From here on ffprobe is killed and reaped however this function ends.
+        .map_err(|e| AnalysisError::FfmpegMissing(format!("{}: {e}", ffmpeg.display())))?;
+    // From here on ffmpeg is killed and reaped however this function ends.
     let mut child = Reaped(child);
     let (stdout, stderr) = (child.0.stdout.take(), child.0.stderr.take());
     let (out, err) = std::thread::scope(|scope| {
-        // stderr is drained alongside stdout so that neither pipe can fill up and stall ffprobe
+        // stderr is drained alongside stdout so that neither pipe can fill up and stall ffmpeg
         let err = scope.spawn(move || {
             let mut text = Vec::new();
             if let Some(mut stderr) = stderr {
@@ -569,14 +572,15 @@ pub(crate) fn frame_times(
         let read = stdout.map_or(Ok(0), |mut s| s.read_to_end(&mut out));
         (read.map(|_| out), err.join().unwrap_or_default())
     });
-    let out = out.map_err(|e| AnalysisError::Ffmpeg(format!("reading ffprobe's output: {e}")))?;
+    let out =
+        out.map_err(|e| AnalysisError::Ffmpeg(format!("reading ffmpeg's packet list: {e}")))?;
     let status = child
         .0
         .wait()
         .map_err(|e| AnalysisError::Ffmpeg(e.to_string()))?;
     if !status.success() {
         return Err(AnalysisError::Ffmpeg(format!(
-            "ffprobe failed on {}: {}",
+            "listing the frames of {} failed: {}",
             input.redacted(),
             String::from_utf8_lossy(&err).trim()
         )));
@@ -584,17 +588,35 @@ pub(crate) fn frame_times(
     Ok(parse_frame_times(&String::from_utf8_lossy(&out)))
 }
 
-/// `pts_time,dts_time` lines; a packet without a pts falls back to its dts.
-fn parse_frame_times(csv: &str) -> Vec<f64> {
-    let mut times: Vec<f64> = csv
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split(',').map(|f| f.trim().parse::<f64>().ok());
-            let pts = fields.next().flatten();
-            let dts = fields.next().flatten();
-            pts.or(dts)
-        })
-        .collect();
+/// The `framecrc` muxer's output for one stream: a `#tb 0: num/den` header, then a line per
+/// packet, `stream, dts, pts, duration, size, crc[, flags]`, times in that time base. A packet
+/// without a pts (printed as i64::MIN) falls back to its dts.
+fn parse_frame_times(framecrc: &str) -> Vec<f64> {
+    let mut time_base = None;
+    let mut times = Vec::new();
+    for line in framecrc.lines() {
+        if let Some(tb) = line.strip_prefix("#tb 0:") {
+            let (num, den) = tb.trim().split_once('/').unwrap_or(("", ""));
+            time_base = match (num.parse::<f64>(), den.parse::<f64>()) {
+                (Ok(num), Ok(den)) if den > 0.0 => Some(num / den),
+                _ => None,
+            };
+            continue;
+        }
+        let Some(time_base) = time_base.filter(|_| !line.starts_with('#')) else {
+            continue;
+        };
+        let mut fields = line.split(',').map(|f| f.trim().parse::<i64>().ok());
+        let (_stream, dts, pts) = (
+            fields.next(),
+            fields.next().flatten(),
+            fields.next().flatten(),
+        );
+        let known = |t: Option<i64>| t.filter(|&t| t != i64::MIN);
+        if let Some(ticks) = known(pts).or(known(dts)) {
+            times.push(ticks as f64 * time_base);
+        }
+    }
     times.sort_by(f64::total_cmp);
     times
 }
@@ -701,10 +723,34 @@ mod tests {
 
     #[test]
     fn frame_times_fall_back_to_dts_and_come_out_sorted() {
+        let framecrc = "#extradata 0:      104, 0xb6951783\n#tb 0: 1/1000\n#media_type 0: video\n\
+                        0,          0,         83,       41,     6635, 0x12cbd170\n\
+                        0,         41, -9223372036854775808,       41,     4393, 0x122c97e6, F=0x0\n\
+                        0,        -41,          0,       41,     2426, 0x1c44bff0\n\
+                        garbage\n";
+        assert_eq!(parse_frame_times(framecrc), vec![0.0, 0.041, 0.083]);
+        // packets before a time base are not guessed at
         assert_eq!(
-            parse_frame_times("0.083,0.000\n0.000,N/A\nN/A,0.041\n\ngarbage\n"),
-            vec![0.0, 0.041, 0.083]
+            parse_frame_times("0, 0, 83, 41, 1, 0x0\n"),
+            Vec::<f64>::new()
         );
+    }
+
+    #[test]
+    fn frame_times_are_the_streams_packet_times() {
+        // h264 with B-frames (the default encoder for .mp4): packets come in decode order, with
+        // a negative first dts; their presentation times are the frames' times
+        let dir = tempfile::tempdir().unwrap();
+        let clip = MediaSource::File(tiny_clip(dir.path(), 10));
+        let times = frame_times(None, &clip, &FrameLimits::default()).unwrap();
+        let expected: Vec<f64> = (0..10).map(|i| f64::from(i) / 10.0).collect();
+        assert_eq!(times.len(), expected.len(), "{times:?}");
+        for (time, expected) in times.iter().zip(&expected) {
+            assert!((time - expected).abs() < 1e-6, "{times:?}");
+        }
+        let missing = MediaSource::File(dir.path().join("missing.mp4"));
+        let err = frame_times(None, &missing, &FrameLimits::default()).unwrap_err();
+        assert!(matches!(err, AnalysisError::Ffmpeg(_)), "{err:?}");
     }
 
     fn output_frame(width: u32, height: u32, bytes: usize) -> OutputVideoFrame {

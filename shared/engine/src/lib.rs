@@ -344,7 +344,7 @@ impl Analyzer {
     }
 
     /// Every video frame's timestamp (seconds, stream timeline), sorted, read from the container
-    /// by ffprobe without decoding: how many frames lie before a time, for segment planning.
+    /// without decoding (ffmpeg's packet list): how many frames lie before a time, for segment planning.
     pub fn frame_times(&self, input: &MediaSource) -> Result<Vec<f64>, AnalysisError> {
         catch_panic("frame listing", || {
             decode::frame_times(

@@ -219,7 +219,9 @@ pub(crate) async fn authenticate(state: &AppState, token: &str) -> Result<User, 
 pub(crate) async fn caller(parts: &Parts, state: &AppState) -> Result<User, ApiError> {
     let token = bearer_token(&parts.headers)
         .ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
-    authenticate(state, token).await
+    let user = authenticate(state, token).await?;
+    tracing::Span::current().record("user_id", user.id.as_str());
+    Ok(user)
 }
 
 impl FromRequestParts<AppState> for AuthUser {

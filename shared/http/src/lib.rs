@@ -326,7 +326,9 @@ async fn request_id(request: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
+    // user_id and video_id are recorded on it once the handler knows them (auth, owned_video)
+    let span = tracing::info_span!("request", request_id = %id, method = %request.method(),
+        path = %request.uri().path(), user_id = tracing::field::Empty, video_id = tracing::field::Empty);
     let mut response = next.run(request).instrument(span).await;
     if let Ok(value) = id.parse() {
         response.headers_mut().insert("x-request-id", value);

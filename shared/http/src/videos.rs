@@ -106,7 +106,8 @@ pub(crate) async fn create_video(
         analysis: AnalysisState::pending(),
     };
     state.videos.create_video(&video).await?;
-    tracing::info!(video_id = %video.id, user_id, key = %video.s3_key, "video created");
+    tracing::Span::current().record("video_id", video.id.as_str());
+    tracing::info!(key = %video.s3_key, "video created");
     Ok(video)
 }
 
@@ -116,12 +117,14 @@ pub(crate) async fn owned_video(
     id: &str,
 ) -> Result<Video, ApiError> {
     // Someone else's video is "not found": never reveal that it exists.
-    state
+    let video = state
         .videos
         .video(id)
         .await?
         .filter(|v| v.user_id == user_id)
-        .ok_or(ApiError::NotFound)
+        .ok_or(ApiError::NotFound)?;
+    tracing::Span::current().record("video_id", video.id.as_str());
+    Ok(video)
 }
 
 pub(crate) async fn video_json(

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use chrono::Utc;
 use tokio::runtime::Handle;
+use tracing::Instrument;
 
 use domain::assembly::{PeopleSink, RunSummary};
 use domain::ports::{
@@ -266,7 +267,18 @@ impl AnalysisWorker {
         job: &AnalysisJob,
         deadline: Option<SystemTime>,
     ) -> Result<JobOutcome, WorkerError> {
-        let result = self.handle_unlogged(job, deadline).await;
+        // every line about this job carries the video and its owner (the key names both)
+        let span = match parse_object_key(&job.key) {
+            Some((user_id, video_id)) => {
+                tracing::info_span!("job", video_id, user_id, segment = ?job.segment)
+            }
+            None => tracing::info_span!("job", key = %job.key),
+        };
+        let result = self
+            .handle_unlogged(job, deadline)
+            .instrument(span.clone())
+            .await;
+        let _in_job = span.enter();
         match &result {
             Ok(JobOutcome::Skipped { reason }) => {
                 tracing::info!(key = %job.key, segment = ?job.segment, %reason, "job skipped")
@@ -716,7 +728,10 @@ impl AnalysisWorker {
         }
         let analyzer = self.analyzer.clone();
         let input = source.clone();
+        // the engine's lines (and the sink's) belong to this job too
+        let span = tracing::Span::current();
         let (mut sink, result) = tokio::task::spawn_blocking(move || {
+            let _in_job = span.enter();
             let result = analyzer.analyze(&input, &options, &mut sink);
             if let Err(e) = &result
                 && sink.stopped.is_none()

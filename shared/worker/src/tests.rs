@@ -257,6 +257,7 @@ impl VideoAnalyzer for FakeAnalyzer {
         sink: &mut dyn AnalysisSink,
     ) -> Result<AnalysisOutcome, AnalysisError> {
         self.windows.lock().unwrap().push(options.window);
+        tracing::info!(window = ?options.window, "scripted analysis");
         let mut run = self
             .runs
             .lock()
@@ -1063,4 +1064,77 @@ async fn a_read_cut_by_the_network_is_retried_and_not_held_against_the_upload() 
     );
     assert_eq!(rig.analyzer.first_frames(), vec![0, 95]);
     rig.assert_one_pass(&job).await;
+}
+
+/// Every log line of this test process as JSON (Lambda's format), from every thread: the
+/// blocking pool's too, which a thread's own default subscriber would miss. Installed once, as
+/// the process's subscriber; tests find their own lines by their video.
+struct JsonLogs(Mutex<Vec<u8>>);
+
+struct SharedBuffer(&'static JsonLogs);
+
+impl std::io::Write for SharedBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl JsonLogs {
+    fn capture() -> &'static JsonLogs {
+        static LOGS: std::sync::OnceLock<&'static JsonLogs> = std::sync::OnceLock::new();
+        LOGS.get_or_init(|| {
+            let logs: &'static JsonLogs = Box::leak(Box::new(JsonLogs(Mutex::new(Vec::new()))));
+            let subscriber = tracing_subscriber::fmt()
+                .json()
+                .with_writer(move || SharedBuffer(logs))
+                .finish();
+            tracing::subscriber::set_global_default(subscriber).expect("no other subscriber");
+            logs
+        })
+    }
+
+    /// The line whose message is `message`, logged in the span of `video_id`'s job.
+    fn line(&self, message: &str, video_id: &str) -> serde_json::Value {
+        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+            .find(|line| {
+                line["fields"]["message"] == message
+                    && line["spans"]
+                        .as_array()
+                        .is_some_and(|spans| spans.iter().any(|s| s["video_id"] == video_id))
+            })
+            .unwrap_or_else(|| panic!("no {message:?} line in the job of {video_id}:\n{text}"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_line_about_a_job_names_its_video_and_its_owner() {
+    let rig = Rig::new();
+    let worker = rig.worker(quick());
+    let job = rig.upload().await;
+    let (user_id, video_id) = domain::parse_object_key(&job.key).unwrap();
+    let logs = JsonLogs::capture();
+    worker.handle(&job, None).await.unwrap();
+    // the outcome, logged in the job's span; a line from inside the run, in its span list; and
+    // the analyzer's, from the blocking pool
+    let done = logs.line("job done", video_id);
+    assert_eq!(done["span"]["name"], "job", "{done}");
+    assert_eq!(done["span"]["user_id"], user_id, "{done}");
+    let completed = logs.line("analysis completed", video_id);
+    assert!(
+        completed["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "job" && s["user_id"] == user_id),
+        "{completed}"
+    );
+    let analysed = logs.line("scripted analysis", video_id);
+    assert_eq!(analysed["span"]["name"], "job", "{analysed}");
 }

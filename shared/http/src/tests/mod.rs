@@ -8,6 +8,7 @@ mod config;
 mod contract;
 mod frames;
 mod limits;
+mod logs;
 mod people;
 mod streams;
 mod tokens;
