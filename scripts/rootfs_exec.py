@@ -11,7 +11,7 @@ then chroot to DIR, change to --workdir, drop to --user (uid:gid, or a name from
 /etc/passwd) with no supplementary groups, and exec the command with this process's environment
 (pass the image's own with runtime_api.py --clean-env --env-file). python3 stdlib only; root.
 """
-import argparse, os, subprocess, sys
+import argparse, errno, os, subprocess, sys
 
 
 def mount(*args):
@@ -56,6 +56,12 @@ def main():
 
     mount("--bind", root, root)
     mount("-o", "remount,bind,ro", root)
+    try:  # the function must not count on writing anywhere but /tmp
+        open(os.path.join(root, "etc", ".rootfs_exec_write_check"), "w").close()
+        sys.exit("rootfs_exec: the root filesystem is still writable after remounting it read-only")
+    except OSError as e:
+        if e.errno != errno.EROFS:
+            raise
     for where in ("tmp", "proc", "dev"):
         if not os.path.isdir(os.path.join(root, where)):
             sys.exit(f"rootfs_exec: the image has no /{where} to mount on (read-only root)")
