@@ -729,3 +729,92 @@ fn a_video_with_no_frames_says_so() {
         assert!(matches!(err, AnalysisError::NoFrames), "{err:?}");
     }
 }
+
+#[test]
+fn a_4k_video_is_analysed_scaled_down_and_reported_in_its_own_pixels() {
+    // ffmpeg hands out frames of at most 1920 px (EngineConfig::analysis_side); boxes, landmarks
+    // and the video's size stay in the source's pixels
+    let dir = tempfile::tempdir().unwrap();
+    let uhd = dir.path().join("pexels-4k.mp4");
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-nostdin", "-t", "2", "-i"])
+        .arg(video("WolfgangLanger_Pexels.mp4"))
+        .args([
+            "-vf",
+            "scale=3840:2160",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+        ])
+        .arg(&uhd)
+        .status()
+        .expect("ffmpeg on PATH");
+    assert!(status.success());
+    let big = analyze(&uhd, 5.0).expect("analysis");
+    let small = analyze(&video("WolfgangLanger_Pexels.mp4"), 5.0).expect("analysis");
+    let info = big.began.as_ref().unwrap();
+    assert_eq!((info.width, info.height), (3840, 2160));
+    assert!(!big.frames.is_empty());
+    for frame in &big.frames {
+        let twin = small
+            .frames
+            .iter()
+            .find(|f| f.frame == frame.frame)
+            .unwrap();
+        assert_eq!(frame.faces.len(), twin.faces.len(), "frame {}", frame.frame);
+        for (face, at_360p) in frame.faces.iter().zip(&twin.faces) {
+            // 6x the 360p box, within 2 % of the frame
+            let near = |a: f64, b: f64, side: f64| (a - 6.0 * b).abs() < 0.02 * side;
+            let (b, s) = (face.bbox, at_360p.bbox);
+            assert!(
+                near(b.x, s.x, 3840.0)
+                    && near(b.y, s.y, 2160.0)
+                    && near(b.w, s.w, 3840.0)
+                    && near(b.h, s.h, 2160.0),
+                "frame {}: {b:?} vs 6 x {s:?}",
+                frame.frame
+            );
+            let (eye, eye_360p) = (face.landmarks.0[0], at_360p.landmarks.0[0]);
+            assert!(
+                near(f64::from(eye[0]), f64::from(eye_360p[0]), 3840.0),
+                "{eye:?} vs {eye_360p:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_frame_of_a_variable_rate_movie_is_analysed_to_its_end() {
+    // two frames of this HEVC movie fall on one tick of a clock derived from its frame rate:
+    // ffmpeg used to fail the stream at its end ("non monotonically increasing dts")
+    let path = video("face_noface.mov");
+    let out = analyze(&path, 0.0).expect("analysis");
+    assert_eq!(out.frames.len(), ffprobe_frame_times_ms(&path).len());
+    assert!(out.finished.is_some());
+}
+
+#[test]
+fn the_detector_runs_once_per_200_ms_of_stream_time_and_faces_are_carried_between() {
+    // every frame of the 24 fps Pexels clip: detections on the first frame of each 200 ms slot
+    // of the stream's time, the tracked face on every frame
+    let mut sink = Collect::default();
+    let outcome = analyzer()
+        .analyze(
+            &MediaSource::File(video("WolfgangLanger_Pexels.mp4")),
+            &AnalysisOptions::sampled(0.0),
+            &mut sink,
+        )
+        .unwrap();
+    let slots: std::collections::BTreeSet<u64> = sink
+        .frames
+        .iter()
+        .map(|f| (f.t_ms as f64 / 200.0 + domain::SLOT_EPSILON).floor() as u64)
+        .collect();
+    assert_eq!(outcome.timings.detector_runs, slots.len() as u64);
+    assert!(outcome.timings.detector_runs < sink.frames.len() as u64 / 4);
+    assert!(
+        sink.frames.iter().all(|f| f.faces.len() == 1),
+        "the face on every frame"
+    );
+}

@@ -95,6 +95,28 @@ pub struct DetectedFace {
     pub landmarks: Landmarks,
 }
 
+impl DetectedFace {
+    /// The face in another pixel grid: x coordinates times `sx`, y times `sy` (e.g. from a frame
+    /// scaled down for analysis back to the source's pixels).
+    pub fn scaled(&self, sx: f64, sy: f64) -> Self {
+        let FaceBox { x, y, w, h } = self.bbox;
+        Self {
+            bbox: FaceBox {
+                x: x * sx,
+                y: y * sy,
+                w: w * sx,
+                h: h * sy,
+            },
+            score: self.score,
+            landmarks: Landmarks(
+                self.landmarks
+                    .0
+                    .map(|[px, py]| [(f64::from(px) * sx) as f32, (f64::from(py) * sy) as f32]),
+            ),
+        }
+    }
+}
+
 /// One face in one analysed frame: where it is, which track it belongs to and what it shows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FaceResult {

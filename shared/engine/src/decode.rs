@@ -30,6 +30,10 @@ pub struct DecodeOptions {
     pub window: DecodeWindow,
     /// Larger frames are refused from the stream's header, before ffmpeg decodes the stream.
     pub limits: FrameLimits,
+    /// ffmpeg scales frames whose longer side is larger down to this many pixels (never up)
+    /// before converting them to RGB; 0 keeps every frame at its size. Results are reported in
+    /// the source's pixels all the same ([`DecodedFrame::to_source`]).
+    pub max_side: u32,
 }
 
 /// One decoded frame.
@@ -39,6 +43,8 @@ pub struct DecodedFrame {
     pub frame: u64,
     pub t_ms: u64,
     pub image: RgbFrame,
+    /// Source pixels per pixel of `image`, across and down (1 unless ffmpeg scaled it down).
+    pub to_source: (f64, f64),
 }
 
 /// A parsed `showinfo` line.
@@ -128,8 +134,8 @@ fn codec_name(format: &str, stream_line: &str) -> String {
         .map_or_else(|| "unknown".to_string(), |tag| format!("unknown ({tag})"))
 }
 
-fn filtergraph(sample_fps: f64) -> String {
-    if sample_fps > 0.0 {
+fn filtergraph(sample_fps: f64, max_side: u32) -> String {
+    let mut graph = if sample_fps > 0.0 {
         // Keep a frame when it is the first one in a new 1/fps slot: no drift, and never more
         // than the source has.
         format!(
@@ -139,7 +145,16 @@ fn filtergraph(sample_fps: f64) -> String {
         )
     } else {
         "showinfo=checksum=0".to_string()
+    };
+    if max_side > 0 {
+        // Only the selected frames, shrunk to fit max_side (aspect kept, never enlarged) and
+        // converted to RGB in the same swscale pass: a 4K frame costs 6 MB of RGB, not 25.
+        graph.push_str(&format!(
+            ",scale=w='if(gte(iw,ih),min(iw,{m}),-1)':h='if(gte(iw,ih),-1,min(ih,{m}))',format=rgb24",
+            m = max_side
+        ));
     }
+    graph
 }
 
 /// A running ffmpeg decode. Dropping it stops ffmpeg and reaps it, on every path: the end of the
@@ -206,8 +221,13 @@ impl VideoDecoder {
         command
             .input(source.as_ffmpeg_input())
             .args(["-map", "0:v:0"])
-            .filter(filtergraph(options.sample_fps))
+            .filter(filtergraph(options.sample_fps, options.max_side))
             .fps_mode("passthrough")
+            // a microsecond clock for the output: with the default one (from the frame rate) two
+            // close frames of a variable-rate video can get the same tick, and ffmpeg fails the
+            // stream at its end ("non monotonically increasing dts"). Our times come from
+            // showinfo, not from this clock. (Spelled as a number for ffmpeg 5 to 9 alike.)
+            .args(["-enc_time_base", "1/1000000"])
             .rawvideo();
         let mut child = command.spawn().map_err(|e| {
             let bin = options
@@ -277,10 +297,19 @@ impl VideoDecoder {
                 self.emitted += 1;
                 let t_ms = ((pts_time - self.start_s).max(0.0) * 1000.0).round() as u64;
                 let image = frame_pixels(&self.limits, pixels)?;
+                let to_source = if image.width == 0 || image.height == 0 {
+                    (1.0, 1.0)
+                } else {
+                    (
+                        f64::from(self.info.width.max(image.width)) / f64::from(image.width),
+                        f64::from(self.info.height.max(image.height)) / f64::from(image.height),
+                    )
+                };
                 return Ok(Some(DecodedFrame {
                     frame: self.first_frame + n,
                     t_ms,
                     image,
+                    to_source,
                 }));
             }
             if self.finished {
@@ -315,9 +344,11 @@ impl VideoDecoder {
             FfmpegEvent::ParsedOutput(_) => self.output_seen = true,
             FfmpegEvent::ParsedOutputStream(stream) => {
                 if let Some(video) = stream.video_data() {
-                    // after ffmpeg's autorotation: the size we actually analyse
-                    self.info.width = video.width;
-                    self.info.height = video.height;
+                    // what we analyse: after autorotation, and scaling if the frames were large;
+                    // the video's own size is the input's, upright
+                    if self.info.rotation % 180 == 90 {
+                        std::mem::swap(&mut self.info.width, &mut self.info.height);
+                    }
                     self.limits.check(video.width, video.height)?;
                 }
             }
@@ -833,11 +864,48 @@ mod tests {
 
     #[test]
     fn sampling_uses_a_slot_select_between_two_showinfos() {
-        assert_eq!(filtergraph(0.0), "showinfo=checksum=0");
-        let g = filtergraph(5.0);
+        assert_eq!(filtergraph(0.0, 0), "showinfo=checksum=0");
+        let g = filtergraph(5.0, 0);
         assert!(
             g.starts_with("showinfo=checksum=0,select=") && g.ends_with(",showinfo=checksum=0")
         );
         assert!(g.contains("floor(t*5+0.0001)"));
+        // scaling comes after the selection, so that skipped frames are never converted
+        let g = filtergraph(5.0, 1920);
+        assert!(g.ends_with(",showinfo=checksum=0,scale=w='if(gte(iw,ih),min(iw,1920),-1)':h='if(gte(iw,ih),-1,min(ih,1920))',format=rgb24"), "{g}");
+    }
+
+    #[test]
+    fn large_frames_are_scaled_down_and_say_how_to_get_back_to_source_pixels() {
+        let dir = tempfile::tempdir().unwrap();
+        let clip = dir.path().join("wide.mp4");
+        let status = Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-nostdin", "-f", "lavfi", "-i"])
+            .arg("testsrc=size=320x180:rate=10")
+            .args(["-frames:v", "3"])
+            .arg(&clip)
+            .status()
+            .expect("ffmpeg on PATH");
+        assert!(status.success());
+        let source = MediaSource::File(clip);
+        let scaled = DecodeOptions {
+            max_side: 80,
+            ..DecodeOptions::default()
+        };
+        let mut decoder = VideoDecoder::open(&source, &scaled).unwrap();
+        let frame = decoder.next_frame().unwrap().unwrap();
+        assert_eq!((frame.image.width, frame.image.height), (80, 45));
+        assert_eq!(frame.to_source, (4.0, 4.0));
+        // the video is still described in its own pixels
+        assert_eq!((decoder.info().width, decoder.info().height), (320, 180));
+        // frames that fit are left alone
+        let roomy = DecodeOptions {
+            max_side: 1920,
+            ..DecodeOptions::default()
+        };
+        let mut decoder = VideoDecoder::open(&source, &roomy).unwrap();
+        let frame = decoder.next_frame().unwrap().unwrap();
+        assert_eq!((frame.image.width, frame.image.height), (320, 180));
+        assert_eq!(frame.to_source, (1.0, 1.0));
     }
 }

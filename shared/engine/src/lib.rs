@@ -63,8 +63,10 @@ pub struct EngineConfig {
     pub smoothing: SmoothingConfig,
     /// A user-supplied classifier spec file; overrides `classifier` (`DEEPEMOTION_CLASSIFIER_SPEC`).
     pub classifier_spec: Option<PathBuf>,
-    /// Run the detector at most this often (in video time) and carry tracked boxes in between
-    /// (`DEEPEMOTION_DETECT_INTERVAL_MS`); 0 detects on every analysed frame.
+    /// Run the detector on the first analysed frame of every this many ms of stream time and
+    /// carry tracked boxes in between (`DEEPEMOTION_DETECT_INTERVAL_MS`, default 200: at 5 fps
+    /// every analysed frame is detected, at every frame of 25 fps video one in five; a new face
+    /// is found within 200 ms); 0 detects on every analysed frame.
     pub detect_interval_ms: u64,
     /// For dynamic-input detectors: the longer side, in pixels, frames are scaled to for detection
     /// (`DEEPEMOTION_DETECT_SIZE`). Smaller is faster and misses smaller faces.
@@ -83,6 +85,11 @@ pub struct EngineConfig {
     /// The longest side accepted, in pixels (`DEEPEMOTION_MAX_FRAME_SIDE`, default 32768):
     /// room for stitched panoramas, while refusing degenerate strips such as 200000×10.
     pub max_frame_side: u32,
+    /// Frames with a longer side are analysed scaled down to this many pixels
+    /// (`DEEPEMOTION_ANALYSIS_SIDE`, default 1920; 0 analyses every frame at its own size).
+    /// Detection runs at `detect_size` anyway; this bounds memory and keeps face crops sharp
+    /// enough for the classifier: a face spanning 6 % of the longer side still crops to 115 px.
+    pub analysis_side: u32,
     /// Tests only: make this stage panic on its first frame, to show that a panic becomes an
     /// [`AnalysisError::Internal`] and that ffmpeg is reaped. Never set from the environment.
     #[doc(hidden)]
@@ -129,10 +136,11 @@ impl Default for EngineConfig {
             people: PeopleConfig::default(),
             smoothing: SmoothingConfig::default(),
             classifier_spec: None,
-            detect_interval_ms: 0,
+            detect_interval_ms: 200,
             detect_size: None,
             max_frame_pixels: FrameLimits::DEFAULT.max_pixels,
             max_frame_side: FrameLimits::DEFAULT.max_side,
+            analysis_side: 1920,
             fault: None,
         }
     }
@@ -201,6 +209,12 @@ impl EngineConfig {
                     AnalysisError::Config(format!("DEEPEMOTION_MAX_FRAME_SIDE={n} is too large"))
                 })?,
                 None => defaults.max_frame_side,
+            },
+            analysis_side: match number("DEEPEMOTION_ANALYSIS_SIDE", 0)? {
+                Some(n) => u32::try_from(n).map_err(|_| {
+                    AnalysisError::Config(format!("DEEPEMOTION_ANALYSIS_SIDE={n} is too large"))
+                })?,
+                None => defaults.analysis_side,
             },
             fault: None,
         })
@@ -340,6 +354,7 @@ impl Analyzer {
             sample_fps,
             window,
             limits: self.config.frame_limits(),
+            max_side: self.config.analysis_side,
         }
     }
 
@@ -465,13 +480,20 @@ impl Analyzer {
             let detector = &mut *detector;
             let detecting = scope.spawn(move || -> (Duration, u64, Result<(), AnalysisError>) {
                 let (mut spent, mut runs) = (Duration::ZERO, 0);
-                let mut last_detection: Option<u64> = None;
+                // The detector runs on the first frame of each `interval` of stream time (and on a
+                // run's first frame): tied to the stream, not to where this run began, so that a
+                // run resumed at a slot's start detects on the frames a single pass would.
+                let mut last_slot: Option<u64> = None;
                 for frame in frame_rx {
                     PipelineStage::Detect.inject(fault);
-                    let due = match last_detection {
-                        None => true,
-                        Some(last) => frame.t_ms < last || frame.t_ms - last >= interval,
+                    // the same slot rule as the decoder's frame selection, so that at a sampling
+                    // rate of 1000/interval every sampled frame is detected
+                    let slot = if interval == 0 {
+                        frame.t_ms
+                    } else {
+                        (frame.t_ms as f64 / interval as f64 + domain::SLOT_EPSILON).floor() as u64
                     };
+                    let due = interval == 0 || last_slot != Some(slot);
                     let detections = if due {
                         let started = Instant::now();
                         let faces = match detector.detect(&frame.image) {
@@ -480,7 +502,7 @@ impl Analyzer {
                         };
                         spent += started.elapsed();
                         runs += 1;
-                        last_detection = Some(frame.t_ms);
+                        last_slot = Some(slot);
                         Some(faces)
                     } else {
                         None
@@ -497,11 +519,15 @@ impl Analyzer {
                 for (frame, detections) in det_rx {
                     PipelineStage::Classify.inject(fault);
                     let started = Instant::now();
+                    let detected = detections.is_some();
                     let mut faces = match detections {
                         Some(d) => tracker.update(frame.t_ms, &d),
                         None => tracker.current(),
                     };
-                    for (track, face) in faces.iter_mut() {
+                    // Who a face is is judged on the detector's own boxes and landmarks only: a
+                    // box carried between detections may already show the background (the face
+                    // left), which would look like a cut to someone else.
+                    for (track, face) in faces.iter_mut().filter(|_| detected) {
                         let observed = identities.observe(
                             &mut embedder,
                             &mut tracker,
@@ -527,7 +553,9 @@ impl Analyzer {
                             .into_iter()
                             .zip(scores)
                             .map(|((track, face), emotions)| {
-                                FaceResult::new(track, &face, emotions)
+                                // found on the frame as analysed, reported in source pixels
+                                let (sx, sy) = frame.to_source;
+                                FaceResult::new(track, &face.scaled(sx, sy), emotions)
                             })
                             .collect(),
                     };
@@ -566,8 +594,12 @@ impl Analyzer {
         })?;
         let summary = summary.finish();
         sink.finish(&video, &summary).map_err(sink_failed)?;
+        // each stage's busy time: where the stages wait on each other shows against the wall time
         tracing::info!(frames = summary.frames_analyzed, with_faces = summary.frames_with_faces,
-            embedded = timings.faces_embedded, dominant = ?summary.dominant, "analysis done");
+            embedded = timings.faces_embedded, dominant = ?summary.dominant,
+            detector_runs = timings.detector_runs, decode_ms = timings.decode.as_millis() as u64,
+            detect_ms = timings.detect.as_millis() as u64, classify_ms = timings.classify.as_millis() as u64,
+            "analysis done");
         Ok(AnalysisOutcome {
             video,
             summary,
