@@ -443,7 +443,7 @@ impl Analyzer {
 
         let interval = self.config.detect_interval_ms;
         let fault = self.config.fault;
-        let depth = queue_depth(head.width, head.height);
+        let depth = queue_depth(head.width, head.height, self.config.analysis_side);
         let mut tracker = Tracker::new(TrackerConfig::default()).numbered_from(options.first_track);
         let mut summary = SummaryBuilder::new(self.has_contempt);
         let mut timings = StageTimings::default();
@@ -693,9 +693,20 @@ impl Analyzer {
 /// Frames queued between two stages: 4, or fewer when 4 frames would take more than 128 MiB
 /// (a 4K frame is 25 MB, an 8K one 100 MB), so that a huge frame size does not multiply the
 /// memory it takes by every queue slot. Ordinary videos keep all 4.
-fn queue_depth(width: u32, height: u32) -> usize {
-    const QUEUE_BYTES: u64 = 128 << 20;
-    (QUEUE_BYTES / RgbFrame::bytes_for(width, height).max(1)).clamp(1, 4) as usize
+fn queue_depth(width: u32, height: u32, analysis_side: u32) -> usize {
+    // the frames as analysed: ffmpeg scales larger ones down to analysis_side
+    let (mut w, mut h) = (u64::from(width), u64::from(height));
+    let side = u64::from(analysis_side);
+    if side > 0 && w.max(h) > side {
+        (w, h) = if w >= h {
+            (side, h * side / w)
+        } else {
+            (w * side / h, side)
+        };
+    }
+    // two queues of at most this many bytes each: 4 frames up to 720p, 2 at 1080p
+    const QUEUE_BYTES: u64 = 16 << 20;
+    (QUEUE_BYTES / RgbFrame::bytes_for(w as u32, h as u32).max(1)).clamp(1, 4) as usize
 }
 
 /// Runs `f`, turning a panic inside it into [`AnalysisError::Internal`].
@@ -853,14 +864,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn queues_hold_four_frames_unless_four_would_take_more_than_128_mib() {
-        assert_eq!(queue_depth(640, 360), 4);
-        assert_eq!(queue_depth(1920, 1080), 4);
-        assert_eq!(queue_depth(3840, 2160), 4);
-        assert_eq!(queue_depth(5120, 2880), 3);
-        assert_eq!(queue_depth(7680, 4320), 1);
-        assert_eq!(queue_depth(12000, 12000), 1);
-        assert_eq!(queue_depth(0, 0), 4);
+    fn queues_hold_the_frames_as_analysed_within_16_mib() {
+        assert_eq!(queue_depth(640, 360, 1920), 4);
+        assert_eq!(queue_depth(1280, 720, 1920), 4);
+        assert_eq!(queue_depth(1920, 1080, 1920), 2);
+        // larger videos are analysed at 1920 px, and queued as such
+        assert_eq!(queue_depth(3840, 2160, 1920), 2);
+        assert_eq!(queue_depth(2160, 3840, 1920), 2);
+        assert_eq!(queue_depth(12000, 12000, 1920), 1);
+        // without scaling, at their own size
+        assert_eq!(queue_depth(3840, 2160, 0), 1);
+        assert_eq!(queue_depth(0, 0, 1920), 4);
     }
 
     #[test]
