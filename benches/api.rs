@@ -5,12 +5,15 @@
 //! (latency measured from each request's scheduled start, so a stall is not hidden), and closed
 //! loop with 32 concurrent clients for the maximum rate.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+
+// the tests' harness for `deepemotion serve` (its account helper is theirs)
+#[allow(dead_code)]
+#[path = "../tests/local/serve.rs"]
+mod serve;
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -107,24 +110,8 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let data = tempfile::tempdir().unwrap();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_deepemotion"))
-        .args(["serve", "--dev", "--addr", "127.0.0.1:0", "--data-dir"])
-        .arg(data.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .trim_end_matches('/')
-        .to_string();
+    let server = serve::start(&[], &[]);
+    let base = server.base.clone();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -212,6 +199,5 @@ fn main() {
             report(name, "closed loop 32 clients", l, e, t);
         }
     });
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
 }

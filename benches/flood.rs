@@ -10,14 +10,18 @@
 //!
 //! `cargo bench -p shared --bench flood`. Client and server share the machine's cores.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+
+// the tests' harness for `deepemotion serve` (its account helper is theirs)
+#[allow(dead_code)]
+#[path = "../tests/local/serve.rs"]
+mod serve;
 
 fn rss_mb(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -76,44 +80,13 @@ fn raise_own_fd_limit() {
     }
 }
 
-/// `deepemotion serve` with its defaults and `env`: the process, the API base URL, its address.
-fn start(env: &[(&str, &str)]) -> (std::process::Child, String, SocketAddr, tempfile::TempDir) {
-    let data = tempfile::tempdir().unwrap();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_deepemotion"))
-        .args(["serve", "--dev", "--addr", "127.0.0.1:0", "--data-dir"])
-        .arg(data.path())
-        .env("RUST_LOG", "error")
-        .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .trim_end_matches('/')
-        .to_string();
-    let addr: SocketAddr = base
-        .trim_start_matches("http://")
-        .split('/')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    (server, base, addr, data)
-}
-
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
     raise_own_fd_limit();
-    let (mut server, base, addr, _data) = start(&[]);
-    let pid = server.id();
+    let server = serve::start(&[], &[("RUST_LOG", "error")]);
+    let (pid, base, addr) = (server.child.id(), server.base.clone(), server.addr);
 
     // 1. idle connections
     for _ in 0..20 {
@@ -155,20 +128,21 @@ fn main() {
 
     // 2. a login flood against another user's reads
     login_flood(&base, pid, "default login limits");
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     let lifted = "1000000/60";
-    let (mut server, base, _, _data) = start(&[
-        ("DEEPEMOTION_LOGINS_PER_ADDRESS", lifted),
-        ("DEEPEMOTION_LOGIN_FAILURES_PER_EMAIL", lifted),
-    ]);
+    let server = serve::start(
+        &[],
+        &[
+            ("RUST_LOG", "error"),
+            ("DEEPEMOTION_LOGINS_PER_ADDRESS", lifted),
+            ("DEEPEMOTION_LOGIN_FAILURES_PER_EMAIL", lifted),
+        ],
+    );
     login_flood(
-        &base,
-        server.id(),
+        &server.base,
+        server.child.id(),
         "login limits lifted: every attempt runs argon2",
     );
-    let _ = server.kill();
-    let _ = server.wait();
 }
 
 fn login_flood(base: &str, pid: u32, what: &str) {

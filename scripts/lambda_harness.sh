@@ -1,5 +1,5 @@
-# Sourced by scripts/image-test and scripts/arm64-check: the AWS side of an analysis, on this
-# machine. The caller defines `fail MESSAGE` and arrays `pids` (killed on its exit), and sets
+# Sourced by scripts/image-test, scripts/arm64-check and scripts/lambda-runtime-test: the AWS side
+# of an analysis, on this machine. The caller defines `fail MESSAGE` and arrays `pids` (killed on its exit), and sets
 # `work` (a scratch directory) and PATH (python3 with boto3 and moto, scripts/requirements.txt).
 #
 #   harness_moto               a private moto server and the template's table, bucket (notifying
@@ -49,10 +49,13 @@ harness_api() {
 }
 
 harness_pipeline() {
+    local status=0
     python3 scripts/lambda_pipeline.py analyse --endpoint "$endpoint" --queue-url "$queue_url" \
         --api-port "$(cat "$work/api.port")" --analyze-port "$(cat "$work/analyze.port")" \
-        --clip "$DEEPEMOTION_SHARED_DIR/data/videos/WolfgangLanger_Pexels.mp4" --expect-pexels | tee "$work/pipeline.out"
-    if [ "${PIPESTATUS[0]}" != 0 ]; then
+        --clip "$DEEPEMOTION_SHARED_DIR/data/videos/WolfgangLanger_Pexels.mp4" --expect-pexels \
+        > "$work/pipeline.out" || status=$?
+    cat "$work/pipeline.out"
+    if [ "$status" != 0 ]; then
         echo "--- the analysis function's log:"; tail -40 "$work/analyze.log"
         fail "$(grep -m1 '^FAIL' "$work/pipeline.out" | cut -c6-300)"
     fi

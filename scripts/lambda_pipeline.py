@@ -17,7 +17,7 @@
 
 The API events are the fixtures in events/ (those `sam local invoke` takes). Needs boto3.
 """
-import argparse, copy, hashlib, json, os, sys, time, urllib.error, urllib.request
+import argparse, hashlib, json, os, sys, time, urllib.error, urllib.request
 
 import boto3
 

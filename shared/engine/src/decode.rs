@@ -157,6 +157,24 @@ fn filtergraph(sample_fps: f64, max_side: u32) -> String {
     graph
 }
 
+/// The size of the frames ffmpeg hands out for a `width`x`height` video under
+/// [`DecodeOptions::max_side`]: the rule of `filtergraph`'s `scale` (the longer side to
+/// `max_side` if larger, the other in proportion, rounded), for planning memory before the first
+/// frame arrives.
+pub(crate) fn analysed_size(width: u32, height: u32, max_side: u32) -> (u32, u32) {
+    if max_side == 0 || width.max(height) <= max_side {
+        return (width, height);
+    }
+    let proportional = |side: u32, long: u32| {
+        ((u64::from(side) * u64::from(max_side) + u64::from(long) / 2) / u64::from(long)) as u32
+    };
+    if width >= height {
+        (max_side, proportional(height, width))
+    } else {
+        (proportional(width, height), max_side)
+    }
+}
+
 /// A running ffmpeg decode. Dropping it stops ffmpeg and reaps it, on every path: the end of the
 /// stream, an error, a panic in the thread that owns it, or a consumer that stops early.
 pub struct VideoDecoder {
@@ -888,23 +906,27 @@ mod tests {
             .expect("ffmpeg on PATH");
         assert!(status.success());
         let source = MediaSource::File(clip);
-        let scaled = DecodeOptions {
-            max_side: 80,
-            ..DecodeOptions::default()
+        let first_frame = |max_side| {
+            let options = DecodeOptions {
+                max_side,
+                ..DecodeOptions::default()
+            };
+            let mut decoder = VideoDecoder::open(&source, &options).unwrap();
+            let frame = decoder.next_frame().unwrap().unwrap();
+            (frame, (decoder.info().width, decoder.info().height))
         };
-        let mut decoder = VideoDecoder::open(&source, &scaled).unwrap();
-        let frame = decoder.next_frame().unwrap().unwrap();
+        let (frame, video_size) = first_frame(80);
         assert_eq!((frame.image.width, frame.image.height), (80, 45));
+        assert_eq!(
+            analysed_size(320, 180, 80),
+            (80, 45),
+            "the size queues are planned for"
+        );
         assert_eq!(frame.to_source, (4.0, 4.0));
         // the video is still described in its own pixels
-        assert_eq!((decoder.info().width, decoder.info().height), (320, 180));
+        assert_eq!(video_size, (320, 180));
         // frames that fit are left alone
-        let roomy = DecodeOptions {
-            max_side: 1920,
-            ..DecodeOptions::default()
-        };
-        let mut decoder = VideoDecoder::open(&source, &roomy).unwrap();
-        let frame = decoder.next_frame().unwrap().unwrap();
+        let (frame, _) = first_frame(1920);
         assert_eq!((frame.image.width, frame.image.height), (320, 180));
         assert_eq!(frame.to_source, (1.0, 1.0));
     }

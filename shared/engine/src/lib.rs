@@ -694,19 +694,11 @@ impl Analyzer {
 /// (a 4K frame is 25 MB, an 8K one 100 MB), so that a huge frame size does not multiply the
 /// memory it takes by every queue slot. Ordinary videos keep all 4.
 fn queue_depth(width: u32, height: u32, analysis_side: u32) -> usize {
-    // the frames as analysed: ffmpeg scales larger ones down to analysis_side
-    let (mut w, mut h) = (u64::from(width), u64::from(height));
-    let side = u64::from(analysis_side);
-    if side > 0 && w.max(h) > side {
-        (w, h) = if w >= h {
-            (side, h * side / w)
-        } else {
-            (w * side / h, side)
-        };
-    }
-    // two queues of at most this many bytes each: 4 frames up to 720p, 2 at 1080p
+    // two queues of at most this many bytes each, of the frames as analysed: 4 frames up to
+    // 720p, 2 at 1080p
     const QUEUE_BYTES: u64 = 16 << 20;
-    (QUEUE_BYTES / RgbFrame::bytes_for(w as u32, h as u32).max(1)).clamp(1, 4) as usize
+    let (w, h) = decode::analysed_size(width, height, analysis_side);
+    (QUEUE_BYTES / RgbFrame::bytes_for(w, h).max(1)).clamp(1, 4) as usize
 }
 
 /// Runs `f`, turning a panic inside it into [`AnalysisError::Internal`].
