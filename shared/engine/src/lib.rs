@@ -30,6 +30,7 @@ pub use embedder::{FaceEmbedder, Identities};
 pub use image::FrameLimits;
 use image::RgbFrame;
 use models::{ModelCatalog, ModelEntry, ModelKind, find_model_dir};
+use runtime::Optimization;
 
 use domain::{
     AnalysisError, AnalysisOptions, AnalysisOutcome, AnalysisSink, DecodeWindow, DetectedFace,
@@ -239,16 +240,17 @@ pub struct Analyzer {
     has_contempt: bool,
 }
 
-fn load_model(
+/// The model's file, found and checked against its digests.
+fn model_file(
     config: &EngineConfig,
     entry: &ModelEntry,
     dir: Option<&Path>,
-) -> Result<Vec<u8>, AnalysisError> {
+) -> Result<PathBuf, AnalysisError> {
     let dir = match dir {
         Some(d) => d.to_path_buf(),
         None => find_model_dir(config.models_dir.as_deref(), &entry.file),
     };
-    entry.load(&dir)
+    entry.verify(&dir)
 }
 
 impl Analyzer {
@@ -266,7 +268,11 @@ impl Analyzer {
             det_spec.input = models::DetectorInput::LongSide(size);
         }
         let detector = FaceDetector::new(
-            runtime::session(&env, &load_model(&config, det_entry, None)?)?,
+            runtime::session(
+                &env,
+                &model_file(&config, det_entry, None)?,
+                Optimization::Full,
+            )?,
             det_spec,
         )?;
 
@@ -285,15 +291,20 @@ impl Analyzer {
         let cls_spec = cls_entry.classifier.clone().ok_or_else(|| {
             AnalysisError::ModelSpec(format!("{} has no classifier spec", cls_entry.name))
         })?;
-        let bytes = load_model(&config, &cls_entry, cls_dir.as_deref())?;
-        let classifier = EmotionClassifier::new(runtime::session(&env, &bytes)?, cls_spec)?;
+        let file = model_file(&config, &cls_entry, cls_dir.as_deref())?;
+        let classifier =
+            EmotionClassifier::new(runtime::session(&env, &file, Optimization::Full)?, cls_spec)?;
 
         let emb_entry = catalog.get(&config.embedder, ModelKind::Embedder)?;
         let emb_spec = emb_entry.embedder.clone().ok_or_else(|| {
             AnalysisError::ModelSpec(format!("{} has no embedder spec", emb_entry.name))
         })?;
         let embedder = FaceEmbedder::new(
-            runtime::session(&env, &load_model(&config, emb_entry, None)?)?,
+            runtime::session(
+                &env,
+                &model_file(&config, emb_entry, None)?,
+                Optimization::Off,
+            )?,
             emb_spec,
         )?;
 
@@ -308,6 +319,7 @@ impl Analyzer {
             classifier: cls_entry.name.clone(),
             labels,
         };
+        runtime::release_free_heap();
         tracing::info!(detector = %model_info.detector, classifier = %model_info.classifier, "analysis engine ready");
         Ok(Self {
             config,

@@ -225,10 +225,12 @@ impl ModelEntry {
         Ok((entry, dir))
     }
 
-    /// Reads the model file from `dir` and checks its digest.
-    pub fn load(&self, dir: &Path) -> Result<Vec<u8>, AnalysisError> {
+    /// Checks the model file in `dir` against its digests and returns its path. ONNX Runtime
+    /// reads the file itself: handing it a copy in memory would cost the weights once more at
+    /// start-up (22 MB for the recognizer), on top of its own copies.
+    pub fn verify(&self, dir: &Path) -> Result<PathBuf, AnalysisError> {
         let path = dir.join(&self.file);
-        let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+        let mut file = std::fs::File::open(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => AnalysisError::ModelMissing {
                 name: self.name.clone(),
                 path: path.clone(),
@@ -236,7 +238,9 @@ impl ModelEntry {
             _ => AnalysisError::Io(e),
         })?;
         if !self.sha256.is_empty() {
-            let actual = hex::encode(Sha256::digest(&bytes));
+            let mut hasher = Sha256::new();
+            std::io::copy(&mut file, &mut hasher).map_err(AnalysisError::Io)?;
+            let actual = hex::encode(hasher.finalize());
             if !self.sha256.iter().any(|s| s.eq_ignore_ascii_case(&actual)) {
                 return Err(AnalysisError::ModelChecksum {
                     name: self.name.clone(),
@@ -246,7 +250,7 @@ impl ModelEntry {
                 });
             }
         }
-        Ok(bytes)
+        Ok(path)
     }
 }
 
@@ -397,15 +401,15 @@ mod tests {
             embedder: None,
         };
         assert!(matches!(
-            entry.load(dir.path()),
+            entry.verify(dir.path()),
             Err(AnalysisError::ModelMissing { .. })
         ));
         std::fs::write(dir.path().join("m.onnx"), b"abd").unwrap();
         assert!(matches!(
-            entry.load(dir.path()),
+            entry.verify(dir.path()),
             Err(AnalysisError::ModelChecksum { .. })
         ));
         std::fs::write(dir.path().join("m.onnx"), b"abc").unwrap();
-        assert_eq!(entry.load(dir.path()).unwrap(), b"abc");
+        assert_eq!(entry.verify(dir.path()).unwrap(), dir.path().join("m.onnx"));
     }
 }

@@ -76,12 +76,35 @@ pub fn environment(explicit: Option<&Path>) -> Result<Environment, AnalysisError
         .map_err(|searched| AnalysisError::OrtLibraryMissing { searched })
 }
 
+/// How much of ONNX Runtime's graph optimisation a model gets when its session is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Optimization {
+    /// Every optimisation (fusions, layout changes): for the models run on every frame.
+    Full,
+    /// None: for a model run a few times per video (the recognizer), where optimising 22 MB of
+    /// weights would double the process's start-up peak (transient copies of every initializer)
+    /// to save a few milliseconds per video.
+    Off,
+}
+
 /// A CPU session with one intra-op thread: the pipeline gets its parallelism from running
 /// detection and classification on separate threads, which on 2 cores beats ORT's own threading.
-pub fn session(env: &Environment, model: &[u8]) -> Result<Session, AnalysisError> {
+/// No memory arena: the engine's tensors are small and the same size frame after frame, and an
+/// arena only keeps what the largest run once needed.
+pub fn session(
+    env: &Environment,
+    model: &Path,
+    optimization: Optimization,
+) -> Result<Session, AnalysisError> {
+    let level = match optimization {
+        Optimization::Full => GraphOptimizationLevel::Level3,
+        Optimization::Off => GraphOptimizationLevel::Disable,
+    };
     Session::builder(env)
         .map_err(onnx)?
-        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(false).build()])
+        .map_err(onnx)?
+        .with_optimization_level(level)
         .map_err(onnx)?
         .with_intra_threads(1)
         .map_err(onnx)?
@@ -91,8 +114,19 @@ pub fn session(env: &Environment, model: &[u8]) -> Result<Session, AnalysisError
         .map_err(onnx)?
         .with_log_level(ort::logging::LogLevel::Error)
         .map_err(onnx)?
-        .commit_from_memory(model)
+        .commit_from_file(model)
         .map_err(onnx)
+}
+
+/// Gives the heap's free pages back to the system. Building sessions leaves tens of megabytes
+/// of freed parser and optimiser buffers in glibc's heap, which it would otherwise keep for the
+/// life of the process (and Lambda bills the memory size that holds them).
+pub fn release_free_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages to the kernel; it touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// ONNX Runtime's errors, as the engine reports them (`?` cannot convert them: both the error
