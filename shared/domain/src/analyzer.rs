@@ -137,6 +137,8 @@ pub trait AnalysisSink {
 pub struct StageTimings {
     pub decode: Duration,
     pub detect: Duration,
+    /// Tracking, identity and cropping faces for the classifier (on the detector's thread).
+    pub track: Duration,
     pub classify: Duration,
     pub detector_runs: u64,
     pub faces_classified: u64,

@@ -77,7 +77,6 @@ pub(crate) fn to_scores(spec: &ClassifierSpec, row: &[f32]) -> EmotionScores {
 pub struct EmotionClassifier {
     session: Session,
     spec: ClassifierSpec,
-    input: Vec<f32>,
 }
 
 impl EmotionClassifier {
@@ -91,11 +90,7 @@ impl EmotionClassifier {
                 spec.input, spec.output
             )));
         }
-        Ok(Self {
-            session,
-            spec,
-            input: Vec::new(),
-        })
+        Ok(Self { session, spec })
     }
 
     pub fn spec(&self) -> &ClassifierSpec {
@@ -108,15 +103,8 @@ impl EmotionClassifier {
         frame: &RgbFrame,
         boxes: &[FaceBox],
     ) -> Result<Vec<EmotionScores>, AnalysisError> {
-        frame.check()?;
-        let crops: Vec<(Vec<u8>, u32)> = boxes
-            .iter()
-            .map(|b| {
-                let crop = SquareCrop::around(b, self.spec.crop_scale);
-                (crop.extract(frame), crop.side)
-            })
-            .collect();
-        self.classify_crops(&crops)
+        let prepared = PreparedFaces::from_frame(&self.spec, frame, boxes)?;
+        self.classify_prepared(&prepared)
     }
 
     /// Classifies square RGB crops `(pixels, side)` in one batch.
@@ -124,28 +112,40 @@ impl EmotionClassifier {
         &mut self,
         crops: &[(Vec<u8>, u32)],
     ) -> Result<Vec<EmotionScores>, AnalysisError> {
-        if crops.is_empty() {
+        let mut prepared = PreparedFaces::new(&self.spec, crops.len());
+        for (crop, side) in crops {
+            prepared.push(&self.spec, crop, *side);
+        }
+        self.classify_prepared(&prepared)
+    }
+
+    /// Runs the model on faces prepared (with this classifier's spec) on another thread.
+    pub fn classify_prepared(
+        &mut self,
+        prepared: &PreparedFaces,
+    ) -> Result<Vec<EmotionScores>, AnalysisError> {
+        if prepared.faces == 0 {
             return Ok(Vec::new());
         }
-        let views = if self.spec.flip_tta { 2 } else { 1 };
-        self.input.clear();
-        for (crop, side) in crops {
-            for view in 0..views {
-                preprocess(&self.spec, crop, *side, view == 1, &mut self.input);
-            }
-        }
+        let views = self.spec.views();
         let (n, size, ch) = (
-            crops.len() * views,
+            prepared.faces * views,
             self.spec.size as usize,
             self.spec.channels(),
         );
+        if prepared.input.len() != n * size * size * ch {
+            return Err(AnalysisError::Internal(format!(
+                "{} input values prepared for {n} views of {size}x{size}x{ch}",
+                prepared.input.len()
+            )));
+        }
         let shape = match self.spec.layout {
             TensorLayout::Nhwc => [n, size, size, ch],
             TensorLayout::Nchw => [n, ch, size, size],
         };
         let outputs = self
             .session
-            .run(ort::inputs![self.spec.input.as_str() => TensorRef::from_array_view((shape, &self.input[..])).map_err(crate::runtime::onnx)?]).map_err(crate::runtime::onnx)?;
+            .run(ort::inputs![self.spec.input.as_str() => TensorRef::from_array_view((shape, &prepared.input[..])).map_err(crate::runtime::onnx)?]).map_err(crate::runtime::onnx)?;
         let (out_shape, probs) = outputs[self.spec.output.as_str()]
             .try_extract_tensor::<f32>()
             .map_err(crate::runtime::onnx)?;
@@ -168,6 +168,55 @@ impl EmotionClassifier {
                 to_scores(&self.spec, &mean)
             })
             .collect())
+    }
+}
+
+/// Faces cropped and turned into a classifier's input values, apart from running the model: the
+/// pipeline prepares them on the detector's thread, so that the classifier's thread (the busiest)
+/// only runs the model.
+#[derive(Debug, Default)]
+pub struct PreparedFaces {
+    input: Vec<f32>,
+    faces: usize,
+}
+
+impl PreparedFaces {
+    fn new(spec: &ClassifierSpec, faces: usize) -> Self {
+        let per_face = spec.views() * (spec.size as usize).pow(2) * spec.channels();
+        Self {
+            input: Vec::with_capacity(faces * per_face),
+            faces: 0,
+        }
+    }
+
+    /// The faces at `boxes` (in this order), cropped from `frame` as `spec` says.
+    pub fn from_frame(
+        spec: &ClassifierSpec,
+        frame: &RgbFrame,
+        boxes: &[FaceBox],
+    ) -> Result<Self, AnalysisError> {
+        frame.check()?;
+        let mut prepared = Self::new(spec, boxes.len());
+        for b in boxes {
+            let crop = SquareCrop::around(b, spec.crop_scale);
+            prepared.push(spec, &crop.extract(frame), crop.side);
+        }
+        Ok(prepared)
+    }
+
+    fn push(&mut self, spec: &ClassifierSpec, crop: &[u8], side: u32) {
+        for view in 0..spec.views() {
+            preprocess(spec, crop, side, view == 1, &mut self.input);
+        }
+        self.faces += 1;
+    }
+
+    pub fn len(&self) -> usize {
+        self.faces
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.faces == 0
     }
 }
 

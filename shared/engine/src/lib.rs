@@ -2,7 +2,8 @@
 //!
 //! Three stages run on their own threads with small bounded queues between them (ffmpeg decodes
 //! in its own process on top of that), so memory stays flat however long the video is and both
-//! cores stay busy. Results go to an [`AnalysisSink`] frame by frame as they are produced.
+//! cores stay busy: reading frames; detecting, tracking and cropping faces; running the emotion
+//! model and feeding the sink. The model is the largest cost, so its thread does nothing else. Results go to an [`AnalysisSink`] frame by frame as they are produced.
 //!
 //! Nothing here panics out to the caller: frames larger than [`EngineConfig`]'s limits are
 //! refused from their header before decoding, and a panic in any stage (or in the sink) is caught
@@ -23,7 +24,7 @@ use std::sync::Mutex;
 use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
 
-pub use classifier::EmotionClassifier;
+pub use classifier::{EmotionClassifier, PreparedFaces};
 pub use decode::{DecodeOptions, DecodedFrame, VideoDecoder};
 pub use detector::FaceDetector;
 pub use embedder::{FaceEmbedder, Identities};
@@ -102,9 +103,9 @@ pub struct EngineConfig {
 pub enum PipelineStage {
     /// Reads frames from ffmpeg (or decodes the image).
     Decode,
-    /// Runs the face detector.
+    /// Runs the face detector, tracks the faces and crops them for the classifier.
     Detect,
-    /// Tracks faces, classifies them and feeds the sink.
+    /// Classifies the faces and feeds the sink.
     Classify,
 }
 
@@ -462,7 +463,7 @@ impl Analyzer {
 
         let video = std::thread::scope(|scope| -> Result<VideoInfo, AnalysisError> {
             let (frame_tx, frame_rx) = sync_channel::<DecodedFrame>(depth);
-            let (det_tx, det_rx) = sync_channel::<(DecodedFrame, Option<Vec<DetectedFace>>)>(depth);
+            let (det_tx, det_rx) = sync_channel::<TrackedFrame>(depth);
 
             // The decoder is moved into its thread: however that thread ends, dropping it there
             // stops and reaps ffmpeg.
@@ -490,83 +491,75 @@ impl Analyzer {
             });
 
             let detector = &mut *detector;
-            let detecting = scope.spawn(move || -> (Duration, u64, Result<(), AnalysisError>) {
-                let (mut spent, mut runs) = (Duration::ZERO, 0);
+            let embedder = &mut *embedder;
+            let (tracker, identities) = (&mut tracker, &mut identities);
+            let spec = classifier.spec().clone();
+            let detecting = scope.spawn(move || -> (DetectStage, Result<(), AnalysisError>) {
+                let mut stage = DetectStage::default();
                 // The detector runs on the first frame of each `interval` of stream time (and on a
                 // run's first frame): tied to the stream, not to where this run began, so that a
                 // run resumed at a slot's start detects on the frames a single pass would.
                 let mut last_slot: Option<u64> = None;
-                for frame in frame_rx {
-                    PipelineStage::Detect.inject(fault);
-                    // the same slot rule as the decoder's frame selection, so that at a sampling
-                    // rate of 1000/interval every sampled frame is detected
-                    let slot = if interval == 0 {
-                        frame.t_ms
-                    } else {
-                        (frame.t_ms as f64 / interval as f64 + domain::SLOT_EPSILON).floor() as u64
-                    };
-                    let due = interval == 0 || last_slot != Some(slot);
-                    let detections = if due {
-                        let started = Instant::now();
-                        let faces = match detector.detect(&frame.image) {
-                            Ok(f) => f,
-                            Err(e) => return (spent, runs, Err(e)),
+                let run = || -> Result<(), AnalysisError> {
+                    for frame in frame_rx {
+                        PipelineStage::Detect.inject(fault);
+                        // the same slot rule as the decoder's frame selection, so that at a
+                        // sampling rate of 1000/interval every sampled frame is detected
+                        let slot = if interval == 0 {
+                            frame.t_ms
+                        } else {
+                            (frame.t_ms as f64 / interval as f64 + domain::SLOT_EPSILON).floor()
+                                as u64
                         };
-                        spent += started.elapsed();
-                        runs += 1;
-                        last_slot = Some(slot);
-                        Some(faces)
-                    } else {
-                        None
-                    };
-                    if det_tx.send((frame, detections)).is_err() {
-                        break;
+                        let detections = if interval == 0 || last_slot != Some(slot) {
+                            let started = Instant::now();
+                            let faces = detector.detect(&frame.image)?;
+                            stage.detect += started.elapsed();
+                            stage.runs += 1;
+                            last_slot = Some(slot);
+                            Some(faces)
+                        } else {
+                            None
+                        };
+                        // Tracking and cropping happen here too, leaving the classifier's
+                        // thread (the busiest) nothing but the model.
+                        let started = Instant::now();
+                        let tracked = track_and_crop(
+                            tracker, identities, embedder, &spec, frame, detections,
+                        )?;
+                        stage.track += started.elapsed();
+                        if det_tx.send(tracked).is_err() {
+                            break;
+                        }
                     }
-                }
-                (spent, runs, Ok(()))
+                    Ok(())
+                };
+                let result = run();
+                stage.embedded = identities.embeddings;
+                (stage, result)
             });
 
             // The classifier stage runs on this thread; the sink is called from it.
             let classify = || -> Result<(), AnalysisError> {
-                for (frame, detections) in det_rx {
+                for tracked in det_rx {
                     PipelineStage::Classify.inject(fault);
-                    let started = Instant::now();
-                    let detected = detections.is_some();
-                    let mut faces = match detections {
-                        Some(d) => tracker.update(frame.t_ms, &d),
-                        None => tracker.current(),
-                    };
-                    // Who a face is is judged on the detector's own boxes and landmarks only: a
-                    // box carried between detections may already show the background (the face
-                    // left), which would look like a cut to someone else.
-                    for (track, face) in faces.iter_mut().filter(|_| detected) {
-                        let observed = identities.observe(
-                            &mut embedder,
-                            &mut tracker,
-                            &frame.image,
-                            frame.t_ms,
-                            *track,
-                            face,
-                        )?;
-                        *track = observed.track;
-                        if let Some(profile) = observed.profile {
-                            sink.track(&profile).map_err(sink_failed)?;
-                        }
+                    for profile in &tracked.profiles {
+                        sink.track(profile).map_err(sink_failed)?;
                     }
-                    faces.sort_by_key(|(track, _)| *track);
-                    let boxes: Vec<_> = faces.iter().map(|(_, f)| f.bbox).collect();
-                    let scores = classifier.classify_faces(&frame.image, &boxes)?;
+                    let started = Instant::now();
+                    let scores = classifier.classify_prepared(&tracked.prepared)?;
                     timings.classify += started.elapsed();
-                    timings.faces_classified += boxes.len() as u64;
+                    timings.faces_classified += tracked.prepared.len() as u64;
+                    let (sx, sy) = tracked.to_source;
                     let result = FrameResult {
-                        frame: frame.frame,
-                        t_ms: frame.t_ms,
-                        faces: faces
+                        frame: tracked.frame,
+                        t_ms: tracked.t_ms,
+                        faces: tracked
+                            .faces
                             .into_iter()
                             .zip(scores)
                             .map(|((track, face), emotions)| {
                                 // found on the frame as analysed, reported in source pixels
-                                let (sx, sy) = frame.to_source;
                                 FaceResult::new(track, &face.scaled(sx, sy), emotions)
                             })
                             .collect(),
@@ -580,11 +573,12 @@ impl Analyzer {
             // stops the other stages: each finds its queue closed.
             let classified = catch_unwind(AssertUnwindSafe(classify))
                 .unwrap_or_else(|p| Err(panicked(PipelineStage::Classify.name(), p)));
-            timings.faces_embedded = identities.embeddings;
             let detected = match detecting.join() {
-                Ok((detect_time, runs, detected)) => {
-                    timings.detect = detect_time;
-                    timings.detector_runs = runs;
+                Ok((stage, detected)) => {
+                    timings.detect = stage.detect;
+                    timings.track = stage.track;
+                    timings.detector_runs = stage.runs;
+                    timings.faces_embedded = stage.embedded;
                     detected
                 }
                 Err(p) => Err(panicked(PipelineStage::Detect.name(), p)),
@@ -610,7 +604,7 @@ impl Analyzer {
         tracing::info!(frames = summary.frames_analyzed, with_faces = summary.frames_with_faces,
             embedded = timings.faces_embedded, dominant = ?summary.dominant,
             detector_runs = timings.detector_runs, decode_ms = timings.decode.as_millis() as u64,
-            detect_ms = timings.detect.as_millis() as u64, classify_ms = timings.classify.as_millis() as u64,
+            detect_ms = timings.detect.as_millis() as u64, track_ms = timings.track.as_millis() as u64, classify_ms = timings.classify.as_millis() as u64,
             "analysis done");
         Ok(AnalysisOutcome {
             video,
@@ -700,6 +694,65 @@ impl Analyzer {
             timings,
         })
     }
+}
+
+/// The detector stage's busy times and counts.
+#[derive(Default)]
+struct DetectStage {
+    detect: Duration,
+    track: Duration,
+    runs: u64,
+    embedded: u64,
+}
+
+/// A frame as the classifier stage gets it: its faces tracked, identified and cropped into model
+/// input; the pixels themselves stay behind.
+struct TrackedFrame {
+    frame: u64,
+    t_ms: u64,
+    to_source: (f64, f64),
+    faces: Vec<(u32, DetectedFace)>,
+    /// Track profiles that changed on this frame, for the sink before the frame itself.
+    profiles: Vec<domain::TrackProfile>,
+    prepared: PreparedFaces,
+}
+
+/// Carries the tracks to `frame` (updated from `detections` on detected frames), judges who each
+/// face is and crops the faces for the classifier, in track order.
+fn track_and_crop(
+    tracker: &mut Tracker,
+    identities: &mut Identities,
+    embedder: &mut FaceEmbedder,
+    spec: &models::ClassifierSpec,
+    frame: DecodedFrame,
+    detections: Option<Vec<DetectedFace>>,
+) -> Result<TrackedFrame, AnalysisError> {
+    let detected = detections.is_some();
+    let mut faces = match detections {
+        Some(d) => tracker.update(frame.t_ms, &d),
+        None => tracker.current(),
+    };
+    let mut profiles = Vec::new();
+    // Who a face is is judged on the detector's own boxes and landmarks only: a box carried
+    // between detections may already show the background (the face left), which would look like
+    // a cut to someone else.
+    for (track, face) in faces.iter_mut().filter(|_| detected) {
+        let observed =
+            identities.observe(embedder, tracker, &frame.image, frame.t_ms, *track, face)?;
+        *track = observed.track;
+        profiles.extend(observed.profile);
+    }
+    faces.sort_by_key(|(track, _)| *track);
+    let boxes: Vec<_> = faces.iter().map(|(_, f)| f.bbox).collect();
+    let prepared = PreparedFaces::from_frame(spec, &frame.image, &boxes)?;
+    Ok(TrackedFrame {
+        frame: frame.frame,
+        t_ms: frame.t_ms,
+        to_source: frame.to_source,
+        faces,
+        profiles,
+        prepared,
+    })
 }
 
 /// Frames queued between two stages: 4, or fewer when 4 frames would take more than 128 MiB

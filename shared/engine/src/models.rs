@@ -136,6 +136,11 @@ fn default_crop_scale() -> f64 {
 }
 
 impl ClassifierSpec {
+    /// Inputs per face: the crop, and its mirror image with flip test-time augmentation.
+    pub fn views(&self) -> usize {
+        if self.flip_tta { 2 } else { 1 }
+    }
+
     pub fn channels(&self) -> usize {
         if self.color == ColorMode::Grey { 1 } else { 3 }
     }
