@@ -87,12 +87,13 @@ fn child(sample_fps: f64, people: bool) {
         (false, false) => "every, no ids".into(),
     };
     println!(
-        "{label:>12}: {frames:>4} frames in {wall:.3} s = {:>6.1} analysed frames/s, {:>5.1}x realtime | ms/frame decode {:.2} detect {:.2} ({} detector runs) classify {:.2} ({} crops embedded) | peak RSS {rss:.0} MB (ffmpeg {ffmpeg_rss:.0} MB) | engine load {load_ms:.0} ms",
+        "{label:>12}: {frames:>4} frames in {wall:.3} s = {:>6.1} analysed frames/s, {:>5.1}x realtime | ms/frame decode {:.2} detect {:.2} ({} detector runs) track {:.2} classify {:.2} ({} crops embedded) | peak RSS {rss:.0} MB (ffmpeg {ffmpeg_rss:.0} MB) | engine load {load_ms:.0} ms",
         frames / wall,
         outcome.video.duration_ms as f64 / 1000.0 / wall,
         per_frame(outcome.timings.decode),
         per_frame(outcome.timings.detect),
         outcome.timings.detector_runs,
+        per_frame(outcome.timings.track),
         per_frame(outcome.timings.classify),
         outcome.timings.faces_embedded,
     );
