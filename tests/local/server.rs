@@ -671,3 +671,142 @@ fn a_decompression_bomb_fails_clearly_and_newer_uploads_still_complete() {
     );
     assert_eq!(ann.wait_until_done(clip_id)["status"], "COMPLETED");
 }
+
+#[test]
+fn uploads_queued_together_are_analysed_one_at_a_time_while_the_api_answers() {
+    let server = start();
+    let ann = server.session("ann");
+    // four 2.5 s clips of the Pexels clip, each analysed at every frame (about 60 frames)
+    let dir = tempfile::tempdir().unwrap();
+    let pexels = video("WolfgangLanger_Pexels.mp4");
+    let clips: Vec<Vec<u8>> = (0..4)
+        .map(|i| {
+            let out = dir.path().join(format!("clip{i}.mp4"));
+            let start = format!("{}", 2 + 4 * i);
+            common::ffmpeg(&[
+                "-ss",
+                &start,
+                "-t",
+                "2.5",
+                "-i",
+                pexels.to_str().unwrap(),
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-pix_fmt",
+                "yuv420p",
+                "-an",
+                out.to_str().unwrap(),
+            ]);
+            std::fs::read(out).unwrap()
+        })
+        .collect();
+    let inits: Vec<Value> = (0..clips.len())
+        .map(|i| ann.initialize_with(json!({"filename": format!("clip{i}.mp4"), "sample_fps": 0})))
+        .collect();
+    let ids: Vec<String> = inits
+        .iter()
+        .map(|init| init["video_id"].as_str().unwrap().to_string())
+        .collect();
+    // all uploaded at once: each stored upload queues its analysis
+    std::thread::scope(|scope| {
+        let puts: Vec<_> = inits
+            .iter()
+            .zip(&clips)
+            .map(|(init, clip)| scope.spawn(|| upload(&Client::new(), init, clip.clone()).status()))
+            .collect();
+        for put in puts {
+            assert_eq!(put.join().unwrap(), StatusCode::OK);
+        }
+    });
+
+    // Each poll of the list is one read of the database: it shows which analyses have started
+    // (PROCESSING) and not ended. With the default setting, never two at once.
+    let started = Instant::now();
+    let (mut most_at_once, mut calls_during_analysis) = (0, 0);
+    let statuses = loop {
+        let list = ann.get("/videos/");
+        assert_eq!(list.status(), StatusCode::OK);
+        let list: Vec<Value> = list.json().unwrap();
+        let ours: Vec<&Value> = list
+            .iter()
+            .filter(|v| ids.iter().any(|id| v["id"] == id.as_str()))
+            .collect();
+        assert_eq!(ours.len(), ids.len());
+        let processing: Vec<&str> = ours
+            .iter()
+            .filter(|v| v["status"] == "PROCESSING")
+            .map(|v| v["id"].as_str().unwrap())
+            .collect();
+        assert!(
+            processing.len() <= 1,
+            "analyses at once with the default setting: {processing:?}"
+        );
+        most_at_once = most_at_once.max(processing.len());
+        if let Some(id) = processing.first()
+            && calls_during_analysis < 3
+        {
+            // the API answers while an analysis runs: a read and a new upload URL
+            assert_eq!(ann.get(&format!("/videos/{id}")).status(), StatusCode::OK);
+            ann.initialize("another.mp4");
+            calls_during_analysis += 1;
+        }
+        if ours
+            .iter()
+            .all(|v| v["status"] == "COMPLETED" || v["status"] == "FAILED")
+        {
+            break ours
+                .iter()
+                .map(|v| v["status"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "not every analysis ended within 10 minutes: {ours:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        statuses.iter().all(|s| s == "COMPLETED"),
+        "every upload is analysed: {statuses:?}"
+    );
+    assert_eq!(most_at_once, 1, "an analysis was seen running");
+    assert!(calls_during_analysis > 0);
+}
+
+#[test]
+fn a_bad_analysis_concurrency_stops_the_server_at_start() {
+    for (how, value) in [("env", "0"), ("env", "two"), ("env", "65"), ("flag", "0")] {
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_deepemotion"));
+        command
+            .args(["serve", "--dev", "--addr", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        match how {
+            "env" => command.env("DEEPEMOTION_ANALYSIS_CONCURRENCY", value),
+            _ => command.args(["--analysis-concurrency", value]),
+        };
+        let mut child = command.spawn().unwrap();
+        // it must stop by itself; a server that started anyway is stopped after a minute
+        let started = Instant::now();
+        while child.try_wait().unwrap().is_none() && started.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if child.try_wait().unwrap().is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{how} {value}: the server started");
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(!out.status.success(), "{how} {value}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("DEEPEMOTION_ANALYSIS_CONCURRENCY") && stderr.contains("1 to 64"),
+            "{how} {value}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{how} {value}: nothing served");
+    }
+}

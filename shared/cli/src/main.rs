@@ -94,6 +94,10 @@ enum Command {
             value_name = "BYTES"
         )]
         body_min_rate: u64,
+        /// Analyses run at once, each with its own engine; further uploads wait in the queue
+        /// (1 to 64).
+        #[arg(long, env = "DEEPEMOTION_ANALYSIS_CONCURRENCY", default_value_t = local_server::DEFAULT_ANALYSIS_CONCURRENCY, value_name = "N", value_parser = analyses_at_once)]
+        analysis_concurrency: std::num::NonZeroUsize,
     },
     /// Classify images that are already face crops (no detection); one JSON line per image.
     Classify {
@@ -135,6 +139,20 @@ fn seconds(value: &str) -> Result<std::time::Duration, String> {
         .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e9)
         .map(std::time::Duration::from_secs_f64)
         .ok_or_else(|| format!("{value:?} is not a positive number of seconds"))
+}
+
+/// How many analyses `serve` runs at once: a whole number from 1 to 64.
+fn analyses_at_once(value: &str) -> Result<std::num::NonZeroUsize, String> {
+    value
+        .parse::<usize>()
+        .ok()
+        .filter(|n| *n <= 64)
+        .and_then(std::num::NonZeroUsize::new)
+        .ok_or_else(|| {
+            "the number of analyses run at once (DEEPEMOTION_ANALYSIS_CONCURRENCY, \
+             --analysis-concurrency) must be a whole number from 1 to 64"
+                .to_string()
+        })
 }
 
 /// The server logs requests and jobs by default; the one-shot commands keep stderr quiet.
@@ -213,6 +231,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             max_connections,
             body_timeout,
             body_min_rate,
+            analysis_concurrency,
         } => {
             let api = http_api::ApiConfig::from_env().map_err(anyhow::Error::msg)?;
             let server = local_server::LocalServerConfig {
@@ -233,11 +252,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         min_bytes_per_sec: body_min_rate,
                     },
                 },
+                analysis_concurrency,
             };
             tokio::runtime::Runtime::new()?.block_on(local_server::serve(
                 server,
                 Box::new(move || {
-                    Analyzer::new(config)
+                    Analyzer::new(config.clone())
                         .map(|a| Arc::new(a) as Arc<dyn VideoAnalyzer>)
                         .map_err(|e| e.to_string())
                 }),

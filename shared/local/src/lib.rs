@@ -4,6 +4,7 @@
 //! (hyper's accept loop, socket.io live progress, the built-in web page). The engine is handed
 //! in (see [`server::AnalyzerLoader`]): this crate does not depend on it.
 
+mod engines;
 mod files;
 mod queue;
 pub mod server;
@@ -17,7 +18,10 @@ mod ledger_contract_tests;
 #[cfg(test)]
 mod live_tests;
 
+pub use engines::EnginePool;
 pub use files::{FileBlobs, SignatureError};
 pub use queue::LocalQueue;
-pub use server::{ConnectionLimits, LocalServerConfig, ServerError, serve};
+pub use server::{
+    ConnectionLimits, DEFAULT_ANALYSIS_CONCURRENCY, LocalServerConfig, ServerError, serve,
+};
 pub use sqlite::SqliteStore;

@@ -2,6 +2,7 @@
 //! SQLite, files and an in-process queue, with the analysis worker in the same process.
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,6 +26,7 @@ use http_api::live::{AnnouncingLedger, VideoEvents};
 use http_api::{ApiConfig, ApiPorts, AppState, ServerUploads, check_secret};
 use worker::{AnalysisWorker, WorkerConfig, WorkerPorts};
 
+use crate::engines::EnginePool;
 use crate::{FileBlobs, LocalQueue, SqliteStore};
 
 #[derive(Debug, Clone)]
@@ -38,9 +40,23 @@ pub struct LocalServerConfig {
     /// Explicit development mode: without a secret, one is generated and kept in the data dir.
     pub dev: bool,
     pub api: ApiConfig,
+    /// The worker's settings; the server sets `engine_nice` to [`ANALYSIS_NICE`].
     pub worker: WorkerConfig,
     pub limits: ConnectionLimits,
+    /// Analyses run at once (`DEEPEMOTION_ANALYSIS_CONCURRENCY`, default 1). Each has its own
+    /// engine, loaded at start; further uploads wait in the queue. Uploads and API calls never
+    /// wait for analyses: these run on their own threads, off the runtime that serves requests.
+    pub analysis_concurrency: NonZeroUsize,
 }
+
+/// How much lower than the server's requests the analyses run (their threads' and ffmpeg's
+/// niceness, Linux): on a machine as busy as its cores, requests get a core first, and the
+/// analyses lose next to nothing, since requests take little CPU.
+pub const ANALYSIS_NICE: i32 = 10;
+
+/// Analyses at once by default: on a small machine one analysis already keeps the cores busy
+/// (ffmpeg, detection and classification run side by side), and each more holds another engine.
+pub const DEFAULT_ANALYSIS_CONCURRENCY: NonZeroUsize = NonZeroUsize::MIN;
 
 /// What a client may hold of the server: how long a connection may take to send a request head,
 /// how many connections are served at once, and how slowly a request body may arrive.
@@ -133,9 +149,9 @@ fn secret(config: &LocalServerConfig) -> Result<String, ServerError> {
     Ok(generated)
 }
 
-/// Loads the analysis engine (blocking: the models are read and their sessions built).
-pub type AnalyzerLoader =
-    Box<dyn FnOnce() -> Result<Arc<dyn VideoAnalyzer>, String> + Send + 'static>;
+/// Loads an analysis engine (blocking: the models are read and their sessions built); called
+/// once per analysis run at once.
+pub type AnalyzerLoader = Box<dyn Fn() -> Result<Arc<dyn VideoAnalyzer>, String> + Send + 'static>;
 
 /// Serves until Ctrl-C. Calls `ready` with the bound address once it accepts connections.
 pub async fn serve(
@@ -156,10 +172,16 @@ pub async fn serve(
         .unwrap_or_else(|| format!("http://{addr}"));
     let page_origins = PageOrigins::from_url(&public_url);
 
-    let analyzer = tokio::task::spawn_blocking(load_analyzer)
-        .await
-        .map_err(startup)?
-        .map_err(startup)?;
+    let at_once = config.analysis_concurrency;
+    let analyzer = tokio::task::spawn_blocking(move || {
+        let engines = (0..at_once.get())
+            .map(|_| load_analyzer())
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok::<_, String>(EnginePool::of(engines))
+    })
+    .await
+    .map_err(startup)?
+    .map_err(startup)?;
     let store =
         Arc::new(SqliteStore::open(&config.data_dir.join("deepemotion.db")).map_err(startup)?);
     // uploads are signed with a key derived from the token secret, never with the secret itself
@@ -179,9 +201,13 @@ pub async fn serve(
         blobs: files.clone(),
         jobs: Arc::new(queue.clone()),
     };
-    let worker = AnalysisWorker::new(ports, analyzer, config.worker.clone());
+    let worker_config = WorkerConfig {
+        engine_nice: ANALYSIS_NICE,
+        ..config.worker.clone()
+    };
+    let worker = AnalysisWorker::new(ports, analyzer, worker_config);
     // the same processing function the analysis Lambda runs, fed by the in-process queue
-    tokio::spawn(Arc::new(worker).serve_queue(jobs, Arc::new(queue.clone())));
+    tokio::spawn(Arc::new(worker).serve_queue(jobs, Arc::new(queue.clone()), at_once));
     for key in store.requeue_interrupted().map_err(startup)? {
         tracing::warn!(%key, "resuming an analysis interrupted by a restart");
         queue
@@ -232,6 +258,7 @@ pub async fn serve(
         header_timeout_s = config.limits.header_timeout.as_secs_f64(),
         body_window_s = config.limits.body_rate.window.as_secs_f64(),
         body_min_rate = config.limits.body_rate.min_bytes_per_sec,
+        analyses_at_once = at_once.get(),
         "serving /api/v2, socket.io and the web page"
     );
     ready(addr);

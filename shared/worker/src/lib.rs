@@ -12,7 +12,8 @@
 //! - the worker that finishes the last segment assembles the summary from the stored frames and
 //!   writes `COMPLETED`, only if the video is still `PROCESSING`.
 
-use std::sync::Arc;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use chrono::Utc;
@@ -84,6 +85,10 @@ pub struct WorkerConfig {
     /// and the message is acknowledged (`DEEPEMOTION_MAX_CRASHED_RUNS`, default 3). Runs that
     /// stopped for a store or network error released their lease and do not count.
     pub max_crashed_runs: u32,
+    /// Niceness of the threads that run the engine (Linux; the engine's stage threads and its
+    /// ffmpeg inherit it). 0 on Lambda, where nothing else runs; `deepemotion serve` raises it
+    /// so that requests get the cores first.
+    pub engine_nice: i32,
 }
 
 impl Default for WorkerConfig {
@@ -97,6 +102,7 @@ impl Default for WorkerConfig {
             max_video: Duration::from_secs(4 * 3600),
             source_ttl: Duration::from_secs(2 * 3600),
             max_crashed_runs: 3,
+            engine_nice: 0,
         }
     }
 }
@@ -133,6 +139,7 @@ impl WorkerConfig {
                 "DEEPEMOTION_MAX_CRASHED_RUNS",
                 f64::from(defaults.max_crashed_runs),
             )? as u32,
+            engine_nice: defaults.engine_nice,
         })
     }
 }
@@ -186,45 +193,74 @@ fn transient(e: &AnalysisError) -> bool {
 const LOCAL_REDELIVERIES: u32 = 8;
 
 impl AnalysisWorker {
-    /// Feeds the one-machine server's in-process queue to the worker, one job at a time, and
-    /// redelivers failed jobs as SQS would: a crashed run after its lease has expired (so the
-    /// retry counts it against `max_crashed_runs`), a store error after a growing backoff.
+    /// Feeds the one-machine server's in-process queue to the worker, `at_once` jobs at a time
+    /// (each in its own task; the engine runs on threads of its own, never on the runtime's
+    /// workers), and redelivers failed jobs as SQS would: a crashed run after its lease
+    /// has expired (so the retry counts it against `max_crashed_runs`), a store error after a
+    /// growing backoff. Jobs beyond `at_once` wait in the queue, in order.
     pub async fn serve_queue(
         self: Arc<Self>,
         mut jobs: tokio::sync::mpsc::UnboundedReceiver<AnalysisJob>,
         redeliver: Arc<dyn JobQueue>,
+        at_once: NonZeroUsize,
     ) {
-        let mut failures: std::collections::HashMap<(String, Option<u32>), u32> =
-            Default::default();
-        while let Some(job) = jobs.recv().await {
-            let id = (job.key.clone(), job.segment);
-            let Err(error) = self.handle(&job, None).await else {
-                failures.remove(&id);
-                continue;
+        let slots = Arc::new(tokio::sync::Semaphore::new(at_once.get()));
+        let failures: Arc<Mutex<Failures>> = Arc::default();
+        loop {
+            // a free slot first, then a job: waiting jobs stay in the queue, not in tasks
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
             };
-            let count = failures.entry(id.clone()).or_default();
-            *count += 1;
-            if *count > LOCAL_REDELIVERIES {
-                failures.remove(&id);
-                tracing::error!(key = %job.key, error = %error, "job failed repeatedly; it resumes at the next start");
-                continue;
-            }
-            let delay = match error {
-                WorkerError::Store(_) => Duration::from_secs(5 << (*count - 1).min(6)),
-                // the lease must have expired for the retry to take the segment over
-                WorkerError::Busy(_) | WorkerError::Analysis(_) => {
-                    self.config.lease + Duration::from_secs(1)
-                }
+            let Some(job) = jobs.recv().await else {
+                return;
             };
-            tracing::warn!(key = %job.key, retry_in = ?delay, "job will be retried");
-            let redeliver = redeliver.clone();
+            let (worker, failures, redeliver) = (self.clone(), failures.clone(), redeliver.clone());
             tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                let _ = redeliver.enqueue(job).await;
+                let result = worker.handle(&job, None).await;
+                drop(slot);
+                worker.after_local_job(job, result, &failures, redeliver);
             });
         }
     }
+
+    /// Counts a local job's failure and schedules its redelivery (see [`Self::serve_queue`]).
+    fn after_local_job(
+        &self,
+        job: AnalysisJob,
+        result: Result<JobOutcome, WorkerError>,
+        failures: &Mutex<Failures>,
+        redeliver: Arc<dyn JobQueue>,
+    ) {
+        let id = (job.key.clone(), job.segment);
+        let mut failures = failures.lock().unwrap_or_else(|p| p.into_inner());
+        let Err(error) = result else {
+            failures.remove(&id);
+            return;
+        };
+        let count = failures.entry(id.clone()).or_default();
+        *count += 1;
+        if *count > LOCAL_REDELIVERIES {
+            failures.remove(&id);
+            tracing::error!(key = %job.key, error = %error, "job failed repeatedly; it resumes at the next start");
+            return;
+        }
+        let delay = match error {
+            WorkerError::Store(_) => Duration::from_secs(5 << (*count - 1).min(6)),
+            // the lease must have expired for the retry to take the segment over
+            WorkerError::Busy(_) | WorkerError::Analysis(_) => {
+                self.config.lease + Duration::from_secs(1)
+            }
+        };
+        tracing::warn!(key = %job.key, retry_in = ?delay, "job will be retried");
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = redeliver.enqueue(job).await;
+        });
+    }
 }
+
+/// Failed deliveries of each local job (key, segment) since its last success.
+type Failures = std::collections::HashMap<(String, Option<u32>), u32>;
 
 /// The outcome that records a failure as the uploader should read it.
 const FAILED_REPEATEDLY: &str =
@@ -561,9 +597,9 @@ impl AnalysisWorker {
     ) -> Result<Result<AnalysisPlan, JobOutcome>, WorkerError> {
         let analyzer = self.analyzer.clone();
         let input = source.clone();
-        let probe = tokio::task::spawn_blocking(move || analyzer.probe(&input))
-            .await
-            .map_err(|e| WorkerError::Analysis(format!("probe task: {e}")))?;
+        let probe = self
+            .on_engine_thread("probe", move || analyzer.probe(&input))
+            .await?;
         let probe = match probe {
             Ok(p) => p,
             Err(e) if e.is_bad_input() && !network_trouble(&e) => {
@@ -598,9 +634,9 @@ impl AnalysisWorker {
         let plan = if duration.as_secs_f64() > segment_s {
             let analyzer = self.analyzer.clone();
             let input = source.clone();
-            let times = tokio::task::spawn_blocking(move || analyzer.frame_times(&input))
-                .await
-                .map_err(|e| WorkerError::Analysis(format!("probe task: {e}")))?;
+            let times = self
+                .on_engine_thread("frame listing", move || analyzer.frame_times(&input))
+                .await?;
             let times = match times {
                 Ok(times) => times,
                 Err(e) => return Err(self.failed_run(lease, &e).await),
@@ -730,7 +766,7 @@ impl AnalysisWorker {
         let input = source.clone();
         // the engine's lines (and the sink's) belong to this job too
         let span = tracing::Span::current();
-        let (mut sink, result) = tokio::task::spawn_blocking(move || {
+        let run = move || {
             let _in_job = span.enter();
             let result = analyzer.analyze(&input, &options, &mut sink);
             if let Err(e) = &result
@@ -741,9 +777,8 @@ impl AnalysisWorker {
                 tracing::warn!(error = %e, flush = %flush, "could not store the last frames before the failure");
             }
             (sink, result)
-        })
-        .await
-        .map_err(|e| WorkerError::Analysis(format!("analysis task: {e}")))?;
+        };
+        let (mut sink, result) = self.on_engine_thread("analysis", run).await?;
         let run_summary = sink
             .whole_video
             .take()
@@ -793,6 +828,31 @@ impl AnalysisWorker {
             // frames stored so far stay; the retry resumes from the last checkpoint
             (Err(e), None) => Err(self.failed_run(lease, &e).await),
         }
+    }
+
+    /// Runs engine work (ffmpeg, the models) on a thread of its own, at the configured
+    /// niceness, never on the runtime's workers: requests keep their threads however long an
+    /// analysis runs. A panic that escapes the engine is a failed run.
+    async fn on_engine_thread<T: Send + 'static>(
+        &self,
+        what: &str,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, WorkerError> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let nice = self.config.engine_nice;
+        // in the runtime's context, as on its blocking pool: the sink blocks on async stores
+        let runtime = Handle::current();
+        std::thread::Builder::new()
+            .name(format!("engine {what}"))
+            .spawn(move || {
+                let _runtime = runtime.enter();
+                lower_thread_priority(nice);
+                let _ = done.send(work());
+            })
+            .map_err(|e| WorkerError::Analysis(format!("{what} thread: {e}")))?;
+        result
+            .await
+            .map_err(|_| WorkerError::Analysis(format!("the {what} thread panicked")))
     }
 
     /// Another worker took the segment over, or the video was deleted (its bookkeeping went
@@ -871,6 +931,33 @@ impl AnalysisWorker {
         }
         tracing::info!(video_id = %video.id, frames, people, segments = tally.total, "analysis completed");
         Ok(JobOutcome::Completed { frames })
+    }
+}
+
+/// Adds `nice` to the calling thread's niceness (Linux, where it is a thread's own and is
+/// inherited by the threads and processes it starts); best effort.
+fn lower_thread_priority(nice: i32) {
+    if nice <= 0 {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain system calls on the calling thread (`who` 0).
+        let (current, set) = unsafe {
+            let current = libc::getpriority(libc::PRIO_PROCESS as _, 0);
+            let target = (current + nice).min(19);
+            (
+                current,
+                libc::setpriority(libc::PRIO_PROCESS as _, 0, target),
+            )
+        };
+        if set != 0 {
+            tracing::debug!(
+                current,
+                nice,
+                "could not lower the engine thread's priority"
+            );
+        }
     }
 }
 

@@ -1138,3 +1138,152 @@ async fn every_line_about_a_job_names_its_video_and_its_owner() {
     let analysed = logs.line("scripted analysis", video_id);
     assert_eq!(analysed["span"]["name"], "job", "{analysed}");
 }
+
+/// Counts the analyses in progress on a [`FakeAnalyzer`]. The first `meet` analyses wait for
+/// each other (at most a minute), so that a test sees them in progress together when they can
+/// be; the others go straight on.
+struct AtOnce {
+    inner: Arc<FakeAnalyzer>,
+    /// (in progress, arrived in all, most in progress at once)
+    state: Mutex<(usize, usize, usize)>,
+    changed: Condvar,
+    meet: usize,
+}
+
+impl AtOnce {
+    fn new(inner: Arc<FakeAnalyzer>, meet: usize) -> Self {
+        Self {
+            inner,
+            state: Mutex::default(),
+            changed: Condvar::new(),
+            meet,
+        }
+    }
+
+    fn most_at_once(&self) -> usize {
+        self.state.lock().unwrap().2
+    }
+}
+
+impl VideoAnalyzer for AtOnce {
+    fn probe(&self, source: &MediaSource) -> Result<Probe, AnalysisError> {
+        self.inner.probe(source)
+    }
+
+    fn frame_times(&self, source: &MediaSource) -> Result<Vec<f64>, AnalysisError> {
+        self.inner.frame_times(source)
+    }
+
+    fn analyze(
+        &self,
+        source: &MediaSource,
+        options: &AnalysisOptions,
+        sink: &mut dyn AnalysisSink,
+    ) -> Result<AnalysisOutcome, AnalysisError> {
+        let mut state = self.state.lock().unwrap();
+        state.0 += 1;
+        state.1 += 1;
+        state.2 = state.2.max(state.0);
+        self.changed.notify_all();
+        let (state, _) = self
+            .changed
+            .wait_timeout_while(state, Duration::from_secs(60), |s| s.1 < self.meet)
+            .unwrap();
+        drop(state);
+        let result = self.inner.analyze(source, options, sink);
+        self.state.lock().unwrap().0 -= 1;
+        result
+    }
+
+    fn has_contempt(&self) -> bool {
+        false
+    }
+
+    fn people(&self) -> &PeopleConfig {
+        self.inner.people()
+    }
+
+    fn smoothing(&self) -> SmoothingConfig {
+        SmoothingConfig::default()
+    }
+}
+
+/// The local server's queue with `at_once` analyses at a time: four uploads queued together all
+/// complete, and the most analyses in progress at once is `at_once`.
+async fn four_uploads_on_the_local_queue(at_once: usize) -> usize {
+    let rig = Rig::new();
+    let analyzer = Arc::new(AtOnce::new(rig.analyzer.clone(), at_once));
+    let worker = AnalysisWorker::new(
+        WorkerPorts {
+            videos: rig.store.clone(),
+            ledger: rig.store.clone(),
+            results: rig.store.clone(),
+            blobs: rig.blobs.clone(),
+            jobs: rig.queue.clone(),
+        },
+        analyzer.clone(),
+        quick(),
+    );
+    let (queue, jobs) = tokio::sync::mpsc::unbounded_channel();
+    let mut uploads = Vec::new();
+    for _ in 0..4 {
+        let job = rig.upload().await;
+        queue.send(job.clone()).unwrap();
+        uploads.push(job);
+    }
+    let serving = tokio::spawn(Arc::new(worker).serve_queue(
+        jobs,
+        rig.queue.clone(),
+        std::num::NonZeroUsize::new(at_once).unwrap(),
+    ));
+    for job in &uploads {
+        within("every upload to complete", async {
+            while rig.video(job).await.analysis.status != VideoStatus::Completed {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        rig.assert_one_pass(job).await;
+    }
+    drop(queue);
+    within("the queue to stop when its sender is gone", serving)
+        .await
+        .unwrap();
+    assert!(rig.queued().is_empty(), "nothing was redelivered");
+    analyzer.most_at_once()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_queue_with_one_slot_runs_one_analysis_at_a_time() {
+    assert_eq!(four_uploads_on_the_local_queue(1).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_queue_runs_as_many_analyses_at_once_as_configured() {
+    assert_eq!(four_uploads_on_the_local_queue(2).await, 2);
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_runs_on_a_thread_of_its_own_at_the_configured_niceness() {
+    fn niceness() -> i32 {
+        // SAFETY: reads the calling thread's niceness
+        unsafe { libc::getpriority(libc::PRIO_PROCESS as _, 0) }
+    }
+    let rig = Rig::new();
+    let worker = rig.worker(WorkerConfig {
+        engine_nice: 5,
+        ..quick()
+    });
+    let before = niceness();
+    let (name, nice) = worker
+        .on_engine_thread("test", || {
+            let name = std::thread::current().name().map(str::to_string);
+            (name, niceness())
+        })
+        .await
+        .unwrap();
+    assert_eq!(name.as_deref(), Some("engine test"));
+    assert_eq!(nice, (before + 5).min(19));
+    assert_eq!(niceness(), before, "the runtime's threads keep theirs");
+}
