@@ -2180,13 +2180,12 @@ mod tests {
         }
     }
 
-    /// The previous version's items, written with the raw client, through the ports: read,
-    /// listed with new items, renamed, analysed. Against moto, when scripts/test started it.
-    #[tokio::test]
-    async fn items_of_the_previous_version_work_through_the_ports() {
+    /// Clients for moto with a fresh table of their own, and a store on it; `None` (the test
+    /// skips) when scripts/test did not start moto.
+    async fn moto_table() -> Option<(AwsClients, AwsConfig, DynamoStore)> {
         let Ok(endpoint) = std::env::var("DEEPEMOTION_MOTO_ENDPOINT") else {
             eprintln!("skipped: DEEPEMOTION_MOTO_ENDPOINT is not set (scripts/test sets it)");
-            return;
+            return None;
         };
         let unique = uuid::Uuid::new_v4().simple().to_string();
         let config = AwsConfig {
@@ -2202,6 +2201,16 @@ mod tests {
         let clients = AwsClients::new(&config).await;
         let store = DynamoStore::new(&clients, &config.table);
         store.create_table().await.unwrap();
+        Some((clients, config, store))
+    }
+
+    /// The previous version's items, written with the raw client, through the ports: read,
+    /// listed with new items, renamed, analysed. Against moto, when scripts/test started it.
+    #[tokio::test]
+    async fn items_of_the_previous_version_work_through_the_ports() {
+        let Some((clients, config, store)) = moto_table().await else {
+            return;
+        };
         let mut expected = Vec::new();
         for (item, video) in record_items() {
             clients
@@ -2311,5 +2320,274 @@ mod tests {
         );
         store.delete_video("pending").await.unwrap();
         assert!(store.video("pending").await.unwrap().is_none());
+    }
+
+    /// Every item of a video's partition but its record, with its key and priced size.
+    async fn frame_items(
+        clients: &AwsClients,
+        config: &AwsConfig,
+        video_id: &str,
+    ) -> Vec<(String, usize)> {
+        let out = clients
+            .dynamodb
+            .query()
+            .table_name(&config.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(format!("VIDEO#{video_id}")))
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap();
+        assert!(out.last_evaluated_key.is_none());
+        out.items
+            .unwrap_or_default()
+            .iter()
+            .map(|item| (text(item, "sk").unwrap(), item_bytes(item)))
+            .collect()
+    }
+
+    async fn read_all(store: &DynamoStore, video_id: &str) -> Vec<FrameResult> {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let (page, next) = store.frames(video_id, after, 77).await.unwrap();
+            all.extend(page);
+            match next {
+                Some(n) => after = Some(n),
+                None => return all,
+            }
+        }
+    }
+
+    fn json(frames: &[FrameResult]) -> String {
+        serde_json::to_string(frames).unwrap()
+    }
+
+    /// Writes frames a chunk at a time, as the worker does.
+    async fn put_by_chunk(store: &DynamoStore, video_id: &str, frames: &[FrameResult]) {
+        for chunk in frames.chunk_by(|a, b| chunk_of(a.frame) == chunk_of(b.frame)) {
+            store.put_frames(video_id, chunk).await.unwrap();
+        }
+    }
+
+    /// A minute of video analysed at 5 fps (frames of a 30 fps source) with one, one to three
+    /// and three faces costs at most 40 write units, counted from the items written (one unit
+    /// per started KB of each), where one item per frame cost 300.
+    #[tokio::test]
+    async fn a_minute_of_video_at_5_fps_costs_at_most_40_write_units() {
+        let Some((clients, config, store)) = moto_table().await else {
+            return;
+        };
+        // a video id as long as a real one: keys are priced too
+        let id = uuid::Uuid::new_v4().to_string();
+        /// Faces in the `i`th frame.
+        type Faces = fn(usize) -> usize;
+        let cases: [(&str, Faces); 3] = [
+            ("1 face", |_| 1),
+            ("1-3 faces", |i| 1 + i % 3),
+            ("3 faces", |_| 3),
+        ];
+        for (what, faces) in cases {
+            let meter = Arc::new(WriteMeter::default());
+            let metered = DynamoStore::new(&clients, &config.table).with_meter(meter.clone());
+            let minute = crate::chunks::tests::crowd_minute(0, faces);
+            put_by_chunk(&metered, &id, &minute).await;
+            let units = meter.frame_units.load(std::sync::atomic::Ordering::Relaxed);
+            let items = meter.frame_items.load(std::sync::atomic::Ordering::Relaxed);
+            let bytes = meter.frame_bytes.load(std::sync::atomic::Ordering::Relaxed);
+            eprintln!(
+                "FIGURE a minute at 5 fps, {what}: {items} items, {bytes} bytes, {units} write units"
+            );
+            assert!(units <= 40, "{what}: {units} write units");
+            assert_eq!(items, 6, "{what}: each 10 s chunk written once");
+            assert_eq!(json(&read_all(&store, &id).await), json(&minute), "{what}");
+            store.delete_frames(&id).await.unwrap();
+        }
+    }
+
+    /// Every frame of a crowd analysed: a chunk too large for one part is split into parts,
+    /// each item at most `PART_BYTES` of frames plus its keys and names (87 bytes with a real
+    /// video id and a part key: 65,623 bytes, a sixth of DynamoDB's 400 KB), however many
+    /// faces there are. Only a single frame larger than a part is alone in a larger item, and
+    /// it is refused past `MAX_FRAME_BYTES` (384 KiB, plus the same 98 bytes of header, keys
+    /// and names). Rewriting part of such a chunk keeps every frame.
+    #[tokio::test]
+    async fn items_stay_far_below_the_item_limit_at_every_frame_with_a_crowd() {
+        let Some((clients, config, store)) = moto_table().await else {
+            return;
+        };
+        const ITEM_BOUND: usize = PART_BYTES + 87;
+        const _: () = assert!(ITEM_BOUND * 6 < 400 * 1024);
+        const _: () = assert!(crate::chunks::MAX_FRAME_BYTES + 11 + 87 < 400 * 1024);
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut crowd = crate::chunks::tests::crowd_minute(0, |_| 12);
+        for (i, frame) in crowd.iter_mut().enumerate() {
+            frame.frame = i as u64;
+            frame.t_ms = i as u64 * 1000 / 30;
+        }
+        store.put_frames(&id, &crowd).await.unwrap();
+        let items = frame_items(&clients, &config, &id).await;
+        eprintln!("FIGURE a chunk of 300 frames of 12 faces: {items:?}");
+        assert!(items.len() > 1, "{items:?}");
+        for (key, bytes) in &items {
+            assert!(*bytes <= ITEM_BOUND, "{key}: {bytes} bytes");
+        }
+        assert_eq!(json(&read_all(&store, &id).await), json(&crowd));
+
+        // a resumed run rewrites the second half with fewer faces: the parts are replaced
+        let mut rewrite = crowd[150..].to_vec();
+        for frame in &mut rewrite {
+            frame.faces.truncate(2);
+        }
+        store.put_frames(&id, &rewrite).await.unwrap();
+        crowd.splice(150.., rewrite);
+        assert_eq!(json(&read_all(&store, &id).await), json(&crowd));
+        for (key, bytes) in frame_items(&clients, &config, &id).await {
+            assert!(bytes <= ITEM_BOUND, "{key}: {bytes} bytes");
+        }
+        // and all of it with one face: one part is left, the other deleted
+        for frame in &mut crowd {
+            frame.faces.truncate(1);
+        }
+        store.put_frames(&id, &crowd).await.unwrap();
+        assert_eq!(json(&read_all(&store, &id).await), json(&crowd));
+        let items = frame_items(&clients, &config, &id).await;
+        assert_eq!(items.len(), 1, "{items:?}");
+        store.delete_frames(&id).await.unwrap();
+        assert!(frame_items(&clients, &config, &id).await.is_empty());
+    }
+
+    /// A chunk that does not decode is an error that names it, for readers and for writers
+    /// (which must not overwrite what they cannot merge with); other chunks still read.
+    #[tokio::test]
+    async fn a_corrupt_chunk_is_an_error_that_names_it() {
+        let Some((clients, config, store)) = moto_table().await else {
+            return;
+        };
+        let frames = crate::chunks::tests::raw(&crate::chunks::tests::pexels());
+        let later: Vec<FrameResult> = frames
+            .iter()
+            .map(|f| FrameResult {
+                frame: f.frame + 3000,
+                ..f.clone()
+            })
+            .collect();
+        put_by_chunk(&store, "v1", &later).await;
+        let mut blob = crate::chunks::encode(&frames[..10]).unwrap();
+        blob.truncate(blob.len() - 3);
+        for (sk, blob) in [
+            ("FRAMES#0000000000", blob),
+            (
+                "FRAMES#0000000001",
+                crate::chunks::encode(&frames[..3]).unwrap(),
+            ),
+        ] {
+            let item = HashMap::from([
+                ("pk".to_string(), s("VIDEO#v1")),
+                ("sk".to_string(), s(sk)),
+                ("rev".to_string(), n(1)),
+                ("frames".to_string(), AttributeValue::B(Blob::new(blob))),
+            ]);
+            clients
+                .dynamodb
+                .put_item()
+                .table_name(&config.table)
+                .set_item(Some(item))
+                .send()
+                .await
+                .unwrap();
+        }
+        let error = store.frames("v1", None, 10).await.unwrap_err().to_string();
+        assert!(
+            error.contains("FRAMES#0000000000")
+                && error.contains("v1")
+                && error.contains("cut short"),
+            "{error}"
+        );
+        let error = store
+            .put_frames("v1", &frames[..2])
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("FRAMES#0000000000"), "{error}");
+        // frames 0.. in the item of chunk 1
+        let error = store
+            .frames("v1", Some(299), 10)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("not in this chunk"), "{error}");
+        assert_eq!(
+            json(&store.frames("v1", Some(2999), 1000).await.unwrap().0),
+            json(&later)
+        );
+    }
+
+    /// Frames stored one JSON item per frame by the previous version read as before, with the
+    /// chunks of an analysis resumed after the upgrade (a frame in both: the chunk's), and are
+    /// deleted with them.
+    #[tokio::test]
+    async fn frames_of_the_previous_layout_still_read_and_are_deleted() {
+        let Some((clients, config, store)) = moto_table().await else {
+            return;
+        };
+        let frames = crate::chunks::tests::raw(&crate::chunks::tests::pexels());
+        for frame in &frames[..40] {
+            let item = HashMap::from([
+                ("pk".to_string(), s("VIDEO#v1")),
+                ("sk".to_string(), s(frame_sk(frame.frame))),
+                ("data".to_string(), json_attr(frame).unwrap()),
+            ]);
+            clients
+                .dynamodb
+                .put_item()
+                .table_name(&config.table)
+                .set_item(Some(item))
+                .send()
+                .await
+                .unwrap();
+        }
+        assert_eq!(json(&read_all(&store, "v1").await), json(&frames[..40]));
+        let mut resumed = frames[30..].to_vec();
+        for frame in &mut resumed {
+            frame.faces[0].track = 7;
+        }
+        put_by_chunk(&store, "v1", &resumed).await;
+        let mut expected = frames[..30].to_vec();
+        expected.extend(resumed);
+        assert_eq!(json(&read_all(&store, "v1").await), json(&expected));
+        for (after, limit) in [
+            (None, 1),
+            (Some(frames[29].frame), 5),
+            (Some(frames[35].frame), 1000),
+        ] {
+            let (page, _) = store.frames("v1", after, limit).await.unwrap();
+            let from = expected
+                .iter()
+                .position(|f| after.is_none_or(|a| f.frame > a))
+                .unwrap();
+            assert_eq!(
+                json(&page),
+                json(&expected[from..(from + limit).min(expected.len())])
+            );
+        }
+        store.delete_frames("v1").await.unwrap();
+        assert!(frame_items(&clients, &config, "v1").await.is_empty());
+    }
+
+    #[test]
+    fn items_are_priced_by_names_and_values() {
+        let item = HashMap::from([
+            ("pk".to_string(), s("VIDEO#v1")),
+            ("rev".to_string(), n(12345)),
+            (
+                "frames".to_string(),
+                AttributeValue::B(Blob::new(vec![0; 100])),
+            ),
+        ]);
+        // 2 + 8, 3 + (3 digit pairs + 1), 6 + 100
+        assert_eq!(item_bytes(&item), 10 + 7 + 106);
+        assert_eq!(value_bytes(&n("0.001200")), 2);
+        assert_eq!(value_bytes(&n("-100")), 2);
     }
 }
