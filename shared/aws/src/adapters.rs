@@ -889,8 +889,9 @@ impl DynamoStore {
         if chunk >= MAX_CHUNKS {
             return Ok(Vec::new());
         }
-        let mut frames = Vec::new();
-        let mut items = 0usize;
+        // by frame: parts read while a writer was replacing them may repeat a frame
+        let mut frames = BTreeMap::new();
+        let (mut items, mut decoded) = (0usize, 0usize);
         let mut start = None;
         let mut ask = if want <= 1 { 1 } else { 2 };
         loop {
@@ -908,21 +909,23 @@ impl DynamoStore {
                 .await
                 .map_err(backend)?;
             for item in out.items.unwrap_or_default() {
+                let (_, read) = chunk_item_frames(video_id, &item)?;
                 items += 1;
-                let (_, decoded) = chunk_item_frames(video_id, &item)?;
-                frames.extend(decoded.into_iter().filter(|f| f.frame >= first));
+                decoded += read.len();
+                frames.extend(
+                    read.into_iter()
+                        .filter(|f| f.frame >= first)
+                        .map(|f| (f.frame, f)),
+                );
             }
             start = out.last_evaluated_key;
             if frames.len() >= want || start.is_none() {
                 break;
             }
-            let per_item = (frames.len() / items.max(1)).max(1);
+            let per_item = (decoded / items.max(1)).max(1);
             ask = ((want - frames.len()).div_ceil(per_item) + 1).min(100) as i32;
         }
-        // parts read while a writer was replacing them may repeat a frame
-        frames.sort_by_key(|f| f.frame);
-        frames.dedup_by_key(|f| f.frame);
-        Ok(frames)
+        Ok(frames.into_values().collect())
     }
 
     /// Frames `first..` stored one item per frame by earlier versions, at most `want`.

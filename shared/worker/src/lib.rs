@@ -921,9 +921,10 @@ enum Stop {
 ///
 /// When the store keeps frames in chunks (DynamoDB), a batch is a chunk: it is written when the
 /// first frame of the next chunk arrives, and checkpoints wait for such a boundary, so that
-/// each chunk is written once and a resumed run starts a fresh chunk (writing into a stored
-/// chunk rewrites all of it). A chunk open for too long (a slow analysis), or the deadline,
-/// still flushes and checkpoints mid-chunk, so the lease never lapses.
+/// each chunk is written once, and a resumed run (which analyses the checkpoint's frame again)
+/// rewrites only the chunk that frame ends: writing into a stored chunk rewrites all of it. A
+/// chunk open for too long (a slow analysis), or the deadline, still flushes and checkpoints
+/// mid-chunk, so the lease never lapses.
 struct StoreSink {
     handle: Handle,
     ledger: Arc<dyn AnalysisLedger>,
