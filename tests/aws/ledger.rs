@@ -1,4 +1,5 @@
-//! The ledger contract (`domain::ledger_contract`) over DynamoDB: each check on a table of its
+//! The ledger and result contracts (`domain::ledger_contract`, `domain::result_contract`) over
+//! DynamoDB: each check on a table of its
 //! own in moto, made as the adapter tests make theirs. The two races are left out: moto does not
 //! isolate concurrent conditional writes (8 racing claims can see several winners there), which
 //! DynamoDB does; memory and SQLite run them.
@@ -10,3 +11,4 @@ async fn table() -> Box<DynamoStore> {
 }
 
 domain::ledger_contract_tests!(table, without_races);
+domain::result_contract_tests!(table);

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
+use aws_adapters::adapters::item_bytes;
 use aws_adapters::lambda::handle_sqs_event;
 use aws_adapters::{AwsClients, AwsConfig, DynamoStore, S3Blobs, SqsJobs};
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
@@ -330,22 +331,6 @@ fn peak_rss_mb() -> (f64, f64) {
     (peak(libc::RUSAGE_SELF), peak(libc::RUSAGE_CHILDREN))
 }
 
-/// Bytes of a DynamoDB item as priced for writes: attribute names plus values.
-fn item_bytes(
-    item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
-) -> usize {
-    item.iter()
-        .map(|(k, v)| {
-            k.len()
-                + match v {
-                    aws_sdk_dynamodb::types::AttributeValue::S(s) => s.len(),
-                    aws_sdk_dynamodb::types::AttributeValue::N(n) => n.len(),
-                    _ => 8,
-                }
-        })
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_to_the_presigned_url_is_analysed_through_the_s3_event() {
     let stack = stack().await;
@@ -374,7 +359,10 @@ async fn an_upload_to_the_presigned_url_is_analysed_through_the_s3_event() {
         .unwrap();
     let meter = Arc::new(WriteMeter::default());
     let metered = Arc::new(Metered {
-        inner: stack.store.clone(),
+        // frame items are counted by the store, which alone knows them
+        inner: Arc::new(
+            DynamoStore::new(&stack.clients, &stack.config.table).with_meter(meter.clone()),
+        ),
         meter: meter.clone(),
         // the plan and counters the analysis adds to the video item
         video_item_bytes: item_bytes(&video_item) + 400,
@@ -400,21 +388,24 @@ async fn an_upload_to_the_presigned_url_is_analysed_through_the_s3_event() {
     assert!(no_failures(&response), "{response:?}");
     let (rss, child_rss) = peak_rss_mb();
     let frame_units = meter.frame_units.load(Ordering::Relaxed);
+    let frame_items = meter.frame_items.load(Ordering::Relaxed);
     let video_minutes = 19.69 / 60.0;
     eprintln!(
         "FIGURE analysis invocation on the Pexels clip (19.7 s, 5 fps): {seconds:.2} s, peak RSS {rss:.0} MB (ffmpeg {child_rss:.0} MB)"
     );
     eprintln!(
-        "FIGURE DynamoDB writes: {} frame items = {frame_units} WCU, {} bookkeeping writes = {} WCU; {:.0} WCU per minute of video",
-        meter.frame_items.load(Ordering::Relaxed),
+        "FIGURE DynamoDB writes: {frame_items} frame chunk items ({} bytes) = {frame_units} WCU, {} bookkeeping writes = {} WCU; per minute of video: frames {:.0} WCU, in all {:.0} WCU",
+        meter.frame_bytes.load(Ordering::Relaxed),
         meter.ledger_writes.load(Ordering::Relaxed),
         meter.ledger_units.load(Ordering::Relaxed),
+        frame_units as f64 / video_minutes,
         meter.total_units() as f64 / video_minutes
     );
-    assert_eq!(
-        meter.frame_items.load(Ordering::Relaxed),
-        99,
-        "each frame written once"
+    // 472 frames at 23.98 fps: chunks 0..300 and 300..472, each written once
+    assert_eq!(frame_items, 2, "each chunk written once");
+    assert!(
+        frame_units as f64 / video_minutes <= 40.0,
+        "{frame_units} WCU"
     );
 
     let (_, video) = stack.get(&token, &format!("/videos/{id}")).await;

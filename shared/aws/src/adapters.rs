@@ -7,7 +7,8 @@
 //! | user          | `USER#{id}`        | `PROFILE`         |                 |                           |
 //! | email claim   | `EMAIL#{email}`    | `EMAIL`           |                 |                           |
 //! | video         | `VIDEO#{id}`       | `META`            | `USER#{owner}`  | `{uploaded_at, ns}#{id}`  |
-//! | frame result  | `VIDEO#{id}`       | `FRAME#{n:010}`   |                 |                           |
+//! | frame chunk   | `VIDEO#{id}`       | `FRAMES#{c:010}`  |                 |                           |
+//! | track profile | `VIDEO#{id}`       | `TRACK#{t:010}`   |                 |                           |
 //! | segment lease | `VIDEO#{id}`       | `SEG#{i:05}`      |                 |                           |
 //! The video item holds each field of the `Video` once: `id`, the owner and `uploaded_at` in its
 //! keys, `title`, `s3_key`, `filename`, `content_type`, `size_bytes` (absent when undeclared),
@@ -16,16 +17,21 @@
 //! the analysis plan (`analysis_plan`) and its counters (`covered_ms`, `frames_seen`, the
 //! `done_segments` number set), so claims and completion are single conditional updates, and
 //! the progress of a `PROCESSING` video is read from them (see `DynamoStore::video_from`).
-//! One item per analysed frame keeps every item a few KB, far below the 400 KB limit, however
-//! long the video.
+//! Frame results are kept in chunks: one item for the analysed frames among 300 consecutive
+//! frame numbers, binary-encoded (see `crate::chunks`), a few KB, so that a minute of video
+//! costs a few write units instead of one per frame. A chunk too large for one item (every
+//! frame of a crowd) is split into parts `FRAMES#{c:010}.{p:03}`, each under 64 KB. Items of
+//! the earlier layout, one JSON item per frame (`FRAME#{n:010}`), are still read.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_config::BehaviorVersion;
+use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, DeleteRequest, GlobalSecondaryIndex,
+    AttributeDefinition, AttributeValue, BillingMode, Delete, DeleteRequest, GlobalSecondaryIndex,
     KeySchemaElement, KeyType, Projection, ProjectionType, Put, PutRequest, ScalarAttributeType,
     TransactWriteItem, WriteRequest,
 };
@@ -34,11 +40,14 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, SecondsFormat, Utc};
 
+use domain::metered::{WriteMeter, write_units};
 use domain::ports::*;
 use domain::{
     AnalysisPlan, AnalysisState, Checkpoint, FrameResult, MediaSource, StoredObject, TrackProfile,
     User, Video, VideoInfo, VideoStatus,
 };
+
+use crate::chunks::{self, FRAMES_PER_CHUNK, PART_BYTES, chunk_of};
 
 /// Where the AWS resources are. `endpoint_url` is for moto/LocalStack; unset on AWS.
 #[derive(Debug, Clone)]
@@ -162,8 +171,66 @@ fn time_key(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Nanos, true)
 }
 
+/// A frame item of the previous layout (one JSON item per frame), still read.
 fn frame_sk(n: u64) -> String {
     format!("FRAME#{n:010}")
+}
+
+/// The key of part `part` of chunk `chunk` (see `crate::chunks`): `FRAMES#{chunk:010}` for the
+/// first part, `FRAMES#{chunk:010}.{part:03}` for the others, which sort right after it.
+fn chunk_sk(chunk: u64, part: usize) -> String {
+    if part == 0 {
+        format!("FRAMES#{chunk:010}")
+    } else {
+        format!("FRAMES#{chunk:010}.{part:03}")
+    }
+}
+
+/// Above every chunk's key.
+const CHUNKS_END: &str = "FRAMES#~";
+
+/// Chunks beyond this many would need more digits than their keys sort by (3·10^12 frames).
+const MAX_CHUNKS: u64 = 10_000_000_000;
+
+/// Writes of one chunk that may find it changed by another writer before one succeeds.
+const CHUNK_ATTEMPTS: u32 = 8;
+
+/// The size DynamoDB prices an item at: each attribute's name and value, strings and binaries
+/// by their bytes, numbers by one byte per two significant digits plus one.
+pub fn item_bytes(item: &HashMap<String, AttributeValue>) -> usize {
+    item.iter().map(|(k, v)| k.len() + value_bytes(v)).sum()
+}
+
+fn value_bytes(v: &AttributeValue) -> usize {
+    let number = |n: &str| {
+        let digits: String = n.chars().filter(char::is_ascii_digit).collect();
+        let significant = digits.trim_start_matches('0').trim_end_matches('0').len();
+        significant.max(1).div_ceil(2) + 1
+    };
+    match v {
+        AttributeValue::S(s) => s.len(),
+        AttributeValue::N(n) => number(n),
+        AttributeValue::B(b) => b.as_ref().len(),
+        AttributeValue::Ss(v) => v.iter().map(String::len).sum(),
+        AttributeValue::Ns(v) => v.iter().map(|n| number(n)).sum(),
+        AttributeValue::Bs(v) => v.iter().map(|b| b.as_ref().len()).sum(),
+        AttributeValue::L(v) => 3 + v.iter().map(|x| 1 + value_bytes(x)).sum::<usize>(),
+        AttributeValue::M(m) => {
+            3 + m
+                .iter()
+                .map(|(k, x)| 1 + k.len() + value_bytes(x))
+                .sum::<usize>()
+        }
+        _ => 1,
+    }
+}
+
+/// A chunk as stored: its revision (0: not stored), the keys of its parts and its frames.
+#[derive(Debug, Default)]
+struct StoredChunk {
+    rev: u64,
+    keys: Vec<String>,
+    frames: BTreeMap<u64, FrameResult>,
 }
 
 fn track_sk(track: u32) -> String {
@@ -212,6 +279,8 @@ fn condition_failed<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(e: &E) -> 
 pub struct DynamoStore {
     client: aws_sdk_dynamodb::Client,
     table: String,
+    /// Counts the frame items written, when a bench asks (see `with_meter`).
+    meter: Option<Arc<WriteMeter>>,
 }
 
 impl DynamoStore {
@@ -219,6 +288,20 @@ impl DynamoStore {
         Self {
             client: clients.dynamodb.clone(),
             table: table.into(),
+            meter: None,
+        }
+    }
+
+    /// Counts every frame item this store writes into `meter`, priced as DynamoDB prices it.
+    pub fn with_meter(mut self, meter: Arc<WriteMeter>) -> Self {
+        self.meter = Some(meter);
+        self
+    }
+
+    fn meter_frame_item(&self, bytes: usize, transactional: bool) {
+        if let Some(meter) = &self.meter {
+            let units = write_units(bytes) * if transactional { 2 } else { 1 };
+            meter.frame_write(bytes, units);
         }
     }
 
@@ -648,11 +731,53 @@ impl VideoStore for DynamoStore {
     }
 }
 
+/// A chunk item's key and frames; a blob that does not decode, or frames outside the chunk its
+/// key names, are an error that names the item.
+fn chunk_item_frames(
+    video_id: &str,
+    item: &HashMap<String, AttributeValue>,
+) -> StoreResult<(String, Vec<FrameResult>)> {
+    let key = text(item, "sk")?;
+    let bad = |what: String| {
+        StoreError::Backend(format!("stored frames {key} of video {video_id}: {what}"))
+    };
+    let chunk: u64 = key
+        .get(7..17)
+        .and_then(|digits| digits.parse().ok())
+        .ok_or_else(|| bad("not a chunk key".into()))?;
+    let blob = item
+        .get("frames")
+        .and_then(|v| v.as_b().ok())
+        .ok_or_else(|| bad("no binary attribute frames".into()))?;
+    let frames = chunks::decode(blob.as_ref()).map_err(|e| bad(e.to_string()))?;
+    if let Some(f) = frames.iter().find(|f| chunk_of(f.frame) != chunk) {
+        return Err(bad(format!("frame {} is not in this chunk", f.frame)));
+    }
+    Ok((key, frames))
+}
+
 #[async_trait]
 impl ResultStore for DynamoStore {
+    /// Each chunk the frames fall in is written once when it is new (the worker writes whole
+    /// chunks); a chunk already stored is read and merged with (the new frames win), and put
+    /// back only if nobody changed it meanwhile.
     async fn put_frames(&self, video_id: &str, frames: &[FrameResult]) -> StoreResult<()> {
-        self.put_data_items(video_id, frames.iter().map(|f| (frame_sk(f.frame), f)))
-            .await
+        let mut by_chunk: BTreeMap<u64, BTreeMap<u64, &FrameResult>> = BTreeMap::new();
+        for f in frames {
+            // the last copy of a frame in the batch wins, as a later write would
+            by_chunk
+                .entry(chunk_of(f.frame))
+                .or_default()
+                .insert(f.frame, f);
+        }
+        for (chunk, frames) in by_chunk {
+            self.write_chunk(video_id, chunk, frames).await?;
+        }
+        Ok(())
+    }
+
+    fn frames_per_chunk(&self) -> Option<u64> {
+        Some(FRAMES_PER_CHUNK)
     }
 
     async fn frames(
@@ -661,32 +786,20 @@ impl ResultStore for DynamoStore {
         after: Option<u64>,
         limit: usize,
     ) -> StoreResult<(Vec<FrameResult>, Option<u64>)> {
-        let from = frame_sk(after.map_or(0, |a| a + 1));
-        let mut frames = Vec::new();
-        let mut start = None;
-        // a page of items may be cut at 1 MB: keep querying until limit + 1 frames or the end
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
-                .expression_attribute_values(":pk", s(format!("VIDEO#{video_id}")))
-                .expression_attribute_values(":from", s(&from))
-                .expression_attribute_values(":to", s("FRAME#9999999999"))
-                .limit((limit + 1 - frames.len()) as i32)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(backend)?;
-            for item in out.items.unwrap_or_default() {
-                frames.push(from_json::<FrameResult>(&item, "data")?);
-            }
-            start = out.last_evaluated_key;
-            if frames.len() > limit || start.is_none() {
-                break;
-            }
-        }
+        let Some(first) = after.map_or(Some(0), |a| a.checked_add(1)) else {
+            return Ok((Vec::new(), None));
+        };
+        // one extra frame tells whether there is a next page
+        let want = limit + 1;
+        let (chunked, legacy) = tokio::join!(
+            self.chunk_frames(video_id, first, want),
+            self.legacy_frames(video_id, first, want)
+        );
+        let mut merged: BTreeMap<u64, FrameResult> =
+            legacy?.into_iter().map(|f| (f.frame, f)).collect();
+        // a frame in both layouts (an analysis resumed across the upgrade): the chunk's is newer
+        merged.extend(chunked?.into_iter().map(|f| (f.frame, f)));
+        let mut frames: Vec<FrameResult> = merged.into_values().take(want).collect();
         let more = frames.len() > limit;
         frames.truncate(limit);
         let next = if more {
@@ -763,6 +876,332 @@ impl ResultStore for DynamoStore {
 }
 
 impl DynamoStore {
+    /// Frames `first..` of the video's chunks, in order: at least `want` of them when there are
+    /// that many. Reads chunk by chunk from the one `first` is in, asking for as many items as
+    /// the frames per item read so far say are needed.
+    async fn chunk_frames(
+        &self,
+        video_id: &str,
+        first: u64,
+        want: usize,
+    ) -> StoreResult<Vec<FrameResult>> {
+        let chunk = chunk_of(first);
+        if chunk >= MAX_CHUNKS {
+            return Ok(Vec::new());
+        }
+        // by frame: parts read while a writer was replacing them may repeat a frame
+        let mut frames = BTreeMap::new();
+        let (mut items, mut decoded) = (0usize, 0usize);
+        let mut start = None;
+        let mut ask = if want <= 1 { 1 } else { 2 };
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                .expression_attribute_values(":pk", s(format!("VIDEO#{video_id}")))
+                .expression_attribute_values(":from", s(chunk_sk(chunk, 0)))
+                .expression_attribute_values(":to", s(CHUNKS_END))
+                .limit(ask)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(backend)?;
+            for item in out.items.unwrap_or_default() {
+                let (_, read) = chunk_item_frames(video_id, &item)?;
+                items += 1;
+                decoded += read.len();
+                frames.extend(
+                    read.into_iter()
+                        .filter(|f| f.frame >= first)
+                        .map(|f| (f.frame, f)),
+                );
+            }
+            start = out.last_evaluated_key;
+            if frames.len() >= want || start.is_none() {
+                break;
+            }
+            let per_item = (decoded / items.max(1)).max(1);
+            ask = ((want - frames.len()).div_ceil(per_item) + 1).min(100) as i32;
+        }
+        Ok(frames.into_values().collect())
+    }
+
+    /// Frames `first..` stored one item per frame by earlier versions, at most `want`.
+    async fn legacy_frames(
+        &self,
+        video_id: &str,
+        first: u64,
+        want: usize,
+    ) -> StoreResult<Vec<FrameResult>> {
+        let mut frames = Vec::new();
+        let mut start = None;
+        // a page of items may be cut at 1 MB: keep querying until `want` frames or the end
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                .expression_attribute_values(":pk", s(format!("VIDEO#{video_id}")))
+                .expression_attribute_values(":from", s(frame_sk(first)))
+                .expression_attribute_values(":to", s("FRAME#9999999999"))
+                .limit((want - frames.len()).min(1000) as i32)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(backend)?;
+            for item in out.items.unwrap_or_default() {
+                let frame = from_json::<FrameResult>(&item, "data")?;
+                if frame.frame >= first {
+                    frames.push(frame);
+                }
+            }
+            start = out.last_evaluated_key;
+            if frames.len() >= want || start.is_none() {
+                return Ok(frames);
+            }
+        }
+    }
+
+    /// Writes `frames` into their chunk: first as a new chunk (the usual case: no read, one
+    /// conditional put), and when the chunk turns out to be stored, merged with what is stored
+    /// (the new frames win) and put back on condition that its revision is unchanged, so that
+    /// two writers of one chunk (two segments meeting in it, a run and the one that took its
+    /// lease over) never lose each other's frames.
+    async fn write_chunk(
+        &self,
+        video_id: &str,
+        chunk: u64,
+        frames: BTreeMap<u64, &FrameResult>,
+    ) -> StoreResult<()> {
+        if chunk >= MAX_CHUNKS {
+            return Err(StoreError::Backend(format!(
+                "frame {} is beyond the frames a video can store",
+                chunk * FRAMES_PER_CHUNK
+            )));
+        }
+        let mut stored = StoredChunk::default();
+        for attempt in 0..CHUNK_ATTEMPTS {
+            let mut merged = std::mem::take(&mut stored.frames);
+            merged.extend(frames.iter().map(|(n, f)| (*n, (*f).clone())));
+            let merged: Vec<FrameResult> = merged.into_values().collect();
+            let parts = chunks::encode_parts(&merged, PART_BYTES).map_err(|e| {
+                StoreError::Backend(format!(
+                    "frames of chunk {chunk} of video {video_id} cannot be stored: {e}"
+                ))
+            })?;
+            let one_part_before = stored.keys.iter().all(|k| *k == chunk_sk(chunk, 0));
+            let written = if parts.len() == 1 && one_part_before {
+                self.put_chunk(video_id, chunk, &parts[0].blob, stored.rev)
+                    .await?
+            } else {
+                self.transact_chunk(video_id, chunk, &parts, &stored)
+                    .await?
+            };
+            if written {
+                if attempt > 0 {
+                    tracing::debug!(
+                        video_id,
+                        chunk,
+                        attempt,
+                        frames = merged.len(),
+                        "stored chunk merged"
+                    );
+                }
+                return Ok(());
+            }
+            stored = self.read_chunk(video_id, chunk).await?;
+        }
+        Err(StoreError::Backend(format!(
+            "chunk {chunk} of video {video_id} kept changing while it was written"
+        )))
+    }
+
+    fn chunk_item(
+        video_id: &str,
+        chunk: u64,
+        part: usize,
+        rev: u64,
+        blob: &[u8],
+    ) -> HashMap<String, AttributeValue> {
+        HashMap::from([
+            ("pk".to_string(), s(format!("VIDEO#{video_id}"))),
+            ("sk".to_string(), s(chunk_sk(chunk, part))),
+            ("rev".to_string(), n(rev)),
+            ("frames".to_string(), AttributeValue::B(Blob::new(blob))),
+        ])
+    }
+
+    /// Puts a one-part chunk if its revision is still `rev` (0: not stored); false when not.
+    async fn put_chunk(
+        &self,
+        video_id: &str,
+        chunk: u64,
+        blob: &[u8],
+        rev: u64,
+    ) -> StoreResult<bool> {
+        let item = Self::chunk_item(video_id, chunk, 0, rev + 1, blob);
+        let bytes = item_bytes(&item);
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item));
+        let put = if rev == 0 {
+            put.condition_expression("attribute_not_exists(sk)")
+        } else {
+            put.condition_expression("rev = :rev")
+                .expression_attribute_values(":rev", n(rev))
+        };
+        let result = put.send().await;
+        // a write refused by its condition is charged too
+        self.meter_frame_item(bytes, false);
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let e = e.into_service_error();
+                if condition_failed(&e) {
+                    Ok(false)
+                } else {
+                    Err(backend(e))
+                }
+            }
+        }
+    }
+
+    /// Replaces a chunk of several parts (or one that had several) in one transaction, if its
+    /// first part's revision is still `stored.rev`; false when not. Every part carries the
+    /// revision it was written with, so that a reader can tell a whole chunk from one seen half
+    /// way through a replacement.
+    async fn transact_chunk(
+        &self,
+        video_id: &str,
+        chunk: u64,
+        parts: &[chunks::Part],
+        stored: &StoredChunk,
+    ) -> StoreResult<bool> {
+        let keys: Vec<String> = (0..parts.len()).map(|i| chunk_sk(chunk, i)).collect();
+        let stale: Vec<&String> = stored.keys.iter().filter(|k| !keys.contains(k)).collect();
+        if parts.len() + stale.len() > 100 {
+            return Err(StoreError::Backend(format!(
+                "chunk {chunk} of video {video_id} needs {} parts, more than one write can hold",
+                parts.len()
+            )));
+        }
+        let rev = stored.rev + 1;
+        let mut items = Vec::new();
+        let mut sizes = Vec::new();
+        for (i, part) in parts.iter().enumerate() {
+            let item = Self::chunk_item(video_id, chunk, i, rev, &part.blob);
+            sizes.push(item_bytes(&item));
+            let put = Put::builder().table_name(&self.table).set_item(Some(item));
+            let put = match (i, stored.rev) {
+                (0, 0) => put.condition_expression("attribute_not_exists(sk)"),
+                (0, old) => put
+                    .condition_expression("rev = :rev")
+                    .expression_attribute_values(":rev", n(old)),
+                _ => put,
+            };
+            items.push(
+                TransactWriteItem::builder()
+                    .put(put.build().map_err(backend)?)
+                    .build(),
+            );
+        }
+        for key in stale {
+            let delete = Delete::builder()
+                .table_name(&self.table)
+                .key("pk", s(format!("VIDEO#{video_id}")))
+                .key("sk", s(key))
+                .build()
+                .map_err(backend)?;
+            items.push(TransactWriteItem::builder().delete(delete).build());
+        }
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        for bytes in sizes {
+            self.meter_frame_item(bytes, true);
+        }
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) => match e.into_service_error() {
+                aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c)
+                    if c
+                        .cancellation_reasons()
+                        .iter()
+                        .any(|r| r.code() == Some("ConditionalCheckFailed")) =>
+                {
+                    Ok(false)
+                }
+                other => Err(backend(other)),
+            },
+        }
+    }
+
+    /// Every part of a chunk, read consistently and merged; read again when the parts carry
+    /// different revisions (a replacement seen half way).
+    async fn read_chunk(&self, video_id: &str, chunk: u64) -> StoreResult<StoredChunk> {
+        for attempt in 0..CHUNK_ATTEMPTS {
+            let mut items = Vec::new();
+            let mut start = None;
+            loop {
+                let out = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .key_condition_expression("pk = :pk AND begins_with(sk, :chunk)")
+                    .expression_attribute_values(":pk", s(format!("VIDEO#{video_id}")))
+                    .expression_attribute_values(":chunk", s(chunk_sk(chunk, 0)))
+                    .consistent_read(true)
+                    .set_exclusive_start_key(start)
+                    .send()
+                    .await
+                    .map_err(backend)?;
+                items.extend(out.items.unwrap_or_default());
+                start = out.last_evaluated_key;
+                if start.is_none() {
+                    break;
+                }
+            }
+            let revs: Vec<u64> = items.iter().map(|i| number(i, "rev")).collect();
+            if revs.windows(2).any(|w| w[0] != w[1]) {
+                tracing::debug!(
+                    video_id,
+                    chunk,
+                    attempt,
+                    "chunk read half way through a replacement; reading again"
+                );
+                tokio::time::sleep(Duration::from_millis(20 << attempt.min(5))).await;
+                continue;
+            }
+            let mut stored = StoredChunk {
+                rev: revs.first().copied().unwrap_or(0),
+                ..StoredChunk::default()
+            };
+            for item in &items {
+                let (key, frames) = chunk_item_frames(video_id, item)?;
+                stored.keys.push(key);
+                stored
+                    .frames
+                    .extend(frames.into_iter().map(|f| (f.frame, f)));
+            }
+            // without its first part a chunk is not stored: the first part's condition says so
+            if !stored.keys.contains(&chunk_sk(chunk, 0)) {
+                stored.rev = 0;
+            }
+            return Ok(stored);
+        }
+        Err(StoreError::Backend(format!(
+            "chunk {chunk} of video {video_id} kept changing while it was read"
+        )))
+    }
+
     /// Writes `(sk, value)` items of the video's partition, the value as JSON in `data`.
     async fn put_data_items<'a, T: serde::Serialize + 'a>(
         &self,
@@ -1744,13 +2183,12 @@ mod tests {
         }
     }
 
-    /// The previous version's items, written with the raw client, through the ports: read,
-    /// listed with new items, renamed, analysed. Against moto, when scripts/test started it.
-    #[tokio::test]
-    async fn items_of_the_previous_version_work_through_the_ports() {
+    /// Clients for moto with a fresh table of their own, and a store on it; `None` (the test
+    /// skips) when scripts/test did not start moto.
+    async fn moto_table() -> Option<(AwsClients, AwsConfig, DynamoStore)> {
         let Ok(endpoint) = std::env::var("DEEPEMOTION_MOTO_ENDPOINT") else {
             eprintln!("skipped: DEEPEMOTION_MOTO_ENDPOINT is not set (scripts/test sets it)");
-            return;
+            return None;
         };
         let unique = uuid::Uuid::new_v4().simple().to_string();
         let config = AwsConfig {
@@ -1766,6 +2204,16 @@ mod tests {
         let clients = AwsClients::new(&config).await;
         let store = DynamoStore::new(&clients, &config.table);
         store.create_table().await.unwrap();
+        Some((clients, config, store))
+    }
+
+    /// The previous version's items, written with the raw client, through the ports: read,
+    /// listed with new items, renamed, analysed. Against moto, when scripts/test started it.
+    #[tokio::test]
+    async fn items_of_the_previous_version_work_through_the_ports() {
+        let Some((clients, config, store)) = moto_table().await else {
+            return;
+        };
         let mut expected = Vec::new();
         for (item, video) in record_items() {
             clients
@@ -1875,5 +2323,274 @@ mod tests {
         );
         store.delete_video("pending").await.unwrap();
         assert!(store.video("pending").await.unwrap().is_none());
+    }
+
+    /// Every item of a video's partition but its record, with its key and priced size.
+    async fn frame_items(
+        clients: &AwsClients,
+        config: &AwsConfig,
+        video_id: &str,
+    ) -> Vec<(String, usize)> {
+        let out = clients
+            .dynamodb
+            .query()
+            .table_name(&config.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(format!("VIDEO#{video_id}")))
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap();
+        assert!(out.last_evaluated_key.is_none());
+        out.items
+            .unwrap_or_default()
+            .iter()
+            .map(|item| (text(item, "sk").unwrap(), item_bytes(item)))
+            .collect()
+    }
+
+    async fn read_all(store: &DynamoStore, video_id: &str) -> Vec<FrameResult> {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let (page, next) = store.frames(video_id, after, 77).await.unwrap();
+            all.extend(page);
+            match next {
+                Some(n) => after = Some(n),
+                None => return all,
+            }
+        }
+    }
+
+    fn json(frames: &[FrameResult]) -> String {
+        serde_json::to_string(frames).unwrap()
+    }
+
+    /// Writes frames a chunk at a time, as the worker does.
+    async fn put_by_chunk(store: &DynamoStore, video_id: &str, frames: &[FrameResult]) {
+        for chunk in frames.chunk_by(|a, b| chunk_of(a.frame) == chunk_of(b.frame)) {
+            store.put_frames(video_id, chunk).await.unwrap();
+        }
+    }
+
+    /// A minute of video analysed at 5 fps (frames of a 30 fps source) with one, one to three
+    /// and three faces costs at most 40 write units, counted from the items written (one unit
+    /// per started KB of each), where one item per frame cost 300.
+    #[tokio::test]
+    async fn a_minute_of_video_at_5_fps_costs_at_most_40_write_units() {
+        let Some((clients, config, store)) = moto_table().await else {
+            return;
+        };
+        // a video id as long as a real one: keys are priced too
+        let id = uuid::Uuid::new_v4().to_string();
+        /// Faces in the `i`th frame.
+        type Faces = fn(usize) -> usize;
+        let cases: [(&str, Faces); 3] = [
+            ("1 face", |_| 1),
+            ("1-3 faces", |i| 1 + i % 3),
+            ("3 faces", |_| 3),
+        ];
+        for (what, faces) in cases {
+            let meter = Arc::new(WriteMeter::default());
+            let metered = DynamoStore::new(&clients, &config.table).with_meter(meter.clone());
+            let minute = crate::chunks::tests::crowd_minute(0, faces);
+            put_by_chunk(&metered, &id, &minute).await;
+            let units = meter.frame_units.load(std::sync::atomic::Ordering::Relaxed);
+            let items = meter.frame_items.load(std::sync::atomic::Ordering::Relaxed);
+            let bytes = meter.frame_bytes.load(std::sync::atomic::Ordering::Relaxed);
+            eprintln!(
+                "FIGURE a minute at 5 fps, {what}: {items} items, {bytes} bytes, {units} write units"
+            );
+            assert!(units <= 40, "{what}: {units} write units");
+            assert_eq!(items, 6, "{what}: each 10 s chunk written once");
+            assert_eq!(json(&read_all(&store, &id).await), json(&minute), "{what}");
+            store.delete_frames(&id).await.unwrap();
+        }
+    }
+
+    /// Every frame of a crowd analysed: a chunk too large for one part is split into parts,
+    /// each item at most `PART_BYTES` of frames plus its keys and names (87 bytes with a real
+    /// video id and a part key: 65,623 bytes, a sixth of DynamoDB's 400 KB), however many
+    /// faces there are. Only a single frame larger than a part is alone in a larger item, and
+    /// it is refused past `MAX_FRAME_BYTES` (384 KiB, plus the same 98 bytes of header, keys
+    /// and names). Rewriting part of such a chunk keeps every frame.
+    #[tokio::test]
+    async fn items_stay_far_below_the_item_limit_at_every_frame_with_a_crowd() {
+        let Some((clients, config, store)) = moto_table().await else {
+            return;
+        };
+        const ITEM_BOUND: usize = PART_BYTES + 87;
+        const _: () = assert!(ITEM_BOUND * 6 < 400 * 1024);
+        const _: () = assert!(crate::chunks::MAX_FRAME_BYTES + 11 + 87 < 400 * 1024);
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut crowd = crate::chunks::tests::crowd_minute(0, |_| 12);
+        for (i, frame) in crowd.iter_mut().enumerate() {
+            frame.frame = i as u64;
+            frame.t_ms = i as u64 * 1000 / 30;
+        }
+        store.put_frames(&id, &crowd).await.unwrap();
+        let items = frame_items(&clients, &config, &id).await;
+        eprintln!("FIGURE a chunk of 300 frames of 12 faces: {items:?}");
+        assert!(items.len() > 1, "{items:?}");
+        for (key, bytes) in &items {
+            assert!(*bytes <= ITEM_BOUND, "{key}: {bytes} bytes");
+        }
+        assert_eq!(json(&read_all(&store, &id).await), json(&crowd));
+
+        // a resumed run rewrites the second half with fewer faces: the parts are replaced
+        let mut rewrite = crowd[150..].to_vec();
+        for frame in &mut rewrite {
+            frame.faces.truncate(2);
+        }
+        store.put_frames(&id, &rewrite).await.unwrap();
+        crowd.splice(150.., rewrite);
+        assert_eq!(json(&read_all(&store, &id).await), json(&crowd));
+        for (key, bytes) in frame_items(&clients, &config, &id).await {
+            assert!(bytes <= ITEM_BOUND, "{key}: {bytes} bytes");
+        }
+        // and all of it with one face: one part is left, the other deleted
+        for frame in &mut crowd {
+            frame.faces.truncate(1);
+        }
+        store.put_frames(&id, &crowd).await.unwrap();
+        assert_eq!(json(&read_all(&store, &id).await), json(&crowd));
+        let items = frame_items(&clients, &config, &id).await;
+        assert_eq!(items.len(), 1, "{items:?}");
+        store.delete_frames(&id).await.unwrap();
+        assert!(frame_items(&clients, &config, &id).await.is_empty());
+    }
+
+    /// A chunk that does not decode is an error that names it, for readers and for writers
+    /// (which must not overwrite what they cannot merge with); other chunks still read.
+    #[tokio::test]
+    async fn a_corrupt_chunk_is_an_error_that_names_it() {
+        let Some((clients, config, store)) = moto_table().await else {
+            return;
+        };
+        let frames = crate::chunks::tests::raw(&crate::chunks::tests::pexels());
+        let later: Vec<FrameResult> = frames
+            .iter()
+            .map(|f| FrameResult {
+                frame: f.frame + 3000,
+                ..f.clone()
+            })
+            .collect();
+        put_by_chunk(&store, "v1", &later).await;
+        let mut blob = crate::chunks::encode(&frames[..10]).unwrap();
+        blob.truncate(blob.len() - 3);
+        for (sk, blob) in [
+            ("FRAMES#0000000000", blob),
+            (
+                "FRAMES#0000000001",
+                crate::chunks::encode(&frames[..3]).unwrap(),
+            ),
+        ] {
+            let item = HashMap::from([
+                ("pk".to_string(), s("VIDEO#v1")),
+                ("sk".to_string(), s(sk)),
+                ("rev".to_string(), n(1)),
+                ("frames".to_string(), AttributeValue::B(Blob::new(blob))),
+            ]);
+            clients
+                .dynamodb
+                .put_item()
+                .table_name(&config.table)
+                .set_item(Some(item))
+                .send()
+                .await
+                .unwrap();
+        }
+        let error = store.frames("v1", None, 10).await.unwrap_err().to_string();
+        assert!(
+            error.contains("FRAMES#0000000000")
+                && error.contains("v1")
+                && error.contains("cut short"),
+            "{error}"
+        );
+        let error = store
+            .put_frames("v1", &frames[..2])
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("FRAMES#0000000000"), "{error}");
+        // frames 0.. in the item of chunk 1
+        let error = store
+            .frames("v1", Some(299), 10)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("not in this chunk"), "{error}");
+        assert_eq!(
+            json(&store.frames("v1", Some(2999), 1000).await.unwrap().0),
+            json(&later)
+        );
+    }
+
+    /// Frames stored one JSON item per frame by the previous version read as before, with the
+    /// chunks of an analysis resumed after the upgrade (a frame in both: the chunk's), and are
+    /// deleted with them.
+    #[tokio::test]
+    async fn frames_of_the_previous_layout_still_read_and_are_deleted() {
+        let Some((clients, config, store)) = moto_table().await else {
+            return;
+        };
+        let frames = crate::chunks::tests::raw(&crate::chunks::tests::pexels());
+        for frame in &frames[..40] {
+            let item = HashMap::from([
+                ("pk".to_string(), s("VIDEO#v1")),
+                ("sk".to_string(), s(frame_sk(frame.frame))),
+                ("data".to_string(), json_attr(frame).unwrap()),
+            ]);
+            clients
+                .dynamodb
+                .put_item()
+                .table_name(&config.table)
+                .set_item(Some(item))
+                .send()
+                .await
+                .unwrap();
+        }
+        assert_eq!(json(&read_all(&store, "v1").await), json(&frames[..40]));
+        let mut resumed = frames[30..].to_vec();
+        for frame in &mut resumed {
+            frame.faces[0].track = 7;
+        }
+        put_by_chunk(&store, "v1", &resumed).await;
+        let mut expected = frames[..30].to_vec();
+        expected.extend(resumed);
+        assert_eq!(json(&read_all(&store, "v1").await), json(&expected));
+        for (after, limit) in [
+            (None, 1),
+            (Some(frames[29].frame), 5),
+            (Some(frames[35].frame), 1000),
+        ] {
+            let (page, _) = store.frames("v1", after, limit).await.unwrap();
+            let from = expected
+                .iter()
+                .position(|f| after.is_none_or(|a| f.frame > a))
+                .unwrap();
+            assert_eq!(
+                json(&page),
+                json(&expected[from..(from + limit).min(expected.len())])
+            );
+        }
+        store.delete_frames("v1").await.unwrap();
+        assert!(frame_items(&clients, &config, "v1").await.is_empty());
+    }
+
+    #[test]
+    fn items_are_priced_by_names_and_values() {
+        let item = HashMap::from([
+            ("pk".to_string(), s("VIDEO#v1")),
+            ("rev".to_string(), n(12345)),
+            (
+                "frames".to_string(),
+                AttributeValue::B(Blob::new(vec![0; 100])),
+            ),
+        ]);
+        // 2 + 8, 3 + (3 digit pairs + 1), 6 + 100
+        assert_eq!(item_bytes(&item), 10 + 7 + 106);
+        assert_eq!(value_bytes(&n("0.001200")), 2);
+        assert_eq!(value_bytes(&n("-100")), 2);
     }
 }

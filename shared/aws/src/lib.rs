@@ -3,6 +3,7 @@
 //! Neither the HTTP API nor the engine is a dependency: each function wires the crates it runs.
 
 pub mod adapters;
+pub mod chunks;
 pub mod events;
 pub mod lambda;
 

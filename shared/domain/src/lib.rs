@@ -21,6 +21,7 @@ pub mod memory;
 pub mod metered;
 pub mod ports;
 pub mod report;
+pub mod result_contract;
 
 pub use analysis::*;
 pub use analyzer::*;

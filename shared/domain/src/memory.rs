@@ -48,6 +48,10 @@ pub struct MemoryStore {
     ledger: Mutex<Ledger>,
     /// Per operation: calls so far, and how many of the next ones fail.
     faults: Mutex<HashMap<StoreOperation, (u32, u32)>>,
+    /// The chunk size [`ResultStore::frames_per_chunk`] reports (see [`MemoryStore::chunked`]).
+    frames_per_chunk: Option<u64>,
+    /// The frame numbers of each `put_frames` that succeeded, in call order.
+    frame_writes: Mutex<Vec<Vec<u64>>>,
 }
 
 /// The writes of [`MemoryStore`] a test can make fail, as a throttled or unreachable database
@@ -104,6 +108,21 @@ fn lease_end(lease: Duration) -> Instant {
 }
 
 impl MemoryStore {
+    /// A store that reports chunks of `frames_per_chunk` frame numbers, as the DynamoDB store
+    /// does, so that tests see the worker align its writes to them (frames are kept one by one
+    /// all the same).
+    pub fn chunked(frames_per_chunk: u64) -> Self {
+        Self {
+            frames_per_chunk: Some(frames_per_chunk),
+            ..Self::default()
+        }
+    }
+
+    /// The frame numbers each successful `put_frames` wrote, in call order.
+    pub fn frame_writes(&self) -> Vec<Vec<u64>> {
+        self.frame_writes.lock().unwrap().clone()
+    }
+
     /// The next `times` calls of `operation` fail, changing nothing, with the error DynamoDB
     /// gives when throttled.
     pub fn fail_next(&self, operation: StoreOperation, times: u32) {
@@ -472,7 +491,14 @@ impl ResultStore for MemoryStore {
         for f in frames {
             mine.insert(f.frame, f.clone());
         }
+        self.frame_writes
+            .lock()
+            .unwrap()
+            .push(frames.iter().map(|f| f.frame).collect());
         Ok(())
+    }
+    fn frames_per_chunk(&self) -> Option<u64> {
+        self.frames_per_chunk
     }
     async fn frames(
         &self,

@@ -1,7 +1,10 @@
-//! A wrapper that counts what the analysis writes through the result and ledger ports, priced
-//! the way DynamoDB prices writes (one write unit per started KB of each item written). Used to
-//! report write units per minute of video; it measures at the port, so it prices the same
-//! traffic whatever store is behind it.
+//! Counting what the analysis writes, priced the way DynamoDB prices writes (one write unit per
+//! started KB of each item written). Used to report write units per minute of video.
+//!
+//! The ledger's writes are counted at the port ([`Metered`]), so they are priced the same
+//! whatever store is behind it. Frame results are counted by the store itself (the DynamoDB
+//! adapter's `with_meter`), through [`WriteMeter::frame_write`]: only the store knows how it
+//! groups and encodes frames into items, and when a write has to rewrite an item.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,8 +21,12 @@ use crate::{AnalysisPlan, AnalysisState, Checkpoint, FrameResult, TrackProfile, 
 /// Write counts so far.
 #[derive(Debug, Default)]
 pub struct WriteMeter {
+    /// Frame items written (a rewrite, and a write refused by its condition, count too: DynamoDB
+    /// charges them).
     pub frame_items: AtomicU64,
     pub frame_units: AtomicU64,
+    /// Bytes of the frame items written.
+    pub frame_bytes: AtomicU64,
     pub ledger_writes: AtomicU64,
     pub ledger_units: AtomicU64,
 }
@@ -28,23 +35,19 @@ impl WriteMeter {
     pub fn total_units(&self) -> u64 {
         self.frame_units.load(Ordering::Relaxed) + self.ledger_units.load(Ordering::Relaxed)
     }
+
+    /// Counts one frame item of `bytes` written `units` write units' worth (a transactional
+    /// write costs twice the item's).
+    pub fn frame_write(&self, bytes: usize, units: u64) {
+        self.frame_items.fetch_add(1, Ordering::Relaxed);
+        self.frame_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.frame_units.fetch_add(units, Ordering::Relaxed);
+    }
 }
 
 /// Write units for an item of `bytes` (attribute names and values).
 pub fn write_units(bytes: usize) -> u64 {
     (bytes as u64).div_ceil(1024).max(1)
-}
-
-/// Bytes of a frame item as the DynamoDB adapter writes it: `pk`, `sk` and the JSON `data`.
-pub fn frame_item_bytes(video_id: &str, frame: &FrameResult) -> usize {
-    let data = serde_json::to_string(frame).map_or(0, |s| s.len());
-    "pk".len()
-        + "VIDEO#".len()
-        + video_id.len()
-        + "sk".len()
-        + "FRAME#0000000000".len()
-        + "data".len()
-        + data
 }
 
 pub struct Metered<S> {
@@ -69,17 +72,12 @@ const SEGMENT_ITEM_BYTES: usize = 200;
 
 #[async_trait]
 impl<S: ResultStore> ResultStore for Metered<S> {
+    /// Counted by the store (see the module's comment).
     async fn put_frames(&self, video_id: &str, frames: &[FrameResult]) -> StoreResult<()> {
-        self.inner.put_frames(video_id, frames).await?;
-        let units: u64 = frames
-            .iter()
-            .map(|f| write_units(frame_item_bytes(video_id, f)))
-            .sum();
-        self.meter
-            .frame_items
-            .fetch_add(frames.len() as u64, Ordering::Relaxed);
-        self.meter.frame_units.fetch_add(units, Ordering::Relaxed);
-        Ok(())
+        self.inner.put_frames(video_id, frames).await
+    }
+    fn frames_per_chunk(&self) -> Option<u64> {
+        self.inner.frames_per_chunk()
     }
     async fn frames(
         &self,
@@ -187,11 +185,11 @@ mod tests {
         assert_eq!(write_units(1), 1);
         assert_eq!(write_units(1024), 1);
         assert_eq!(write_units(1025), 2);
-        let frame = FrameResult {
-            frame: 7,
-            t_ms: 280,
-            faces: vec![],
-        };
-        assert!(frame_item_bytes("v", &frame) < 1024);
+        let meter = WriteMeter::default();
+        meter.frame_write(1500, 2);
+        meter.frame_write(100, 2);
+        assert_eq!(meter.frame_items.load(Ordering::Relaxed), 2);
+        assert_eq!(meter.frame_bytes.load(Ordering::Relaxed), 1600);
+        assert_eq!(meter.total_units(), 4);
     }
 }

@@ -85,6 +85,13 @@ pub enum UploadRecord {
 pub trait ResultStore: Send + Sync {
     /// Stores frame results; writing the same frame twice keeps one copy.
     async fn put_frames(&self, video_id: &str, frames: &[FrameResult]) -> StoreResult<()>;
+    /// How many consecutive frame numbers the store keeps together (frames `k·n .. k·n + n − 1`
+    /// in one chunk), when it does: a chunk written whole in one call is written once, while
+    /// writing part of a chunk that is already stored rewrites the whole chunk. The worker
+    /// aligns its writes to chunks. `None`: frames are stored one by one, any batch as cheap.
+    fn frames_per_chunk(&self) -> Option<u64> {
+        None
+    }
     /// Frames with `frame > after`, in order, at most `limit`; `next` is the last frame's number.
     async fn frames(
         &self,

@@ -1,5 +1,5 @@
-//! The ledger contract (`domain::ledger_contract`) over SQLite: each check on a fresh database
-//! file, as `deepemotion serve` opens it.
+//! The ledger and result contracts (`domain::ledger_contract`, `domain::result_contract`) over
+//! SQLite: each check on a fresh database file, as `deepemotion serve` opens it.
 
 use std::ops::Deref;
 
@@ -26,3 +26,4 @@ async fn on_disk() -> OnDisk {
 }
 
 domain::ledger_contract_tests!(on_disk);
+domain::result_contract_tests!(on_disk);

@@ -866,15 +866,18 @@ impl ResultStore for SqliteStore {
         after: Option<u64>,
         limit: usize,
     ) -> StoreResult<(Vec<FrameResult>, Option<u64>)> {
+        // no frame number is stored past i64::MAX, SQLite's largest integer
+        let after = match after.map(i64::try_from) {
+            None => -1,
+            Some(Ok(after)) => after,
+            Some(Err(_)) => return Ok((Vec::new(), None)),
+        };
         let db = self.db();
         let mut stmt = db
             .prepare_cached("SELECT data FROM frames WHERE video_id = ?1 AND frame > ?2 ORDER BY frame LIMIT ?3")
             .map_err(backend)?;
         let rows: Vec<String> = stmt
-            .query_map(
-                params![video_id, after.map_or(-1, |a| a as i64), limit as i64 + 1],
-                |r| r.get(0),
-            )
+            .query_map(params![video_id, after, limit as i64 + 1], |r| r.get(0))
             .map_err(backend)?
             .collect::<Result<_, _>>()
             .map_err(backend)?;

@@ -155,7 +155,8 @@ pub struct AnalysisWorker {
     pub config: WorkerConfig,
 }
 
-/// Frames are written in batches of this many.
+/// Frames are written in batches of this many, when the store keeps them one by one (a store
+/// that keeps chunks of frames is written a chunk at a time instead).
 const BATCH: usize = 50;
 /// Attempts at one batch write before the run gives up (and the message is retried).
 const WRITE_ATTEMPTS: u32 = 4;
@@ -738,6 +739,7 @@ impl AnalysisWorker {
             video_id: video.id.clone(),
             index,
             owner: owner.clone(),
+            frames_per_chunk: self.results.frames_per_chunk().filter(|n| *n > 0),
             batch: Vec::with_capacity(BATCH),
             tracks: Default::default(),
             stored: None,
@@ -1003,6 +1005,13 @@ enum Stop {
 /// Streams frames to the result store in batches, checkpoints the segment every few seconds
 /// and stops the run before the deadline. Runs on the analysis thread, so it blocks on the
 /// async stores through the runtime handle.
+///
+/// When the store keeps frames in chunks (DynamoDB), a batch is a chunk: it is written when the
+/// first frame of the next chunk arrives, and checkpoints wait for such a boundary, so that
+/// each chunk is written once, and a resumed run (which analyses the checkpoint's frame again)
+/// rewrites only the chunk that frame ends: writing into a stored chunk rewrites all of it. A
+/// chunk open for too long (a slow analysis), or the deadline, still flushes and checkpoints
+/// mid-chunk, so the lease never lapses.
 struct StoreSink {
     handle: Handle,
     ledger: Arc<dyn AnalysisLedger>,
@@ -1010,6 +1019,8 @@ struct StoreSink {
     video_id: String,
     index: u32,
     owner: String,
+    /// The store's chunk size (see `ResultStore::frames_per_chunk`).
+    frames_per_chunk: Option<u64>,
     batch: Vec<FrameResult>,
     /// Track profiles changed since the last write.
     tracks: std::collections::BTreeMap<u32, TrackProfile>,
@@ -1079,6 +1090,12 @@ impl StoreSink {
         Ok(())
     }
 
+    /// Checkpoints at the last stored frame.
+    fn checkpoint_stored(&mut self) -> Result<(), SinkError> {
+        let covered_to = self.stored.map_or(self.covered_ms, |s| s.t_ms);
+        self.checkpoint(covered_to)
+    }
+
     /// Saves progress and renews the lease; `covered_to` is how far the video is done.
     fn checkpoint(&mut self, covered_to: u64) -> Result<(), SinkError> {
         let Some(stored) = self.stored else {
@@ -1110,15 +1127,34 @@ impl StoreSink {
 impl AnalysisSink for StoreSink {
     fn frame(&mut self, frame: &FrameResult) -> Result<(), SinkError> {
         self.beside(|people| people.frame(frame));
-        self.batch.push(frame.clone());
-        if self.batch.len() >= BATCH {
-            self.flush()?;
-        }
+        let overdue = match self.frames_per_chunk {
+            None => {
+                self.batch.push(frame.clone());
+                if self.batch.len() >= BATCH {
+                    self.flush()?;
+                }
+                self.last_checkpoint.elapsed() >= self.checkpoint_every
+            }
+            Some(n) => {
+                let chunk_done = self
+                    .batch
+                    .last()
+                    .is_some_and(|last| last.frame / n != frame.frame / n);
+                if chunk_done {
+                    self.flush()?;
+                    if self.last_checkpoint.elapsed() >= self.checkpoint_every {
+                        self.checkpoint_stored()?;
+                    }
+                }
+                self.batch.push(frame.clone());
+                // a chunk open this long is written unfinished (and rewritten when it is done)
+                self.last_checkpoint.elapsed() >= (self.checkpoint_every * 2).min(self.lease / 2)
+            }
+        };
         let deadline_near = self.stop_at.is_some_and(|t| SystemTime::now() >= t);
-        if deadline_near || self.last_checkpoint.elapsed() >= self.checkpoint_every {
+        if deadline_near || overdue {
             self.flush()?;
-            let covered_to = self.stored.map_or(self.covered_ms, |s| s.t_ms);
-            self.checkpoint(covered_to)?;
+            self.checkpoint_stored()?;
         }
         if deadline_near {
             self.stopped = Some(Stop::Deadline);

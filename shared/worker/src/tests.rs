@@ -372,6 +372,14 @@ impl Rig {
         }
     }
 
+    /// A rig whose store keeps chunks of `frames_per_chunk` frame numbers, as DynamoDB does.
+    fn chunked(frames_per_chunk: u64) -> Self {
+        Self {
+            store: Arc::new(MemoryStore::chunked(frames_per_chunk)),
+            ..Self::new()
+        }
+    }
+
     fn worker(&self, config: WorkerConfig) -> AnalysisWorker {
         AnalysisWorker::new(
             WorkerPorts {
@@ -618,7 +626,12 @@ async fn videos_over_the_length_limit_are_rejected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_killed_mid_analysis_is_resumed_by_the_redelivery_without_duplicates() {
-    let rig = Rig::new();
+    killed_and_resumed(Rig::new()).await;
+    // the same over a store of chunks: the resumed run starts mid-chunk
+    killed_and_resumed(Rig::chunked(60)).await;
+}
+
+async fn killed_and_resumed(rig: Rig) {
     let job = rig.upload().await;
     // the first run freezes after 40 frames, holding its lease (a process frozen or killed)
     let gate = Arc::new(Gate::default());
@@ -849,6 +862,72 @@ async fn long_videos_split_by_length_and_deadline_stops_continue_where_they_left
         "the continuation starts at the last stored frame"
     );
     rig.assert_one_pass(&job).await;
+}
+
+/// Over a store that keeps chunks (DynamoDB), the worker writes a chunk at a time, when the
+/// next one starts, so that each is written once, and checkpoints only at a chunk's end (here:
+/// the video's, as the checkpoint interval is long). A stop for the deadline writes the open
+/// chunk unfinished, and the continuation completes it: that chunk alone is written twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_follow_the_stores_chunks_and_each_chunk_is_written_once() {
+    const CHUNK: u64 = 60;
+    let chunks = CLIP.frames.div_ceil(CHUNK);
+    let written_chunks = |rig: &Rig| -> Vec<u64> {
+        rig.store
+            .frame_writes()
+            .iter()
+            .map(|write| {
+                let chunk = write[0] / CHUNK;
+                assert!(
+                    write.iter().all(|f| f / CHUNK == chunk),
+                    "a write across chunks: {write:?}"
+                );
+                chunk
+            })
+            .collect()
+    };
+    let unhurried = WorkerConfig {
+        lease: Duration::from_secs(60),
+        checkpoint_every: Duration::from_secs(3600),
+        deadline_margin: Duration::from_secs(1),
+        ..WorkerConfig::default()
+    };
+
+    let rig = Rig::chunked(CHUNK);
+    let worker = rig.worker(unhurried.clone());
+    let job = rig.upload().await;
+    assert_eq!(
+        worker.handle(&job, None).await.unwrap(),
+        JobOutcome::Completed { frames: ANALYSED }
+    );
+    rig.assert_one_pass(&job).await;
+    assert_eq!(written_chunks(&rig), (0..chunks).collect::<Vec<_>>());
+    assert_eq!(rig.store.calls(StoreOperation::Checkpoint), 1, "at the end");
+
+    // the deadline comes after 30 frames (as in the test of deadline stops above)
+    let rig = Rig::chunked(CHUNK);
+    let worker = rig.worker(unhurried.clone());
+    let job = rig.upload().await;
+    rig.store
+        .start_analysis(&video_id(&job), &AnalysisPlan::single(5.0, 0.0, 20_000))
+        .await
+        .unwrap();
+    let margin = unhurried.deadline_margin;
+    let deadline = SystemTime::now() + margin + Duration::from_millis(150);
+    rig.analyzer.script(Run::pause(30, move || {
+        while SystemTime::now() < deadline - margin {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }));
+    let first = worker.handle(&job, Some(deadline)).await.unwrap();
+    assert_eq!(first, JobOutcome::Continued { index: 0 });
+    let stopped_in = rig.frame_numbers(&job).await.last().unwrap() / CHUNK;
+    let outcomes = rig.drain(&worker, None).await;
+    assert_eq!(outcomes, vec![JobOutcome::Completed { frames: ANALYSED }]);
+    rig.assert_one_pass(&job).await;
+    let mut expected: Vec<u64> = (0..chunks).collect();
+    expected.insert(stopped_in as usize, stopped_in);
+    assert_eq!(written_chunks(&rig), expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
