@@ -268,14 +268,7 @@ impl Analyzer {
         {
             det_spec.input = models::DetectorInput::LongSide(size);
         }
-        let detector = FaceDetector::new(
-            runtime::session(
-                &env,
-                &model_file(&config, det_entry, None)?,
-                Optimization::Full,
-            )?,
-            det_spec,
-        )?;
+        let det_file = model_file(&config, det_entry, None)?;
 
         let (cls_entry, cls_dir) = match &config.classifier_spec {
             Some(path) => {
@@ -292,22 +285,30 @@ impl Analyzer {
         let cls_spec = cls_entry.classifier.clone().ok_or_else(|| {
             AnalysisError::ModelSpec(format!("{} has no classifier spec", cls_entry.name))
         })?;
-        let file = model_file(&config, &cls_entry, cls_dir.as_deref())?;
-        let classifier =
-            EmotionClassifier::new(runtime::session(&env, &file, Optimization::Full)?, cls_spec)?;
+        let cls_file = model_file(&config, &cls_entry, cls_dir.as_deref())?;
 
         let emb_entry = catalog.get(&config.embedder, ModelKind::Embedder)?;
         let emb_spec = emb_entry.embedder.clone().ok_or_else(|| {
             AnalysisError::ModelSpec(format!("{} has no embedder spec", emb_entry.name))
         })?;
-        let embedder = FaceEmbedder::new(
-            runtime::session(
-                &env,
-                &model_file(&config, emb_entry, None)?,
-                Optimization::Off,
-            )?,
-            emb_spec,
-        )?;
+        let emb_file = model_file(&config, emb_entry, None)?;
+
+        // The three sessions are built at once: building one (parsing, graph optimisation) runs
+        // on one thread, and the start is part of every short analysis and every cold start.
+        let (det_session, cls_session, emb_session) = std::thread::scope(|scope| {
+            let det = scope.spawn(|| runtime::session(&env, &det_file, Optimization::Full));
+            let emb = scope.spawn(|| runtime::session(&env, &emb_file, Optimization::Off));
+            let cls = runtime::session(&env, &cls_file, Optimization::Full);
+            let joined = |handle: std::thread::ScopedJoinHandle<'_, _>| {
+                handle
+                    .join()
+                    .unwrap_or_else(|p| Err(panicked("model loading", p)))
+            };
+            (joined(det), cls, joined(emb))
+        });
+        let detector = FaceDetector::new(det_session?, det_spec)?;
+        let classifier = EmotionClassifier::new(cls_session?, cls_spec)?;
+        let embedder = FaceEmbedder::new(emb_session?, emb_spec)?;
 
         let spec = classifier.spec();
         let has_contempt = spec.has_contempt();
