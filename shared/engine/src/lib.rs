@@ -3,7 +3,8 @@
 //! Three stages run on their own threads with small bounded queues between them (ffmpeg decodes
 //! in its own process on top of that), so memory stays flat however long the video is and both
 //! cores stay busy: reading frames; detecting, tracking and cropping faces; running the emotion
-//! model and feeding the sink. The model is the largest cost, so its thread does nothing else. Results go to an [`AnalysisSink`] frame by frame as they are produced.
+//! model and feeding the sink. The model is the largest cost, so its thread does nothing else.
+//! Results go to an [`AnalysisSink`] frame by frame as they are produced.
 //!
 //! Nothing here panics out to the caller: frames larger than [`EngineConfig`]'s limits are
 //! refused from their header before decoding, and a panic in any stage (or in the sink) is caught
@@ -760,8 +761,8 @@ fn track_and_crop(
 /// (a 4K frame is 25 MB, an 8K one 100 MB), so that a huge frame size does not multiply the
 /// memory it takes by every queue slot. Ordinary videos keep all 4.
 fn queue_depth(width: u32, height: u32, analysis_side: u32) -> usize {
-    // two queues of at most this many bytes each, of the frames as analysed: 4 frames up to
-    // 720p, 2 at 1080p
+    // at most this many bytes of frames as analysed in the decoder's queue (4 frames up to 720p,
+    // 2 at 1080p); the classifier's queue holds model input, far smaller, at the same depth
     const QUEUE_BYTES: u64 = 16 << 20;
     let (w, h) = decode::analysed_size(width, height, analysis_side);
     (QUEUE_BYTES / RgbFrame::bytes_for(w, h).max(1)).clamp(1, 4) as usize
