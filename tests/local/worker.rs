@@ -89,6 +89,8 @@ impl Rig {
                 results: self.store.clone(),
                 blobs: self.blobs.clone(),
                 jobs: self.queue.clone(),
+                webhooks: Arc::new(domain::memory::MemoryWebhooks::default()),
+                deliveries: Arc::new(domain::memory::MemoryDeliveryQueue::default()),
             },
             engine(),
             config,

@@ -22,6 +22,8 @@ pub mod metered;
 pub mod ports;
 pub mod report;
 pub mod result_contract;
+pub mod webhook_contract;
+pub mod webhooks;
 
 pub use analysis::*;
 pub use analyzer::*;

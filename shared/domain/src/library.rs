@@ -71,6 +71,10 @@ pub struct Video {
     /// upload URL can never change what is analysed or streamed.
     #[serde(default)]
     pub upload: Option<StoredObject>,
+    /// Where to announce the end of this video's analysis, besides the owner's webhook
+    /// endpoints (`callback_url` at `upload/initialize`; see [`crate::webhooks`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
     pub analysis: AnalysisState,
 }
 

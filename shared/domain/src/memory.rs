@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 
 use crate::ports::*;
+use crate::webhooks::{Delivery, DeliveryQueue, WebhookEndpoint, WebhookStore};
 use crate::{
     AnalysisPlan, AnalysisState, Checkpoint, FrameResult, MediaSource, StoredObject, TrackProfile,
     User, Video, VideoInfo, VideoStatus, progress_percent,
@@ -33,6 +34,7 @@ pub fn pending_video(id: &str, owner: &str) -> Video {
         sample_fps: 5.0,
         uploaded_at: Utc::now(),
         upload: None,
+        callback_url: None,
         analysis: AnalysisState::pending(),
     }
 }
@@ -750,5 +752,182 @@ mod tests {
                 .is_some(),
             "outside the prefix"
         );
+    }
+}
+
+/// Webhook endpoints, callback signing secrets and deliveries in maps: the fake of
+/// [`WebhookStore`], and what [`crate::webhook_contract`] checks itself against.
+#[derive(Default)]
+pub struct MemoryWebhooks {
+    endpoints: Mutex<Vec<WebhookEndpoint>>,
+    secrets: Mutex<HashMap<String, String>>,
+    deliveries: Mutex<Vec<Delivery>>,
+}
+
+impl MemoryWebhooks {
+    /// Every delivery, oldest first (for tests that look at all of them).
+    pub fn all_deliveries(&self) -> Vec<Delivery> {
+        self.deliveries.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl WebhookStore for MemoryWebhooks {
+    async fn create_endpoint(&self, endpoint: &WebhookEndpoint) -> StoreResult<()> {
+        let mut endpoints = self.endpoints.lock().unwrap();
+        if endpoints.iter().any(|e| e.id == endpoint.id) {
+            return Err(StoreError::Conflict("endpoint id taken".into()));
+        }
+        endpoints.push(endpoint.clone());
+        Ok(())
+    }
+
+    async fn endpoint(&self, user_id: &str, id: &str) -> StoreResult<Option<WebhookEndpoint>> {
+        Ok(self
+            .endpoints
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|e| e.id == id && e.user_id == user_id)
+            .cloned())
+    }
+
+    async fn endpoints_of(&self, user_id: &str) -> StoreResult<Vec<WebhookEndpoint>> {
+        let mut mine: Vec<WebhookEndpoint> = self
+            .endpoints
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.user_id == user_id)
+            .cloned()
+            .collect();
+        mine.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(mine)
+    }
+
+    async fn update_endpoint(&self, endpoint: &WebhookEndpoint) -> StoreResult<()> {
+        let mut endpoints = self.endpoints.lock().unwrap();
+        let stored = endpoints
+            .iter_mut()
+            .find(|e| e.id == endpoint.id && e.user_id == endpoint.user_id)
+            .ok_or(StoreError::NotFound)?;
+        *stored = endpoint.clone();
+        Ok(())
+    }
+
+    async fn delete_endpoint(&self, user_id: &str, id: &str) -> StoreResult<bool> {
+        let mut endpoints = self.endpoints.lock().unwrap();
+        let before = endpoints.len();
+        endpoints.retain(|e| !(e.id == id && e.user_id == user_id));
+        let deleted = endpoints.len() < before;
+        if deleted {
+            self.deliveries
+                .lock()
+                .unwrap()
+                .retain(|d| !(d.log == id && d.user_id == user_id));
+        }
+        Ok(deleted)
+    }
+
+    async fn signing_secret(&self, user_id: &str) -> StoreResult<Option<String>> {
+        Ok(self.secrets.lock().unwrap().get(user_id).cloned())
+    }
+
+    async fn put_signing_secret(
+        &self,
+        user_id: &str,
+        sealed: &str,
+        replace: bool,
+    ) -> StoreResult<String> {
+        let mut secrets = self.secrets.lock().unwrap();
+        if replace || !secrets.contains_key(user_id) {
+            secrets.insert(user_id.to_string(), sealed.to_string());
+        }
+        Ok(secrets[user_id].clone())
+    }
+
+    async fn create_delivery(&self, delivery: &Delivery) -> StoreResult<bool> {
+        let mut deliveries = self.deliveries.lock().unwrap();
+        if deliveries.iter().any(|d| d.id == delivery.id) {
+            return Ok(false);
+        }
+        deliveries.push(delivery.clone());
+        Ok(true)
+    }
+
+    async fn delivery(&self, id: &str) -> StoreResult<Option<Delivery>> {
+        Ok(self
+            .deliveries
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|d| d.id == id)
+            .cloned())
+    }
+
+    async fn replace_delivery(
+        &self,
+        delivery: &Delivery,
+        expected_version: u64,
+    ) -> StoreResult<bool> {
+        let mut deliveries = self.deliveries.lock().unwrap();
+        match deliveries.iter_mut().find(|d| d.id == delivery.id) {
+            Some(stored) if stored.version == expected_version => {
+                *stored = delivery.clone();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn deliveries(
+        &self,
+        user_id: &str,
+        log: &str,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> StoreResult<Page<Delivery>> {
+        let mut mine: Vec<Delivery> = self
+            .deliveries
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|d| d.user_id == user_id && d.log == log)
+            .cloned()
+            .collect();
+        // newest first; the cursor is the position after which the next page starts
+        mine.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+        let start = match cursor {
+            Some(c) => c.parse::<usize>().map_err(|_| StoreError::BadCursor)?,
+            None => 0,
+        };
+        let items: Vec<Delivery> = mine.iter().skip(start).take(limit).cloned().collect();
+        let end = start + items.len();
+        let next = (end < mine.len()).then(|| end.to_string());
+        Ok(Page { items, next })
+    }
+}
+
+/// Records what was queued, and when it is due: the fake of [`DeliveryQueue`].
+#[derive(Default)]
+pub struct MemoryDeliveryQueue {
+    queued: Mutex<Vec<(String, chrono::DateTime<Utc>)>>,
+}
+
+impl MemoryDeliveryQueue {
+    /// Everything queued so far, oldest first, and empties the queue.
+    pub fn take(&self) -> Vec<(String, chrono::DateTime<Utc>)> {
+        std::mem::take(&mut *self.queued.lock().unwrap())
+    }
+}
+
+#[async_trait]
+impl DeliveryQueue for MemoryDeliveryQueue {
+    async fn enqueue(&self, delivery_id: &str, due: chrono::DateTime<Utc>) -> StoreResult<()> {
+        self.queued
+            .lock()
+            .unwrap()
+            .push((delivery_id.to_string(), due));
+        Ok(())
     }
 }

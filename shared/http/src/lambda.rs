@@ -35,7 +35,10 @@ pub fn router(mut state: AppState) -> Router {
 mod tests {
     use std::sync::Arc;
 
-    use domain::memory::{MemoryBlobs, MemoryRateLimiter, MemoryStore};
+    use domain::memory::{
+        MemoryBlobs, MemoryDeliveryQueue, MemoryRateLimiter, MemoryStore, MemoryWebhooks,
+    };
+    use domain::webhooks::SecretBox;
     use tower::ServiceExt;
 
     use super::*;
@@ -51,6 +54,9 @@ mod tests {
             results: store,
             blobs: Arc::new(MemoryBlobs::default()),
             limiter: Arc::new(MemoryRateLimiter::default()),
+            webhooks: Arc::new(MemoryWebhooks::default()),
+            deliveries: Arc::new(MemoryDeliveryQueue::default()),
+            webhook_key: SecretBox::from_key_material(&SecretBox::generate_key()).unwrap(),
         };
         let config = ApiConfig {
             rate_limits: RateLimits {

@@ -2,7 +2,8 @@
 //! [`lambda`]) and the local server serves on one machine. Handlers only see ports (`domain`'s,
 //! and [`ServerFiles`] for uploads that pass through the server), so tests hand in fakes.
 //!
-//! Modules import downward only: `routes` → `uploads`, `stream` → `videos` → the ports.
+//! Modules import downward only: `routes` → `uploads`, `stream` → `videos` → `webhooks` →
+//! `request` → the ports.
 
 mod auth;
 mod error;
@@ -10,11 +11,13 @@ pub mod lambda;
 pub mod limits;
 pub mod live;
 mod openapi;
+mod request;
 mod routes;
 mod stream;
 mod throttle;
 mod uploads;
 mod videos;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +41,7 @@ pub use uploads::{
 
 use crate::live::VideoEvents;
 use domain::ports::{BlobStore, RateLimiter, ResultStore, UserStore, VideoStore};
+use domain::webhooks::{DeliveryQueue, SecretBox, TargetPolicy, WebhookStore};
 
 /// API settings, read once at start-up.
 #[derive(Debug, Clone)]
@@ -64,6 +68,11 @@ pub struct ApiConfig {
     pub events_max_duration: Option<Duration>,
     /// Limits on password attempts (see [`RateLimits`]).
     pub rate_limits: RateLimits,
+    /// Which webhook URLs may be registered (`--dev` allows http and this machine; see
+    /// [`TargetPolicy`]).
+    pub webhook_policy: TargetPolicy,
+    /// Most webhook endpoints one user may register.
+    pub max_webhooks_per_user: usize,
 }
 
 /// The API's environment variables. The unprefixed names are the ones the first SAM template
@@ -152,6 +161,8 @@ impl Default for ApiConfig {
             web_dir: None,
             events_max_duration: None,
             rate_limits: RateLimits::default(),
+            webhook_policy: TargetPolicy::default(),
+            max_webhooks_per_user: 20,
         }
     }
 }
@@ -165,6 +176,13 @@ pub struct ApiPorts {
     pub blobs: Arc<dyn BlobStore>,
     /// Counts password attempts for the login and registration limits.
     pub limiter: Arc<dyn RateLimiter>,
+    /// Webhook endpoints, callback signing secrets and the delivery logs.
+    pub webhooks: Arc<dyn WebhookStore>,
+    /// Where resent deliveries are queued.
+    pub deliveries: Arc<dyn DeliveryQueue>,
+    /// Seals signing secrets for storage and opens them to show their owner (a key of its own,
+    /// never the token secret).
+    pub webhook_key: SecretBox,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -187,6 +205,9 @@ pub struct AppState {
     pub results: Arc<dyn ResultStore>,
     pub blobs: Arc<dyn BlobStore>,
     pub limiter: Arc<dyn RateLimiter>,
+    pub webhooks: Arc<dyn WebhookStore>,
+    pub deliveries: Arc<dyn DeliveryQueue>,
+    pub webhook_key: SecretBox,
     pub tokens: TokenKeys,
     pub config: ApiConfig,
     /// Uploads through this server (one machine); `None` where clients upload to S3.
@@ -206,6 +227,9 @@ impl AppState {
             results,
             blobs,
             limiter,
+            webhooks,
+            deliveries,
+            webhook_key,
         } = ports;
         Ok(Self {
             users,
@@ -213,6 +237,9 @@ impl AppState {
             results,
             blobs,
             limiter,
+            webhooks,
+            deliveries,
+            webhook_key,
             tokens: TokenKeys::new(secret.as_bytes(), TOKEN_LIFETIME.as_secs() as i64),
             config,
             server_uploads: None,
@@ -247,7 +274,7 @@ pub fn router(state: AppState) -> Router {
 /// that CORS must wrap too.
 pub fn routes(state: AppState, extra: Router<AppState>) -> Router {
     Router::new()
-        .nest("/api/v2", routes::routes())
+        .nest("/api/v2", routes::routes().merge(webhooks::routes()))
         .merge(extra)
         .fallback(|| async { ApiError::NotFound })
         .layer(middleware::from_fn(json_errors))

@@ -4,18 +4,18 @@ use std::collections::BTreeMap;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::auth::{CurrentUser, check_password, hash_password_blocking};
+use super::request::{PageQuery, link_next, page_limit, parse_body};
 use super::throttle::{self, CallerAddr};
-use super::videos::{checked_title, create_video, owned_video, video_json};
+use super::videos::{NewVideo, checked_title, create_video, owned_video, video_json};
 use super::{ApiError, AppState, AuthUser, openapi, stream, uploads};
 use domain::{EmotionLabel, FrameResult, User, normalize_email, validate_email, validate_username};
 
@@ -46,22 +46,6 @@ pub fn routes() -> Router<AppState> {
             "/openapi.json",
             get(|| async { Json(openapi::openapi_document()) }),
         )
-}
-
-/// Parses a JSON object body: 400 when it is not JSON (or not an object), 422 when it does not
-/// fit `T`.
-pub(crate) fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
-    if !value.is_object() {
-        return Err(ApiError::BadRequest(
-            "the body must be a JSON object".into(),
-        ));
-    }
-    serde_json::from_value(value).map_err(|e| ApiError::Validation {
-        message: e.to_string(),
-        fields: BTreeMap::new(),
-    })
 }
 
 /// Collects field errors for one 422.
@@ -205,6 +189,7 @@ struct InitializeBody {
     content_type: Option<String>,
     size_bytes: Option<u64>,
     sample_fps: Option<f64>,
+    callback_url: Option<String>,
 }
 
 async fn initialize_upload(
@@ -216,11 +201,14 @@ async fn initialize_upload(
     let video = create_video(
         &state,
         &user_id,
-        body.filename.as_deref().unwrap_or(""),
-        body.title,
-        body.content_type,
-        body.size_bytes,
-        body.sample_fps,
+        NewVideo {
+            filename: body.filename.unwrap_or_default(),
+            title: body.title,
+            content_type: body.content_type,
+            size_bytes: body.size_bytes,
+            sample_fps: body.sample_fps,
+            callback_url: body.callback_url,
+        },
     )
     .await?;
     let upload = state
@@ -342,30 +330,6 @@ pub(crate) fn frame_json(frame: &FrameResult) -> Value {
         "confidences": confidences,
         "faces": frame.faces,
     })
-}
-
-#[derive(Deserialize)]
-struct PageQuery {
-    limit: Option<usize>,
-    cursor: Option<String>,
-}
-
-fn page_limit(limit: Option<usize>, default: usize, max: usize) -> Result<usize, ApiError> {
-    match limit {
-        None => Ok(default),
-        Some(n) if (1..=max).contains(&n) => Ok(n),
-        Some(_) => Err(ApiError::invalid(
-            "limit",
-            format!("must be between 1 and {max}"),
-        )),
-    }
-}
-
-fn link_next(headers: &mut HeaderMap, path: &str, limit: usize, cursor: &str) {
-    let link = format!("<{path}?limit={limit}&cursor={cursor}>; rel=\"next\"");
-    if let Ok(v) = HeaderValue::from_str(&link) {
-        headers.insert(header::LINK, v);
-    }
 }
 
 async fn list_videos(

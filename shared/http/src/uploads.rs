@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 
-use super::videos::{checked_title, create_video, owned_video, video_json};
+use super::videos::{NewVideo, checked_title, create_video, owned_video, video_json};
 use super::{ApiError, AppState, AuthUser};
 use domain::StoredObject;
 use domain::Video;
@@ -192,11 +192,12 @@ pub(crate) async fn multipart_upload(
                     let created = create_video(
                         &state,
                         &user_id,
-                        &filename,
-                        title.clone(),
-                        content_type,
-                        None,
-                        None,
+                        NewVideo {
+                            filename,
+                            title: title.clone(),
+                            content_type,
+                            ..NewVideo::default()
+                        },
                     )
                     .await?;
                     let mut chunks = Box::pin(field.map(|c| c.map_err(|e| e.body_text())));

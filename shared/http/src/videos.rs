@@ -41,17 +41,37 @@ fn checked_upload_type(declared: Option<String>, default_type: &str) -> Result<S
     }
 }
 
+/// What a client asks for when it starts an upload.
+#[derive(Debug, Default)]
+pub(crate) struct NewVideo {
+    pub filename: String,
+    pub title: Option<String>,
+    pub content_type: Option<String>,
+    pub size_bytes: Option<u64>,
+    pub sample_fps: Option<f64>,
+    /// Announce the end of the analysis here too (see `domain::webhooks`).
+    pub callback_url: Option<String>,
+}
+
 /// Checks an upload request and creates the `PENDING` video.
 pub(crate) async fn create_video(
     state: &AppState,
     user_id: &str,
-    filename: &str,
-    title: Option<String>,
-    content_type: Option<String>,
-    size_bytes: Option<u64>,
-    sample_fps: Option<f64>,
+    request: NewVideo,
 ) -> Result<Video, ApiError> {
+    let NewVideo {
+        filename,
+        title,
+        content_type,
+        size_bytes,
+        sample_fps,
+        callback_url,
+    } = request;
     let filename = filename.trim();
+    let callback_url = match callback_url.filter(|u| !u.trim().is_empty()) {
+        Some(url) => Some(crate::webhooks::checked_callback(state, user_id, &url).await?),
+        None => None,
+    };
     if filename.is_empty() {
         return Err(ApiError::invalid("filename", "is required"));
     }
@@ -103,6 +123,7 @@ pub(crate) async fn create_video(
         sample_fps,
         uploaded_at: Utc::now(),
         upload: None,
+        callback_url,
         analysis: AnalysisState::pending(),
     };
     state.videos.create_video(&video).await?;
@@ -165,5 +186,6 @@ pub(crate) async fn video_json(
         "processed_at": a.processed_at,
         "summary": a.summary,
         "video_url": video_url,
+        "callback_url": video.callback_url,
     }))
 }

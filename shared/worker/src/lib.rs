@@ -25,6 +25,7 @@ use domain::ports::{
     AnalysisJob, AnalysisLedger, BlobStore, JobQueue, PlanDecision, ProgressDelta, ResultStore,
     SegmentClaim, SegmentTally, StoreError, StoreResult, UploadRecord, VideoStore,
 };
+use domain::webhooks::{DeliveryQueue, WebhookStore};
 use domain::{
     AnalysisError, AnalysisOptions, AnalysisPlan, AnalysisSink, AnalysisState, Checkpoint,
     DecodeWindow, FrameResult, MediaSource, SegmentPlan, SinkError, StoredObject, Summary,
@@ -151,6 +152,9 @@ pub struct AnalysisWorker {
     pub blobs: Arc<dyn BlobStore>,
     /// Where segments of long videos (and continuations) are queued.
     pub jobs: Arc<dyn JobQueue>,
+    /// Webhook endpoints and deliveries: the end of an analysis is announced through them.
+    pub webhooks: Arc<dyn WebhookStore>,
+    pub deliveries: Arc<dyn DeliveryQueue>,
     pub analyzer: Arc<dyn VideoAnalyzer>,
     pub config: WorkerConfig,
 }
@@ -274,6 +278,8 @@ pub struct WorkerPorts {
     pub results: Arc<dyn ResultStore>,
     pub blobs: Arc<dyn BlobStore>,
     pub jobs: Arc<dyn JobQueue>,
+    pub webhooks: Arc<dyn WebhookStore>,
+    pub deliveries: Arc<dyn DeliveryQueue>,
 }
 
 impl AnalysisWorker {
@@ -285,6 +291,8 @@ impl AnalysisWorker {
             results,
             blobs,
             jobs,
+            webhooks,
+            deliveries,
         } = ports;
         Self {
             videos,
@@ -292,6 +300,8 @@ impl AnalysisWorker {
             results,
             blobs,
             jobs,
+            webhooks,
+            deliveries,
             analyzer,
             config,
         }
@@ -352,6 +362,8 @@ impl AnalysisWorker {
             Err(outcome) => return Ok(outcome),
         };
         if video.analysis.status.is_final() {
+            // a run that ended the video may have died before queueing its webhooks
+            self.announce(&video.id).await?;
             return skipped(format!("already {}", video.analysis.status.as_str()));
         }
         let plan = self.ledger.plan(&video.id).await?;
@@ -559,6 +571,22 @@ impl AnalysisWorker {
         Ok(true)
     }
 
+    /// Queues the webhook deliveries announcing how the video ended, from its stored final
+    /// state. Safe to repeat: deliveries already made are not made again.
+    async fn announce(&self, video_id: &str) -> Result<(), WorkerError> {
+        let Some(video) = self.videos.video(video_id).await? else {
+            return Ok(());
+        };
+        domain::webhooks::queue_video_notifications(
+            &*self.webhooks,
+            &*self.deliveries,
+            &video,
+            &video.analysis,
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn release(&self, lease: &Lease) -> Result<(), WorkerError> {
         self.ledger
             .release_segment(&lease.video_id, lease.index, &lease.owner)
@@ -583,6 +611,7 @@ impl AnalysisWorker {
                 reason: "the video had already ended or was deleted".into(),
             });
         }
+        self.announce(&lease.video_id).await?;
         tracing::warn!(video_id = %lease.video_id, segment = lease.index, %error, "analysis failed");
         Ok(JobOutcome::Rejected { error })
     }
@@ -931,6 +960,7 @@ impl AnalysisWorker {
                 reason: "finished by another worker, or deleted".into(),
             });
         }
+        self.announce(&video.id).await?;
         tracing::info!(video_id = %video.id, frames, people, segments = tally.total, "analysis completed");
         Ok(JobOutcome::Completed { frames })
     }

@@ -13,7 +13,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime};
 
-use domain::memory::{MemoryBlobs, MemoryQueue, MemoryStore, StoreOperation, pending_video};
+use domain::memory::{
+    MemoryBlobs, MemoryDeliveryQueue, MemoryQueue, MemoryStore, MemoryWebhooks, StoreOperation,
+    pending_video,
+};
 use domain::ports::{AnalysisJob, AnalysisLedger, BlobStore, ResultStore, VideoStore};
 use domain::{
     AnalysisError, AnalysisOptions, AnalysisOutcome, AnalysisPlan, AnalysisSink, DecodeWindow,
@@ -359,6 +362,8 @@ struct Rig {
     store: Arc<MemoryStore>,
     blobs: Arc<MemoryBlobs>,
     queue: Arc<MemoryQueue>,
+    webhooks: Arc<MemoryWebhooks>,
+    deliveries: Arc<MemoryDeliveryQueue>,
     analyzer: Arc<FakeAnalyzer>,
 }
 
@@ -368,6 +373,8 @@ impl Rig {
             store: Arc::default(),
             blobs: Arc::default(),
             queue: Arc::default(),
+            webhooks: Arc::default(),
+            deliveries: Arc::default(),
             analyzer: Arc::new(FakeAnalyzer::new(CLIP)),
         }
     }
@@ -388,6 +395,8 @@ impl Rig {
                 results: self.store.clone(),
                 blobs: self.blobs.clone(),
                 jobs: self.queue.clone(),
+                webhooks: self.webhooks.clone(),
+                deliveries: self.deliveries.clone(),
             },
             self.analyzer.clone(),
             config,
@@ -1299,6 +1308,8 @@ async fn four_uploads_on_the_local_queue(at_once: usize) -> usize {
             results: rig.store.clone(),
             blobs: rig.blobs.clone(),
             jobs: rig.queue.clone(),
+            webhooks: rig.webhooks.clone(),
+            deliveries: rig.deliveries.clone(),
         },
         analyzer.clone(),
         quick(),

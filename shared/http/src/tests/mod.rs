@@ -20,8 +20,11 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
-use domain::memory::{MemoryBlobs, MemoryRateLimiter, MemoryStore};
+use domain::memory::{
+    MemoryBlobs, MemoryDeliveryQueue, MemoryRateLimiter, MemoryStore, MemoryWebhooks,
+};
 use domain::ports::{ResultStore, VideoStore};
+use domain::webhooks::SecretBox;
 use domain::{
     AnalysisState, EmotionLabel, EmotionScores, FaceBox, FaceResult, FrameResult, Landmarks,
     StoredObject, VideoStatus,
@@ -43,6 +46,8 @@ struct Api {
     app: Router,
     store: Arc<MemoryStore>,
     blobs: Arc<MemoryBlobs>,
+    webhooks: Arc<MemoryWebhooks>,
+    deliveries: Arc<MemoryDeliveryQueue>,
     events: VideoEvents,
 }
 
@@ -88,12 +93,17 @@ impl Api {
     fn build(config: ApiConfig, setup: impl FnOnce(AppState) -> AppState) -> Api {
         let store = Arc::new(MemoryStore::default());
         let blobs = Arc::new(MemoryBlobs::default());
+        let webhooks = Arc::new(MemoryWebhooks::default());
+        let deliveries = Arc::new(MemoryDeliveryQueue::default());
         let ports = ApiPorts {
             users: store.clone(),
             videos: store.clone(),
             results: store.clone(),
             blobs: blobs.clone(),
             limiter: Arc::new(MemoryRateLimiter::default()),
+            webhooks: webhooks.clone(),
+            deliveries: deliveries.clone(),
+            webhook_key: SecretBox::from_key_material(&SecretBox::generate_key()).unwrap(),
         };
         let state = setup(AppState::new(ports, SECRET, config).unwrap());
         Api {
@@ -101,6 +111,8 @@ impl Api {
             app: router(state),
             store,
             blobs,
+            webhooks,
+            deliveries,
         }
     }
 
