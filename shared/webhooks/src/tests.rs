@@ -88,7 +88,7 @@ fn quick(policy: TargetPolicy) -> DeliveryConfig {
             jitter: 0.0,
         },
         timeout: Duration::from_secs(5),
-        claim: Duration::from_secs(15),
+        claim: Duration::from_secs(7),
         response_cap: 4096,
     }
 }
@@ -217,9 +217,11 @@ async fn a_receiver_that_never_answers_exhausts_the_schedule_and_the_delivery_fa
     let f = fixture();
     let (url, received) = receiver(vec![None]).await;
     let id = f.delivery_to(&url).await;
-    let outcome = f
-        .run(&f.deliverer(quick(TargetPolicy::development())), &id)
-        .await;
+    let config = DeliveryConfig {
+        timeout: Duration::from_millis(300),
+        ..quick(TargetPolicy::development())
+    };
+    let outcome = f.run(&f.deliverer(config), &id).await;
     assert_eq!(outcome, AttemptOutcome::Failed);
     let stored = f.stored(&id).await;
     assert_eq!(stored.status, DeliveryStatus::Failed);

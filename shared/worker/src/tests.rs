@@ -1377,3 +1377,83 @@ async fn the_engine_runs_on_a_thread_of_its_own_at_the_configured_niceness() {
     assert_eq!(nice, (before + 5).min(19));
     assert_eq!(niceness(), before, "the runtime's threads keep theirs");
 }
+
+/// An endpoint of `owner`'s taking both events, registered now.
+async fn endpoint_of(rig: &Rig, owner: &str) -> String {
+    use domain::webhooks::{WebhookEndpoint, WebhookEvent, WebhookStore};
+    let now = chrono::Utc::now() - chrono::Duration::seconds(1);
+    let id = domain::webhooks::new_endpoint_id();
+    rig.webhooks
+        .create_endpoint(&WebhookEndpoint {
+            id: id.clone(),
+            user_id: owner.into(),
+            url: "https://hooks.example.com/x".into(),
+            events: WebhookEvent::ALL.to_vec(),
+            description: String::new(),
+            sealed_secret: "v1.sealed".into(),
+            created_at: now,
+            updated_at: now,
+        })
+        .await
+        .unwrap();
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_end_of_an_analysis_is_announced_once_after_the_final_state_is_stored() {
+    let rig = Rig::new();
+    let endpoint = endpoint_of(&rig, "u-1").await;
+    endpoint_of(&rig, "someone-else").await;
+    let worker = rig.worker(quick());
+    let job = rig.upload().await;
+    assert_eq!(
+        worker.handle(&job, None).await.unwrap(),
+        JobOutcome::Completed { frames: ANALYSED }
+    );
+    let deliveries = rig.webhooks.all_deliveries();
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0].log, endpoint);
+    let payload: serde_json::Value = serde_json::from_str(&deliveries[0].payload).unwrap();
+    assert_eq!(payload["type"], "video.completed");
+    assert_eq!(payload["data"]["video_id"], video_id(&job).as_str());
+    // the payload is the stored final state, summary included
+    assert_eq!(payload["data"]["status"], "COMPLETED");
+    assert_eq!(payload["data"]["frame_count"], ANALYSED);
+    assert!(payload["data"]["summary"].is_object(), "{payload}");
+    assert_eq!(rig.deliveries.take().len(), 1);
+
+    // the event again (or a run that died after storing the end): no second delivery, and the
+    // one never attempted is queued again
+    worker.handle(&job, None).await.unwrap();
+    assert_eq!(rig.webhooks.all_deliveries().len(), 1);
+    assert_eq!(rig.deliveries.take().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_upload_is_announced_as_failed_with_its_reason() {
+    let rig = Rig::new();
+    endpoint_of(&rig, "u-1").await;
+    let worker = rig.worker(quick());
+    let job = rig.upload().await;
+    rig.analyzer
+        .fail_probe(|source| AnalysisError::NotMediaFile {
+            path: path_of(source),
+            detail: "Invalid data found when processing input".into(),
+        });
+    assert!(matches!(
+        worker.handle(&job, None).await,
+        Ok(JobOutcome::Rejected { .. })
+    ));
+    let deliveries = rig.webhooks.all_deliveries();
+    assert_eq!(deliveries.len(), 1);
+    let payload: serde_json::Value = serde_json::from_str(&deliveries[0].payload).unwrap();
+    assert_eq!(payload["type"], "video.failed");
+    assert_eq!(payload["data"]["status"], "FAILED");
+    assert!(
+        payload["data"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a video"),
+        "{payload}"
+    );
+}

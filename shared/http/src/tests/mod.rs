@@ -14,6 +14,7 @@ mod streams;
 mod tokens;
 mod uploads;
 mod videos;
+mod webhooks;
 
 use std::sync::Arc;
 
