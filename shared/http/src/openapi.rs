@@ -17,7 +17,7 @@ pub(crate) const ROUTES: &[(&str, &str, &str, bool, u16)] = &[
     (
         "post",
         "/videos/upload/initialize",
-        "Create a video and get a presigned upload URL",
+        "Create a video and get a presigned upload URL (callback_url: where to announce the end of its analysis)",
         true,
         200,
     ),
@@ -92,6 +92,83 @@ pub(crate) const ROUTES: &[(&str, &str, &str, bool, u16)] = &[
         false,
         200,
     ),
+    (
+        "post",
+        "/webhooks",
+        "Register a webhook endpoint {url, events: [video.completed, video.failed], description?}; the response shows its signing secret, once",
+        true,
+        201,
+    ),
+    (
+        "get",
+        "/webhooks",
+        "The caller's webhook endpoints, each with its latest delivery",
+        true,
+        200,
+    ),
+    (
+        "get",
+        "/webhooks/{id}",
+        "A webhook endpoint with its latest delivery",
+        true,
+        200,
+    ),
+    (
+        "patch",
+        "/webhooks/{id}",
+        "Change an endpoint's url, events or description",
+        true,
+        200,
+    ),
+    (
+        "delete",
+        "/webhooks/{id}",
+        "Delete an endpoint and its delivery log",
+        true,
+        204,
+    ),
+    (
+        "post",
+        "/webhooks/{id}/rotate-secret",
+        "A new signing secret for the endpoint, shown once",
+        true,
+        200,
+    ),
+    (
+        "get",
+        "/webhooks/{id}/deliveries",
+        "An endpoint's deliveries, newest first, with every attempt ({id} = callback: the per-video callback_url deliveries)",
+        true,
+        200,
+    ),
+    (
+        "get",
+        "/webhooks/{id}/deliveries/{delivery_id}",
+        "One delivery with its attempts and payload",
+        true,
+        200,
+    ),
+    (
+        "post",
+        "/webhooks/{id}/deliveries/{delivery_id}/resend",
+        "Queue a delivery again now with a fresh retry schedule (same webhook-id and body)",
+        true,
+        202,
+    ),
+    (
+        "get",
+        "/webhooks/signing-secret",
+        "The secret that signs deliveries to per-video callback_urls (made on first use)",
+        true,
+        200,
+    ),
+    (
+        "post",
+        "/webhooks/signing-secret/rotate",
+        "A new callback signing secret",
+        true,
+        200,
+    ),
     ("get", "/openapi.json", "This document", false, 200),
 ];
 
@@ -117,6 +194,9 @@ pub fn openapi_document() -> Value {
         }
         if matches!(*path, "/auth/register" | "/auth/login") {
             responses.insert("429".into(), json!({"description": "too many attempts from this address or for this email; retry after the `Retry-After` seconds", "headers": {"Retry-After": {"schema": {"type": "integer"}}}, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}));
+        }
+        if *method == "post" && *path == "/webhooks" {
+            responses.insert("409".into(), json!({"description": "the caller has the most endpoints allowed", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}));
         }
         if *path == "/auth/register" {
             responses.insert("409".into(), json!({"description": "an account with this email (in any spelling that normalises to it) exists", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}));
