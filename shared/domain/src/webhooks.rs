@@ -505,11 +505,12 @@ impl TargetPolicy {
                 if !self.address_allowed(ip) {
                     return Err(format!("{ip} is not a public address"));
                 }
-            } else if host == "localhost"
-                || host.ends_with(".localhost")
-                || host.ends_with(".local")
-                || host.ends_with(".internal")
-                || !host.contains('.')
+            } else if let name = host.trim_end_matches('.')
+                && (name == "localhost"
+                    || name.ends_with(".localhost")
+                    || name.ends_with(".local")
+                    || name.ends_with(".internal")
+                    || !name.contains('.'))
             {
                 return Err(format!("{host} is not a public host name"));
             }
@@ -786,6 +787,8 @@ mod tests {
             "https://localhost/hook",
             "https://metadata.google.internal/",
             "https://intranet/",
+            "https://localhost./hook",
+            "https://db.internal./",
             "https://user:pw@example.com/",
             "https://2130706433/",
             "https://0x7f.1/",
