@@ -334,7 +334,14 @@ pub fn video_event_payload(
         data["error"] = json!(error);
     }
     if let Some(summary) = &state.summary {
-        data["summary"] = json!(summary);
+        // the per-second timeline and the tracks grow with the video (an hour's timeline is
+        // about 600 KB): the payload keeps what stays small, `GET /videos/{id}` has the rest
+        let mut summary = json!(summary);
+        if let Some(fields) = summary.as_object_mut() {
+            fields.remove("timeline");
+            fields.remove("tracks");
+        }
+        data["summary"] = summary;
     }
     json!({"type": event.as_str(), "timestamp": now, "data": data}).to_string()
 }
