@@ -4,9 +4,9 @@
 //! already (the worker stores the delivery before queueing it, and every attempt stores the
 //! next time before queueing the retry), so queueing only has to wake the runner early: a
 //! restart loses nothing, and the runner picks up whatever came due while the server was down.
-//! Attempts run on tasks of their own, never in the analysis loop, at most
-//! [`DeliveryRunner::at_once`] at a time and never two of one delivery at once; a receiver
-//! that never answers holds one slot for at most the deliverer's timeout.
+//! Attempts run on tasks of their own, never in the analysis loop, at most [`AT_ONCE`] at a
+//! time and never two of one delivery at once; a receiver that never answers holds one slot for
+//! at most the deliverer's timeout.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -22,15 +22,17 @@ use webhooks::{AttemptOutcome, Deliverer};
 
 use crate::SqliteStore;
 
-/// Attempts made at once by default.
-pub const DEFAULT_DELIVERIES_AT_ONCE: usize = 8;
+/// Attempts made at once: enough that a few receivers that never answer (each holds its slot
+/// for the deliverer's timeout) leave room for the others.
+const AT_ONCE: usize = 8;
 /// The longest the runner sleeps without looking at the table: deliveries made or resent by
 /// another process on the same file (none in `deepemotion serve`) wait at most this long.
 const MOST_IDLE: Duration = Duration::from_secs(1);
 /// Due deliveries read per look at the table.
 const BATCH: usize = 64;
-/// How long an attempt that failed to reach the store keeps its delivery from being retried.
-const STORE_ERROR_PAUSE: Duration = Duration::from_secs(1);
+/// How long a delivery whose attempt failed in the store (the database, or a secret the key
+/// cannot open) is left alone: such errors seldom pass within a second, and each is logged.
+const STORE_ERROR_PAUSE: Duration = Duration::from_secs(10);
 
 /// The [`DeliveryQueue`] of one machine: wakes the runner, which finds the delivery due in the
 /// table.
@@ -53,7 +55,6 @@ pub struct DeliveryRunner {
     store: Arc<SqliteStore>,
     deliverer: Arc<Deliverer>,
     wake: Arc<Notify>,
-    at_once: usize,
 }
 
 impl DeliveryRunner {
@@ -67,20 +68,13 @@ impl DeliveryRunner {
             store,
             deliverer,
             wake: queue.wake.clone(),
-            at_once: DEFAULT_DELIVERIES_AT_ONCE,
         }
-    }
-
-    /// At most `at_once` attempts at a time.
-    pub fn at_once(mut self, at_once: usize) -> Self {
-        self.at_once = at_once.max(1);
-        self
     }
 
     /// Runs forever: attempts what is due, then sleeps until the next delivery is due (at most
     /// [`MOST_IDLE`]), or until queued work or a finished attempt wakes it.
     pub async fn run(self) {
-        let slots = Arc::new(Semaphore::new(self.at_once));
+        let slots = Arc::new(Semaphore::new(AT_ONCE));
         let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
         loop {
             let mut skipped = false;

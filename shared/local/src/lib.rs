@@ -20,7 +20,7 @@ mod ledger_contract_tests;
 #[cfg(test)]
 mod live_tests;
 
-pub use deliveries::{DEFAULT_DELIVERIES_AT_ONCE, DeliveryRunner, LocalDeliveries};
+pub use deliveries::{DeliveryRunner, LocalDeliveries};
 pub use engines::EnginePool;
 pub use files::{FileBlobs, SignatureError};
 pub use queue::LocalQueue;

@@ -221,8 +221,12 @@ fn warn_if_readable_by_others(path: &Path) {
     if let Ok(meta) = std::fs::metadata(path)
         && meta.permissions().mode() & 0o077 != 0
     {
-        tracing::warn!(path = %path.display(), mode = format!("{:o}", meta.permissions().mode() & 0o777),
-            "the webhook key is readable by other users; chmod 600 it");
+        let mode = meta.permissions().mode() & 0o777;
+        tracing::warn!(
+            path = %path.display(),
+            mode = %format!("{mode:o}"),
+            "other users can read the webhook key: chmod 600 it"
+        );
     }
 }
 
