@@ -12,4 +12,5 @@ mod media;
 mod people;
 mod serve;
 mod server;
+mod webhooks;
 mod worker;

@@ -19,14 +19,15 @@ fn start_with(env: &[(&str, &str)]) -> Server {
     serve::start(&[], env)
 }
 
-struct Session<'a> {
-    server: &'a Server,
-    http: Client,
-    token: String,
+/// A registered user's client (the webhook tests use it too).
+pub(crate) struct Session<'a> {
+    pub server: &'a Server,
+    pub http: Client,
+    pub token: String,
 }
 
 impl Server {
-    fn session(&self, name: &str) -> Session<'_> {
+    pub(crate) fn session(&self, name: &str) -> Session<'_> {
         let http = Client::new();
         let token = serve::login(&http, &self.base, name);
         Session {
@@ -38,7 +39,7 @@ impl Server {
 }
 
 impl Session<'_> {
-    fn get(&self, path: &str) -> reqwest::blocking::Response {
+    pub(crate) fn get(&self, path: &str) -> reqwest::blocking::Response {
         self.http
             .get(format!("{}{path}", self.server.base))
             .bearer_auth(&self.token)
@@ -58,7 +59,7 @@ impl Session<'_> {
         self.initialize_with(json!({ "filename": filename }))
     }
 
-    fn initialize_with(&self, body: Value) -> Value {
+    pub(crate) fn initialize_with(&self, body: Value) -> Value {
         let r = self
             .http
             .post(format!("{}/videos/upload/initialize", self.server.base))
@@ -70,7 +71,7 @@ impl Session<'_> {
         r.json().unwrap()
     }
 
-    fn wait_until_done(&self, id: &str) -> Value {
+    pub(crate) fn wait_until_done(&self, id: &str) -> Value {
         let started = Instant::now();
         loop {
             let v: Value = self.get(&format!("/videos/{id}")).json().unwrap();
@@ -87,7 +88,7 @@ impl Session<'_> {
     }
 }
 
-fn upload(http: &Client, init: &Value, body: Vec<u8>) -> reqwest::blocking::Response {
+pub(crate) fn upload(http: &Client, init: &Value, body: Vec<u8>) -> reqwest::blocking::Response {
     http.put(init["upload_url"].as_str().unwrap())
         .header(
             "Content-Type",

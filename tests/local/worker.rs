@@ -89,7 +89,7 @@ impl Rig {
                 results: self.store.clone(),
                 blobs: self.blobs.clone(),
                 jobs: self.queue.clone(),
-                webhooks: Arc::new(domain::memory::MemoryWebhooks::default()),
+                webhooks: self.store.clone(),
                 deliveries: Arc::new(domain::memory::MemoryDeliveryQueue::default()),
             },
             engine(),

@@ -1,5 +1,6 @@
-//! The ledger and result contracts (`domain::ledger_contract`, `domain::result_contract`) over
-//! SQLite: each check on a fresh database file, as `deepemotion serve` opens it.
+//! The ledger, result and webhook contracts (`domain::ledger_contract`, `domain::result_contract`,
+//! `domain::webhook_contract`) over SQLite: each check on a fresh database file, as
+//! `deepemotion serve` opens it.
 
 use std::ops::Deref;
 
@@ -27,3 +28,4 @@ async fn on_disk() -> OnDisk {
 
 domain::ledger_contract_tests!(on_disk);
 domain::result_contract_tests!(on_disk);
+domain::webhook_contract_tests!(on_disk);

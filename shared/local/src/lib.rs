@@ -1,9 +1,11 @@
-//! One machine, no AWS: SQLite for users, videos and results, files for blobs (with HMAC-signed,
-//! expiring URLs served by the server itself, standing in for S3's presigned URLs), an
-//! in-process queue, and `deepemotion serve`'s server around the shared router and worker
-//! (hyper's accept loop, socket.io live progress, the built-in web page). The engine is handed
-//! in (see [`server::AnalyzerLoader`]): this crate does not depend on it.
+//! One machine, no AWS: SQLite for users, videos, results and webhooks, files for blobs (with
+//! HMAC-signed, expiring URLs served by the server itself, standing in for S3's presigned URLs),
+//! an in-process queue, webhook deliveries run from the SQLite table, and `deepemotion serve`'s
+//! server around the shared router and worker (hyper's accept loop, socket.io live progress, the
+//! built-in web page). The engine is handed in (see [`server::AnalyzerLoader`]): this crate does
+//! not depend on it.
 
+mod deliveries;
 mod engines;
 mod files;
 mod queue;
@@ -18,6 +20,7 @@ mod ledger_contract_tests;
 #[cfg(test)]
 mod live_tests;
 
+pub use deliveries::{DeliveryRunner, LocalDeliveries};
 pub use engines::EnginePool;
 pub use files::{FileBlobs, SignatureError};
 pub use queue::LocalQueue;

@@ -1,9 +1,10 @@
 //! `deepemotion serve`: the whole product on one machine. The same router as on Lambda, over
 //! SQLite, files and an in-process queue, with the analysis worker in the same process.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -21,13 +22,15 @@ use tower::ServiceExt;
 use domain::VideoAnalyzer;
 use domain::memory::MemoryRateLimiter;
 use domain::ports::{AnalysisJob, JobQueue};
+use domain::webhooks::{SecretBox, TargetPolicy};
 use http_api::limits::{self, BodyRate, PageOrigins};
 use http_api::live::{AnnouncingLedger, VideoEvents};
 use http_api::{ApiConfig, ApiPorts, AppState, ServerUploads, check_secret};
+use webhooks::{Deliverer, DeliveryConfig};
 use worker::{AnalysisWorker, WorkerConfig, WorkerPorts};
 
 use crate::engines::EnginePool;
-use crate::{FileBlobs, LocalQueue, SqliteStore};
+use crate::{DeliveryRunner, FileBlobs, LocalDeliveries, LocalQueue, SqliteStore};
 
 #[derive(Debug, Clone)]
 pub struct LocalServerConfig {
@@ -37,7 +40,8 @@ pub struct LocalServerConfig {
     pub public_url: Option<String>,
     /// Token signing secret (`DEEPEMOTION_JWT_SECRET`); `None` is only allowed with `dev`.
     pub jwt_secret: Option<String>,
-    /// Explicit development mode: without a secret, one is generated and kept in the data dir.
+    /// Explicit development mode: without a secret, one is generated and kept in the data dir;
+    /// webhooks may go to `http` URLs and to this machine (a receiver under test).
     pub dev: bool,
     pub api: ApiConfig,
     /// The worker's settings; the server sets `engine_nice` to [`ANALYSIS_NICE`].
@@ -149,6 +153,86 @@ fn secret(config: &LocalServerConfig) -> Result<String, ServerError> {
     Ok(generated)
 }
 
+/// The file in the data directory that holds the key sealing webhook signing secrets.
+pub const WEBHOOK_KEY_FILE: &str = "webhook.key";
+
+/// The key that seals webhook signing secrets in the database: [`WEBHOOK_KEY_FILE`], made on the
+/// first start. A key of its own rather than one derived from the token secret, so that either
+/// can be rotated alone, and a copy of the database alone opens no secret. Never logged.
+fn webhook_key(data_dir: &Path) -> Result<SecretBox, ServerError> {
+    let path = data_dir.join(WEBHOOK_KEY_FILE);
+    loop {
+        match std::fs::read_to_string(&path) {
+            Ok(material) => {
+                warn_if_readable_by_others(&path);
+                return SecretBox::from_key_material(&material)
+                    .map_err(|e| ServerError::Startup(format!("{}: {e}", path.display())));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(ServerError::Startup(format!(
+                    "cannot read {}: {e}",
+                    path.display()
+                )));
+            }
+        }
+        if create_key_file(&path)? {
+            tracing::info!(path = %path.display(), "made the webhook key");
+        }
+    }
+}
+
+/// Writes fresh key material to `path` unless a key is there already. The key is written whole
+/// to a temporary file (mode 0600) and then linked into place, which fails rather than replace a
+/// key another start made meanwhile: two starts at once end up with one key, and a reader never
+/// sees half of one. True when this call made the key.
+fn create_key_file(path: &Path) -> Result<bool, ServerError> {
+    let temp = path.with_extension(format!("key.{}.tmp", uuid::Uuid::new_v4().simple()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let made = (|| {
+        let mut file = options.open(&temp)?;
+        file.write_all(SecretBox::generate_key().as_bytes())?;
+        file.sync_all()?;
+        match std::fs::hard_link(&temp, path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        }
+    })();
+    let _ = std::fs::remove_file(&temp);
+    let made =
+        made.map_err(|e| ServerError::Startup(format!("cannot create {}: {e}", path.display())))?;
+    // the new name survives a power cut too
+    if made && let Some(dir) = path.parent() {
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(made)
+}
+
+#[cfg(unix)]
+fn warn_if_readable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        let mode = meta.permissions().mode() & 0o777;
+        tracing::warn!(
+            path = %path.display(),
+            mode = %format!("{mode:o}"),
+            "other users can read the webhook key: chmod 600 it"
+        );
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_readable_by_others(_path: &Path) {}
+
 /// Loads an analysis engine (blocking: the models are read and their sessions built); called
 /// once per analysis run at once.
 pub type AnalyzerLoader = Box<dyn Fn() -> Result<Arc<dyn VideoAnalyzer>, String> + Send + 'static>;
@@ -162,6 +246,12 @@ pub async fn serve(
     allocator::configure();
     std::fs::create_dir_all(&config.data_dir).map_err(startup)?;
     let secret = secret(&config)?;
+    let webhook_key = webhook_key(&config.data_dir)?;
+    let delivery_config = DeliveryConfig::from_env(config.dev).map_err(ServerError::Startup)?;
+    let mut api_config = config.api.clone();
+    if config.dev {
+        api_config.webhook_policy = TargetPolicy::development();
+    }
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .map_err(startup)?;
@@ -194,12 +284,32 @@ pub async fn serve(
     let (queue, jobs) = LocalQueue::new();
     let events = VideoEvents::default();
 
+    // webhook deliveries: stored in the database, attempted by the runner's tasks
+    let deliveries = LocalDeliveries::default();
+    let deliverer = Deliverer::new(
+        store.clone(),
+        Arc::new(deliveries.clone()),
+        webhook_key.clone(),
+        delivery_config.clone(),
+    )
+    .map_err(ServerError::Startup)?;
+    tokio::spawn(DeliveryRunner::new(store.clone(), Arc::new(deliverer), &deliveries).run());
+    tracing::info!(
+        attempts = delivery_config.schedule.attempts,
+        first_retry_s = delivery_config.schedule.first.as_secs_f64(),
+        timeout_s = delivery_config.timeout.as_secs_f64(),
+        private_targets = delivery_config.policy.allow_private,
+        "webhook deliveries"
+    );
+
     let ports = WorkerPorts {
         videos: store.clone(),
         ledger: Arc::new(AnnouncingLedger::new(store.clone(), events.clone())),
         results: store.clone(),
         blobs: files.clone(),
         jobs: Arc::new(queue.clone()),
+        webhooks: store.clone(),
+        deliveries: Arc::new(deliveries.clone()),
     };
     let worker_config = WorkerConfig {
         engine_nice: ANALYSIS_NICE,
@@ -222,8 +332,11 @@ pub async fn serve(
         results: store.clone(),
         blobs: files.clone(),
         limiter: Arc::new(MemoryRateLimiter::default()),
+        webhooks: store.clone(),
+        deliveries: Arc::new(deliveries),
+        webhook_key,
     };
-    let state = AppState::new(ports, &secret, config.api.clone())
+    let state = AppState::new(ports, &secret, api_config.clone())
         .map_err(|_| ServerError::WeakSecret)?
         .with_server_uploads(ServerUploads {
             files: files.clone(),
@@ -243,7 +356,7 @@ pub async fn serve(
             store,
             events,
         ))
-        .layer(http_api::cors(&config.api.cors_origins))
+        .layer(http_api::cors(&api_config.cors_origins))
         .layer(axum::middleware::from_fn(limits::header_limits))
         .layer(axum::middleware::from_fn_with_state(
             config.limits.body_rate,
@@ -476,4 +589,52 @@ async fn accept_failed(e: std::io::Error) {
     }
     tracing::error!(error = %e, "accept failed");
     tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_webhook_key_is_made_once_private_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = webhook_key(dir.path()).unwrap();
+        let path = dir.path().join(WEBHOOK_KEY_FILE);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let sealed = first.seal("whsec_abc");
+        let again = webhook_key(dir.path()).unwrap();
+        assert_eq!(again.open(&sealed).unwrap(), "whsec_abc", "the same key");
+        let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(files.len(), 1, "no temporary file left behind");
+    }
+
+    #[test]
+    fn starts_at_once_agree_on_one_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys: Vec<SecretBox> = std::thread::scope(|s| {
+            let starts: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| webhook_key(dir.path()).unwrap()))
+                .collect();
+            starts.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let sealed = keys[0].seal("whsec_abc");
+        for key in &keys {
+            assert_eq!(key.open(&sealed).unwrap(), "whsec_abc");
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_short_key_file_is_refused_without_showing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(WEBHOOK_KEY_FILE), "hunter2").unwrap();
+        let error = webhook_key(dir.path()).err().unwrap().to_string();
+        assert!(error.contains(WEBHOOK_KEY_FILE), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
+    }
 }

@@ -18,8 +18,10 @@ use domain::{
     VideoInfo, VideoStatus,
 };
 
-/// Users, videos, their analysis ledger (plans, segment leases), frame results and track
-/// profiles in one SQLite file (WAL mode). Queries take microseconds, so they run inline under a
+mod webhooks;
+
+/// Users, videos, their analysis ledger (plans, segment leases), frame results, track profiles
+/// and webhooks (endpoints, signing secrets, deliveries) in one SQLite file (WAL mode). Queries take microseconds, so they run inline under a
 /// mutex rather than on a blocking pool.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -63,7 +65,9 @@ CREATE TABLE IF NOT EXISTS videos (
     upload TEXT,                     -- StoredObject as JSON, set once by record_upload
     analysis TEXT NOT NULL,          -- AnalysisState as JSON; while PROCESSING, progress and
                                      -- frames_analyzed are read from analysis_plans instead
-    status TEXT GENERATED ALWAYS AS (json_extract(analysis, '$.status')) VIRTUAL
+    status TEXT GENERATED ALWAYS AS (json_extract(analysis, '$.status')) VIRTUAL,
+    callback_url TEXT                -- announced to when the analysis ends; last, where
+                                     -- MIGRATIONS adds it to older databases
 );
 CREATE INDEX IF NOT EXISTS videos_by_user ON videos (user_id, uploaded_at_ns DESC, id DESC);
 CREATE TABLE IF NOT EXISTS frames (
@@ -104,13 +108,20 @@ fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
 
-/// Columns added since the first release, for databases made before them. (`videos` is rebuilt
-/// whole instead: see `migrate_record_videos`.)
-const MIGRATIONS: &[(&str, &str, &str)] = &[(
-    "analysis_segments",
-    "crashes",
-    "ALTER TABLE analysis_segments ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0",
-)];
+/// Columns added since the first release, for databases made before them. (A `videos` table
+/// that still keeps whole videos in `record` is rebuilt instead: see `migrate_record_videos`.)
+const MIGRATIONS: &[(&str, &str, &str)] = &[
+    (
+        "analysis_segments",
+        "crashes",
+        "ALTER TABLE analysis_segments ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0",
+    ),
+    (
+        "videos",
+        "callback_url",
+        "ALTER TABLE videos ADD COLUMN callback_url TEXT",
+    ),
+];
 
 fn has_column(db: &Connection, table: &str, column: &str) -> StoreResult<bool> {
     db.query_row(
@@ -139,6 +150,7 @@ fn prepare(conn: &mut Connection) -> StoreResult<()> {
         .map_err(backend)?;
     }
     tx.execute_batch(SCHEMA).map_err(backend)?;
+    tx.execute_batch(webhooks::SCHEMA).map_err(backend)?;
     for (table, column, alter) in MIGRATIONS {
         if !has_column(&tx, table, column)? {
             tx.execute_batch(alter).map_err(backend)?;
@@ -230,6 +242,8 @@ fn migrate_record_videos(tx: &Transaction<'_>) -> StoreResult<()> {
             sample_fps: fields.sample_fps,
             uploaded_at: fields.uploaded_at,
             upload,
+            // callbacks came after this format
+            callback_url: None,
             analysis,
         };
         insert_video(tx, &video).map_err(|e| unreadable(&e))?;
@@ -288,19 +302,40 @@ fn json_text<T: serde::Serialize>(value: &T) -> StoreResult<String> {
     serde_json::to_string(value).map_err(backend)
 }
 
-fn uploaded_at_ns(video: &Video) -> StoreResult<i64> {
-    video.uploaded_at.timestamp_nanos_opt().ok_or_else(|| {
-        StoreError::Backend(format!(
-            "uploaded_at {} is outside the years 1677 to 2262",
-            video.uploaded_at
-        ))
+/// A time as the integer columns keep it: nanoseconds since the Unix epoch.
+fn nanos(field: &str, at: DateTime<Utc>) -> StoreResult<i64> {
+    at.timestamp_nanos_opt().ok_or_else(|| {
+        StoreError::Backend(format!("{field} {at} is outside the years 1677 to 2262"))
     })
+}
+
+fn uploaded_at_ns(video: &Video) -> StoreResult<i64> {
+    nanos("uploaded_at", video.uploaded_at)
+}
+
+/// The cursor of a listing newest first by (time, id), after the item at `ns` with `id`:
+/// base64url, so that it goes into a `Link` header and a query string as it is.
+fn make_cursor(ns: i64, id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{ns}:{id}"))
+}
+
+/// The (time, id) a cursor of [`make_cursor`] resumes after.
+fn read_cursor(cursor: &str) -> StoreResult<(i64, String)> {
+    let raw = URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| StoreError::BadCursor)?;
+    let text = String::from_utf8(raw).map_err(|_| StoreError::BadCursor)?;
+    let (ns, id) = text.split_once(':').ok_or(StoreError::BadCursor)?;
+    Ok((
+        ns.parse().map_err(|_| StoreError::BadCursor)?,
+        id.to_string(),
+    ))
 }
 
 fn insert_video(db: &Connection, video: &Video) -> StoreResult<()> {
     db.execute(
-        "INSERT INTO videos (id, user_id, title, s3_key, filename, content_type, size_bytes, sample_fps, uploaded_at_ns, upload, analysis)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        "INSERT INTO videos (id, user_id, title, s3_key, filename, content_type, size_bytes, sample_fps, uploaded_at_ns, upload, analysis, callback_url)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         params![
             video.id,
             video.user_id,
@@ -313,17 +348,18 @@ fn insert_video(db: &Connection, video: &Video) -> StoreResult<()> {
             uploaded_at_ns(video)?,
             video.upload.as_ref().map(json_text).transpose()?,
             json_text(&video.analysis)?,
+            video.callback_url,
         ],
     )
     .map(|_| ())
     .map_err(backend)
 }
 
-/// How a video is read: its columns, then its plan's progress counters and duration (NULL when
-/// it has no plan). `video_from` reads the columns in this order.
+/// How a video is read: its columns, its plan's progress counters and duration (NULL when it has
+/// no plan), then its callback URL. `video_from` reads the columns in this order.
 const SELECT_VIDEO: &str = "SELECT v.id, v.user_id, v.title, v.s3_key, v.filename, v.content_type,
         v.size_bytes, v.sample_fps, v.uploaded_at_ns, v.upload, v.analysis,
-        p.covered_ms, p.frames, json_extract(p.plan, '$.duration_ms')
+        p.covered_ms, p.frames, json_extract(p.plan, '$.duration_ms'), v.callback_url
     FROM videos v LEFT JOIN analysis_plans p ON p.video_id = v.id";
 
 /// The JSON in column `i` (`None` for NULL).
@@ -375,6 +411,7 @@ fn video_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<Video> {
         sample_fps: r.get(7)?,
         uploaded_at: DateTime::from_timestamp_nanos(r.get(8)?),
         upload: json_column(r, 9)?,
+        callback_url: r.get(14)?,
         analysis,
     })
 }
@@ -459,20 +496,7 @@ impl VideoStore for SqliteStore {
         cursor: Option<&str>,
     ) -> StoreResult<Page<Video>> {
         // keyset pagination on (uploaded_at_ns, id), newest first
-        let (before_ns, before_id) = match cursor {
-            None => (i64::MAX, String::new()),
-            Some(c) => {
-                let raw = URL_SAFE_NO_PAD
-                    .decode(c)
-                    .map_err(|_| StoreError::BadCursor)?;
-                let text = String::from_utf8(raw).map_err(|_| StoreError::BadCursor)?;
-                let (ns, id) = text.split_once(':').ok_or(StoreError::BadCursor)?;
-                (
-                    ns.parse().map_err(|_| StoreError::BadCursor)?,
-                    id.to_string(),
-                )
-            }
-        };
+        let (before_ns, before_id) = cursor.map(read_cursor).transpose()?.unwrap_or_default();
         let db = self.db();
         let mut stmt = db
             .prepare_cached(&format!(
@@ -500,8 +524,7 @@ impl VideoStore for SqliteStore {
         if items.len() > limit {
             items.truncate(limit);
             if let Some(last) = items.last() {
-                let ns = uploaded_at_ns(last)?;
-                next = Some(URL_SAFE_NO_PAD.encode(format!("{ns}:{}", last.id)));
+                next = Some(make_cursor(uploaded_at_ns(last)?, &last.id));
             }
         }
         Ok(Page { items, next })
@@ -1031,6 +1054,7 @@ CREATE TABLE IF NOT EXISTS analysis_segments (
             sample_fps: 2.5,
             uploaded_at,
             upload: None,
+            callback_url: None,
             analysis: AnalysisState::pending(),
         }
     }
@@ -1234,7 +1258,8 @@ CREATE TABLE IF NOT EXISTS analysis_segments (
                     "uploaded_at_ns",
                     "upload",
                     "analysis",
-                    "status"
+                    "status",
+                    "callback_url"
                 ]
             );
             for video in &expected {
@@ -1362,6 +1387,7 @@ CREATE TABLE IF NOT EXISTS analysis_segments (
         let store = SqliteStore::in_memory().unwrap();
         let mut video = created("v1", "ann", Utc::now());
         video.sample_fps = 29.97;
+        video.callback_url = Some("https://hooks.example.com/done?v=1".into());
         video.upload = Some(StoredObject {
             size: 7,
             etag: Some("e".into()),
@@ -1397,6 +1423,56 @@ CREATE TABLE IF NOT EXISTS analysis_segments (
             .unwrap();
         assert_eq!(status, "FAILED");
         assert_eq!(store.video("v1").await.unwrap().unwrap().analysis, failed);
+    }
+
+    /// The schema of the version before per-video callbacks: `videos` without `callback_url`.
+    fn schema_before_callbacks() -> String {
+        let before = SCHEMA.replace(
+            "VIRTUAL,\n    callback_url TEXT                -- announced to when the analysis ends; last, where\n                                     -- MIGRATIONS adds it to older databases\n",
+            "VIRTUAL\n",
+        );
+        assert!(!before.contains("callback_url"));
+        format!("{PRAGMAS}{before}")
+    }
+
+    #[tokio::test]
+    async fn a_database_from_before_callbacks_gets_the_column_and_keeps_its_videos() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("deepemotion.db");
+        let old = created("old", "ann", Utc::now());
+        {
+            let db = Connection::open(&path).unwrap();
+            db.execute_batch(&schema_before_callbacks()).unwrap();
+            db.execute(
+                "INSERT INTO videos (id, user_id, title, s3_key, filename, content_type, size_bytes, sample_fps, uploaded_at_ns, analysis)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    old.id,
+                    old.user_id,
+                    old.title,
+                    old.s3_key,
+                    old.filename,
+                    old.content_type,
+                    old.size_bytes,
+                    old.sample_fps,
+                    uploaded_at_ns(&old).unwrap(),
+                    json_text(&old.analysis).unwrap(),
+                ],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(video_columns(&store).last().unwrap(), "callback_url");
+        assert_eq!(store.video("old").await.unwrap(), Some(old));
+        let new = Video {
+            callback_url: Some("https://hooks.example.com/x".into()),
+            ..created("new", "ann", Utc::now())
+        };
+        store.create_video(&new).await.unwrap();
+        assert_eq!(store.video("new").await.unwrap(), Some(new));
+        drop(store);
+        // and opens again with nothing left to do
+        SqliteStore::open(&path).unwrap();
     }
 
     /// Checkpoints add to the plan's counters only; the video is read with them.
