@@ -539,3 +539,44 @@ async fn the_webhook_key_is_read_from_secrets_manager() {
     assert!(!message.contains("short-key"), "{message}");
     assert!(!format!("{:?}", WebhookKeySource::Dev(material.clone())).contains(&material));
 }
+
+/// DynamoDB's own extra on top of the contract: its delivery cursors travel in query strings
+/// as they are, and page only the log they were made for.
+#[tokio::test]
+async fn delivery_cursors_are_url_safe_and_bound_to_their_log() {
+    let f = fixture().await;
+    for i in 0..3 {
+        let mut d = pending_delivery(&format!("v{i}"), Utc::now());
+        d.created_at = Utc::now() + chrono::Duration::seconds(i);
+        f.store.create_delivery(&d).await.unwrap();
+    }
+    let page = f.store.deliveries("ann", "wh_far", 1, None).await.unwrap();
+    let cursor = page.next.unwrap();
+    assert!(
+        cursor
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+        "{cursor}"
+    );
+    assert_eq!(
+        f.store
+            .deliveries("ann", "wh_far", 5, Some(&cursor))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+    for (user, log) in [("bob", "wh_far"), ("ann", "wh_other")] {
+        assert!(matches!(
+            f.store.deliveries(user, log, 5, Some(&cursor)).await,
+            Err(domain::ports::StoreError::BadCursor)
+        ));
+    }
+    assert!(matches!(
+        f.store
+            .deliveries("ann", "wh_far", 5, Some("garbage!"))
+            .await,
+        Err(domain::ports::StoreError::BadCursor)
+    ));
+}
