@@ -120,8 +120,9 @@ impl TokenSecretSource {
     }
 }
 
-/// Where the webhook key comes from: the key that seals the signing secrets at rest, a secret
-/// of its own (never the token secret), so that either can be rotated alone.
+/// Where the webhook key comes from: the key that seals the signing secrets at rest. A secret
+/// of its own, never the token secret: rotating the token secret leaves the signing secrets
+/// readable, and neither secret tells anything about the other.
 #[derive(Clone, PartialEq)]
 pub enum WebhookKeySource {
     /// The Secrets Manager secret (ARN or name) in `WEBHOOK_KEY_ARN`.
@@ -304,8 +305,8 @@ async fn handle_delivery_record(
                 }
             };
         }
-        // A little early (SQS's delays are whole seconds): wait, or the attempt would find the
-        // delivery not due and this message, the one for its next attempt, would be lost.
+        // A little early (SQS's timing is not exact): wait, or the attempt would find the
+        // delivery not due, and this message, the one for its next attempt, would be dropped.
         if let Ok(wait) = wait.to_std() {
             tokio::time::sleep(wait).await;
         }
