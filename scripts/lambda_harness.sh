@@ -3,14 +3,15 @@
 # `work` (a scratch directory) and PATH (python3 with boto3 and moto, scripts/requirements.txt).
 #
 #   harness_moto               a private moto server and the template's table, bucket (notifying
-#                              the queue) and queue: $endpoint, $queue_url, $work/aws.env (the
-#                              functions' AWS variables, KEY=VALUE)
+#                              the queue), queue and delivery queue: $endpoint, $queue_url,
+#                              $work/aws.env (the functions' AWS variables, KEY=VALUE)
 #   harness_api                the API function (target/debug/api, built if missing) under its
 #                              Runtime API, as the user's side of the upload
 #   harness_runtime NAME ARG...   scripts/runtime_api.py for function NAME (port in $work/NAME.port,
 #                              log in $work/NAME.log) with runtime_api.py's ARGs
 #   harness_pipeline           scripts/lambda_pipeline.py: the Pexels clip uploaded through the API
-#                              and analysed by the function `analyze`, checked; $video_id
+#                              and analysed by the function `analyze`, checked; $video_id. When a
+#                              function `deliver` runs too, the video's webhook through it
 #   harness_status NAME        the Runtime API's /status line of NAME: init_ms, the last
 #                              invocation's seconds, peak RSS MB
 
@@ -44,16 +45,21 @@ harness_api() {
         echo "no $api_bin: building it (the API function plays the user's side)"
         cargo build --quiet -p api --bin api || fail "cargo build -p api"
     fi
-    { cat "$work/aws.env"; printf 'DEEPEMOTION_DEV=1\nDEEPEMOTION_JWT_SECRET=lambda-harness-secret-0123456789abcdef\nAWS_LAMBDA_LOG_FORMAT=JSON\nAWS_LAMBDA_LOG_LEVEL=INFO\n'; } > "$work/api.env"
+    { cat "$work/aws.env"; printf 'DEEPEMOTION_DEV=1\nDEEPEMOTION_JWT_SECRET=lambda-harness-secret-0123456789abcdef\nDEEPEMOTION_WEBHOOK_KEY=lambda-harness-webhook-key-0123456789abcdef\nAWS_LAMBDA_LOG_FORMAT=JSON\nAWS_LAMBDA_LOG_LEVEL=INFO\n'; } > "$work/api.env"
     harness_runtime api --memory-size 512 --binary "$api_bin" --env-file "$work/api.env"
 }
 
 harness_pipeline() {
-    local status=0
+    local status=0 deliver=()
+    # with the deliver function running too, the finished video's webhook goes through it
+    if [ -s "$work/deliver.port" ]; then
+        deliver=(--deliver-port "$(cat "$work/deliver.port")"
+                 --delivery-queue-url "$(sed -n 's/^DELIVERY_QUEUE_URL=//p' "$work/resources.env")")
+    fi
     python3 scripts/lambda_pipeline.py analyse --endpoint "$endpoint" --queue-url "$queue_url" \
         --api-port "$(cat "$work/api.port")" --analyze-port "$(cat "$work/analyze.port")" \
         --clip "$DEEPEMOTION_SHARED_DIR/data/videos/WolfgangLanger_Pexels.mp4" --expect-pexels \
-        > "$work/pipeline.out" || status=$?
+        "${deliver[@]}" > "$work/pipeline.out" || status=$?
     cat "$work/pipeline.out"
     if [ "$status" != 0 ]; then
         echo "--- the analysis function's log:"; tail -40 "$work/analyze.log"

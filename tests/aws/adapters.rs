@@ -19,6 +19,7 @@ pub(crate) async fn clients() -> (AwsClients, AwsConfig) {
         table: format!("deepemotion-{unique}"),
         bucket: format!("deepemotion-{unique}"),
         queue_url: None,
+        delivery_queue_url: None,
         // moto accepts any credentials; the SDK still wants some
         credentials: Some(aws_sdk_s3::config::Credentials::new(
             "testing", "testing", None, None, "moto",
@@ -318,7 +319,13 @@ async fn the_api_lambda_signs_tokens_with_the_secret_it_reads_from_secrets_manag
             videos: store.clone(),
             results: store.clone(),
             limiter: store.clone(),
+            webhooks: store.clone(),
             blobs: std::sync::Arc::new(S3Blobs::new(&clients, &aws.bucket)),
+            deliveries: std::sync::Arc::new(domain::memory::MemoryDeliveryQueue::default()),
+            webhook_key: domain::webhooks::SecretBox::from_key_material(
+                &domain::webhooks::SecretBox::generate_key(),
+            )
+            .unwrap(),
         };
         AppState::new(ports, secret, Default::default())
     };

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use aws_adapters::adapters::item_bytes;
 use aws_adapters::lambda::handle_sqs_event;
-use aws_adapters::{AwsClients, AwsConfig, DynamoStore, S3Blobs, SqsJobs};
+use aws_adapters::{AwsClients, AwsConfig, DynamoStore, S3Blobs, SqsDeliveries, SqsJobs};
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use aws_sdk_s3::types::{
     Event, FilterRule, FilterRuleName, NotificationConfigurationFilter, QueueConfiguration,
@@ -19,6 +19,7 @@ use aws_sdk_s3::types::{
 };
 use domain::VideoStatus;
 use domain::metered::{Metered, WriteMeter};
+use domain::webhooks::SecretBox;
 use engine::{Analyzer, EngineConfig};
 use http_api::{ApiConfig, ApiPorts, AppState};
 use serde_json::{Value, json};
@@ -102,6 +103,15 @@ async fn stack() -> Stack {
         .await
         .unwrap();
     config.queue_url = Some(queue_url.clone());
+    // the webhook delivery queue, as the template declares it beside the analysis queue
+    config.delivery_queue_url = clients
+        .sqs
+        .create_queue()
+        .queue_name(format!("deliveries-{}", config.table))
+        .send()
+        .await
+        .unwrap()
+        .queue_url;
 
     let ports = ApiPorts {
         users: store.clone(),
@@ -109,6 +119,12 @@ async fn stack() -> Stack {
         results: store.clone(),
         blobs: Arc::new(S3Blobs::new(&clients, &config.bucket)),
         limiter: store.clone(),
+        webhooks: store.clone(),
+        deliveries: Arc::new(SqsDeliveries::new(
+            &clients,
+            config.delivery_queue_url.clone().unwrap(),
+        )),
+        webhook_key: SecretBox::from_key_material(&SecretBox::generate_key()).unwrap(),
     };
     let state = AppState::new(
         ports,
@@ -139,11 +155,16 @@ impl Stack {
         let ports = WorkerPorts {
             videos: store.clone(),
             ledger: store.clone(),
-            results: store,
+            results: store.clone(),
+            webhooks: store,
             blobs: Arc::new(S3Blobs::new(&self.clients, &self.config.bucket)),
             jobs: Arc::new(SqsJobs::new(
                 &self.clients,
                 self.config.queue_url.clone().unwrap_or_default(),
+            )),
+            deliveries: Arc::new(SqsDeliveries::new(
+                &self.clients,
+                self.config.delivery_queue_url.clone().unwrap_or_default(),
             )),
         };
         AnalysisWorker::new(ports, engine(), worker)

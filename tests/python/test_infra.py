@@ -4,7 +4,8 @@
   of the build stage is the binary cargo builds for the `analyze` crate, which is the entrypoint;
 - template.yaml's zip functions name binaries that exist, its image function names this
   Dockerfile, and every function gets the environment its `from_env` requires;
-- the queue's visibility timeout is at least six times the analysis function's timeout.
+- each queue's visibility timeout is at least six times its function's timeout;
+- the functions may send only to the queues they use, and read only the secrets they use.
 
 Run: .deps/tools/bin/python tests/python/test_infra.py
 """
@@ -104,11 +105,25 @@ def test_template():
     resources = template["Resources"]
     env_global = template["Globals"]["Function"]["Environment"]["Variables"]
     functions = {k: v for k, v in resources.items() if v["Type"] == "AWS::Serverless::Function"}
-    assert set(functions) == {"ApiFunction", "AnalyzeFunction"}
+    assert set(functions) == {"ApiFunction", "AnalyzeFunction", "DeliverFunction"}
     # JSON lines, their level set by Lambda (AWS_LAMBDA_LOG_LEVEL), not by a RUST_LOG beside it
     logging = template["Globals"]["Function"]["LoggingConfig"]
     assert logging["LogFormat"] == "JSON" and logging["ApplicationLogLevel"] in ("INFO", "WARN", "ERROR")
     assert "RUST_LOG" not in env_global
+
+    def env_of(function):
+        return {**env_global, **function["Properties"].get("Environment", {}).get("Variables", {})}
+
+    def statements(function, action):
+        """The Resources the function's policies allow `action` on."""
+        return [s["Resource"] for p in function["Properties"]["Policies"] for s in p["Statement"]
+                if action in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])]
+
+    for name, function in functions.items():
+        env = env_of(function)
+        # secrets come from Secrets Manager; the dev switch that allows literal ones is for tests
+        for var in ("DEEPEMOTION_DEV", "DEEPEMOTION_JWT_SECRET", "DEEPEMOTION_WEBHOOK_KEY"):
+            assert var not in env, f"{name}: {var}"
 
     api = functions["ApiFunction"]
     assert api["Metadata"]["BuildMethod"] == "rust-cargolambda"
@@ -118,23 +133,63 @@ def test_template():
     for var in ("TABLE_NAME", "BUCKET_NAME", "JWT_SECRET_ARN", "DEEPEMOTION_MAX_UPLOAD_BYTES"):
         assert var in api_env, var
     assert "DEEPEMOTION_JWT_SECRET" not in api_env, "never a literal secret"
-    # the API never queues (S3 notifies the queue), so it has neither the queue nor the grant
+    # the API never queues analyses (S3 notifies the queue), so it has neither that queue nor
+    # the grant; it queues resent webhook deliveries, and reads the webhook key
     assert "QUEUE_URL" not in api_env
     api_actions = json.dumps(api["Properties"]["Policies"])
-    assert "sqs:SendMessage" not in api_actions and '"s3:ListBucket"' not in api_actions
+    assert '"s3:ListBucket"' not in api_actions
+    assert statements(api, "sqs:SendMessage") == [{"GetAtt": "DeliveriesQueue.Arn"}]
+    assert api_env["DELIVERY_QUEUE_URL"] == {"Ref": "DeliveriesQueue"}
+    assert api_env["WEBHOOK_KEY_ARN"] == {"Ref": "WebhookKeySecret"}
+    assert sorted(map(json.dumps, statements(api, "secretsmanager:GetSecretValue"))) == sorted(
+        json.dumps({"Ref": r}) for r in ("JwtSecret", "WebhookKeySecret"))
 
     analyze = functions["AnalyzeFunction"]
     assert analyze["Properties"]["PackageType"] == "Image"
     assert os.path.isfile(os.path.join(ROOT, analyze["Metadata"]["Dockerfile"]))
     analyze_env = {**env_global, **analyze["Properties"]["Environment"]["Variables"]}
-    for var in ("TABLE_NAME", "BUCKET_NAME", "QUEUE_URL"):
+    for var in ("TABLE_NAME", "BUCKET_NAME", "QUEUE_URL", "DELIVERY_QUEUE_URL"):
         assert var in analyze_env, var
     sqs = analyze["Properties"]["Events"]["Uploads"]["Properties"]
     assert sqs["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert sorted(map(json.dumps, statements(analyze, "sqs:SendMessage"))) == sorted(
+        json.dumps({"GetAtt": f"{q}.Arn"}) for q in ("AnalysisQueue", "DeliveriesQueue"))
+    assert not statements(analyze, "secretsmanager:GetSecretValue"), "the worker seals nothing"
 
     queue = resources["AnalysisQueue"]["Properties"]
     assert queue["VisibilityTimeout"] >= 6 * analyze["Properties"]["Timeout"]
     assert "deadLetterTargetArn" in queue["RedrivePolicy"]
+
+    # the deliver function: a zip like the API's, fed by the delivery queue
+    deliver = functions["DeliverFunction"]
+    assert deliver["Metadata"]["BuildMethod"] == "rust-cargolambda"
+    assert deliver["Properties"]["Runtime"] == "provided.al2023"
+    assert deliver["Metadata"]["BuildProperties"]["Binary"] in bin_names(os.path.join(ROOT, "functions", "deliver"))
+    deliver_env = env_of(deliver)
+    for var in ("TABLE_NAME", "BUCKET_NAME", "WEBHOOK_KEY_ARN", "DELIVERY_QUEUE_URL"):
+        assert var in deliver_env, var
+    assert deliver_env["WEBHOOK_KEY_ARN"] == {"Ref": "WebhookKeySecret"}
+    # an attempt must end well inside the invocation
+    assert int(deliver_env["DEEPEMOTION_WEBHOOK_TIMEOUT_SECS"]) * 2 <= deliver["Properties"]["Timeout"]
+    sqs = deliver["Properties"]["Events"]["Deliveries"]["Properties"]
+    assert sqs["Queue"] == {"GetAtt": "DeliveriesQueue.Arn"}
+    assert sqs["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert statements(deliver, "sqs:SendMessage") == [{"GetAtt": "DeliveriesQueue.Arn"}]
+    assert statements(deliver, "secretsmanager:GetSecretValue") == [{"Ref": "WebhookKeySecret"}]
+    # by key only: no queries, scans or deletes
+    deliver_actions = {a for p in deliver["Properties"]["Policies"] for s in p["Statement"]
+                       for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    assert {a for a in deliver_actions if a.startswith("dynamodb:")} == {"dynamodb:GetItem", "dynamodb:PutItem"}
+    queue = resources["DeliveriesQueue"]["Properties"]
+    # a message handed back (a busy delivery) returns after the 60 s claim of its holder
+    assert queue["VisibilityTimeout"] >= max(6 * deliver["Properties"]["Timeout"], 60)
+    assert "deadLetterTargetArn" in queue["RedrivePolicy"]
+
+    # the webhook key is a secret of its own, generated like the token secret
+    key = resources["WebhookKeySecret"]
+    assert key["Type"] == "AWS::SecretsManager::Secret"
+    generated = key["Properties"]["GenerateSecretString"]
+    assert generated["PasswordLength"] >= 32 and generated["ExcludePunctuation"] is True
 
     # every variable a function reads at start-up is documented in the README
     readme = open(os.path.join(ROOT, "README.md")).read()

@@ -1,27 +1,36 @@
-//! AWS adapters: DynamoDB (one table for users, videos and frame results), S3 (blobs, presigned
-//! URLs) and SQS (jobs). Clients are built once per process; tests point them at moto.
+//! AWS adapters: DynamoDB (one table for users, videos, frame results and webhooks), S3 (blobs,
+//! presigned URLs) and SQS (jobs; webhook deliveries in `crate::webhooks`). Clients are built
+//! once per process; tests point them at moto.
 //!
 //! Table design (see README "DynamoDB design"):
-//! | item          | pk                 | sk                | gsi1pk          | gsi1sk                    |
-//! |---------------|--------------------|-------------------|-----------------|---------------------------|
-//! | user          | `USER#{id}`        | `PROFILE`         |                 |                           |
-//! | email claim   | `EMAIL#{email}`    | `EMAIL`           |                 |                           |
-//! | video         | `VIDEO#{id}`       | `META`            | `USER#{owner}`  | `{uploaded_at, ns}#{id}`  |
-//! | frame chunk   | `VIDEO#{id}`       | `FRAMES#{c:010}`  |                 |                           |
-//! | track profile | `VIDEO#{id}`       | `TRACK#{t:010}`   |                 |                           |
-//! | segment lease | `VIDEO#{id}`       | `SEG#{i:05}`      |                 |                           |
+//! | item           | pk                 | sk                 | gsi1pk                      | gsi1sk                    |
+//! |----------------|--------------------|--------------------|-----------------------------|---------------------------|
+//! | user           | `USER#{id}`        | `PROFILE`          |                             |                           |
+//! | email claim    | `EMAIL#{email}`    | `EMAIL`            |                             |                           |
+//! | video          | `VIDEO#{id}`       | `META`             | `USER#{owner}`              | `{uploaded_at, ns}#{id}`  |
+//! | frame chunk    | `VIDEO#{id}`       | `FRAMES#{c:010}`   |                             |                           |
+//! | track profile  | `VIDEO#{id}`       | `TRACK#{t:010}`    |                             |                           |
+//! | segment lease  | `VIDEO#{id}`       | `SEG#{i:05}`       |                             |                           |
+//! | webhook        | `USER#{owner}`     | `WEBHOOK#{id}`     |                             |                           |
+//! | signing secret | `USER#{owner}`     | `SIGNING_SECRET`   |                             |                           |
+//! | delivery       | `DELIVERY#{id}`    | `DELIVERY`         | `DELIVERIES#{owner}#{log}`  | `{created_at, ns}#{id}`   |
 //! The video item holds each field of the `Video` once: `id`, the owner and `uploaded_at` in its
 //! keys, `title`, `s3_key`, `filename`, `content_type`, `size_bytes` (absent when undeclared),
-//! `sample_fps`, `upload` (JSON, set once), `status` (claims are conditional on it) and
-//! `analysis` (the rest of the `AnalysisState`, JSON). While a video is analysed it also carries
-//! the analysis plan (`analysis_plan`) and its counters (`covered_ms`, `frames_seen`, the
-//! `done_segments` number set), so claims and completion are single conditional updates, and
-//! the progress of a `PROCESSING` video is read from them (see `DynamoStore::video_from`).
+//! `sample_fps`, `callback_url` (absent when none), `upload` (JSON, set once), `status` (claims
+//! are conditional on it) and `analysis` (the rest of the `AnalysisState`, JSON). While a video
+//! is analysed it also carries the analysis plan (`analysis_plan`) and its counters
+//! (`covered_ms`, `frames_seen`, the `done_segments` number set), so claims and completion are
+//! single conditional updates, and the progress of a `PROCESSING` video is read from them (see
+//! `DynamoStore::video_from`).
 //! Frame results are kept in chunks: one item for the analysed frames among 300 consecutive
 //! frame numbers, binary-encoded (see `crate::chunks`), a few KB, so that a minute of video
 //! costs a few write units instead of one per frame. A chunk too large for one item (every
 //! frame of a crowd) is split into parts `FRAMES#{c:010}.{p:03}`, each under 64 KB. Items of
 //! the earlier layout, one JSON item per frame (`FRAME#{n:010}`), are still read.
+//! Webhook endpoints live in their owner's partition (a user has few; they are listed with one
+//! query), each delivery in a partition of its own (it is read and replaced by id, by whichever
+//! sender gets its message), listed per endpoint or callback log through `gsi1`; see
+//! `crate::webhooks`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -57,6 +66,9 @@ pub struct AwsConfig {
     pub table: String,
     pub bucket: String,
     pub queue_url: Option<String>,
+    /// The webhook delivery queue (`DELIVERY_QUEUE_URL`): the API queues resends there, the
+    /// analysis function the announcements of ended videos, the deliver function retries.
+    pub delivery_queue_url: Option<String>,
     /// Static credentials instead of the default chain's (tests against moto pass them here
     /// rather than setting the process environment). Their `Debug` hides the secret.
     pub credentials: Option<aws_sdk_s3::config::Credentials>,
@@ -99,28 +111,28 @@ impl AwsClients {
     }
 }
 
-fn backend<E: std::error::Error + 'static>(e: E) -> StoreError {
+pub(crate) fn backend<E: std::error::Error + 'static>(e: E) -> StoreError {
     StoreError::Backend(aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())
 }
 
-fn s(v: impl Into<String>) -> AttributeValue {
+pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
 
-fn text(item: &HashMap<String, AttributeValue>, name: &str) -> StoreResult<String> {
+pub(crate) fn text(item: &HashMap<String, AttributeValue>, name: &str) -> StoreResult<String> {
     item.get(name)
         .and_then(|v| v.as_s().ok())
         .cloned()
         .ok_or_else(|| StoreError::Backend(format!("item has no string attribute {name}")))
 }
 
-fn json_attr<T: serde::Serialize>(value: &T) -> StoreResult<AttributeValue> {
+pub(crate) fn json_attr<T: serde::Serialize>(value: &T) -> StoreResult<AttributeValue> {
     serde_json::to_string(value)
         .map(AttributeValue::S)
         .map_err(|e| StoreError::Backend(e.to_string()))
 }
 
-fn from_json<T: serde::de::DeserializeOwned>(
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(
     item: &HashMap<String, AttributeValue>,
     name: &str,
 ) -> StoreResult<T> {
@@ -167,8 +179,43 @@ struct FixedFields {
 /// `uploaded_at` in a video's `gsi1sk`, where it is stored: RFC 3339 with nine decimals (fixed
 /// width, so the index sorts it as time), which `DateTime<Utc>` reads back exactly.
 /// (Items written by earlier versions have milliseconds there, and `uploaded_at` in `record`.)
-fn time_key(t: &DateTime<Utc>) -> String {
+pub(crate) fn time_key(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Nanos, true)
+}
+
+/// The cursor of a page of a `gsi1` listing that ends at `item`: its keys as JSON, in base64url
+/// (the cursor travels in a query string).
+pub(crate) fn index_cursor(item: &HashMap<String, AttributeValue>) -> StoreResult<String> {
+    let keys: HashMap<String, String> = ["pk", "sk", "gsi1pk", "gsi1sk"]
+        .iter()
+        .map(|k| Ok((k.to_string(), text(item, k)?)))
+        .collect::<StoreResult<_>>()?;
+    Ok(URL_SAFE_NO_PAD
+        .encode(serde_json::to_vec(&keys).map_err(|e| StoreError::Backend(e.to_string()))?))
+}
+
+/// Where the page after `cursor` of the `gsi1` listing `gsi1pk` starts; `BadCursor` for a
+/// cursor that is not one, or that was made for another listing (another user's).
+pub(crate) fn index_start_key(
+    cursor: Option<&str>,
+    gsi1pk: &str,
+) -> StoreResult<Option<HashMap<String, AttributeValue>>> {
+    let Some(cursor) = cursor else {
+        return Ok(None);
+    };
+    let raw = URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| StoreError::BadCursor)?;
+    let keys: HashMap<String, String> =
+        serde_json::from_slice(&raw).map_err(|_| StoreError::BadCursor)?;
+    let expected = ["pk", "sk", "gsi1pk", "gsi1sk"];
+    if keys.len() != expected.len()
+        || expected.iter().any(|k| !keys.contains_key(*k))
+        || keys["gsi1pk"] != gsi1pk
+    {
+        return Err(StoreError::BadCursor);
+    }
+    Ok(Some(keys.into_iter().map(|(k, v)| (k, s(v))).collect()))
 }
 
 /// A frame item of the previous layout (one JSON item per frame), still read.
@@ -241,11 +288,11 @@ fn segment_sk(i: u32) -> String {
     format!("SEG#{i:05}")
 }
 
-fn n(v: impl ToString) -> AttributeValue {
+pub(crate) fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-fn number(item: &HashMap<String, AttributeValue>, name: &str) -> u64 {
+pub(crate) fn number(item: &HashMap<String, AttributeValue>, name: &str) -> u64 {
     item.get(name)
         .and_then(|v| v.as_n().ok())
         .and_then(|v| v.parse().ok())
@@ -271,14 +318,14 @@ fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
 
-fn condition_failed<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(e: &E) -> bool {
+pub(crate) fn condition_failed<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(e: &E) -> bool {
     e.code() == Some("ConditionalCheckFailedException")
 }
 
-/// Users, videos and frame results in one DynamoDB table.
+/// Users, videos, frame results and webhooks in one DynamoDB table.
 pub struct DynamoStore {
-    client: aws_sdk_dynamodb::Client,
-    table: String,
+    pub(crate) client: aws_sdk_dynamodb::Client,
+    pub(crate) table: String,
     /// Counts the frame items written, when a bench asks (see `with_meter`).
     meter: Option<Arc<WriteMeter>>,
 }
@@ -350,7 +397,7 @@ impl DynamoStore {
         Ok(())
     }
 
-    async fn item(
+    pub(crate) async fn item(
         &self,
         pk: String,
         sk: &str,
@@ -395,6 +442,9 @@ impl DynamoStore {
         }
         if let Some(upload) = &video.upload {
             item.insert("upload".to_string(), json_attr(upload)?);
+        }
+        if let Some(url) = &video.callback_url {
+            item.insert("callback_url".to_string(), s(url));
         }
         Ok(item)
     }
@@ -456,12 +506,17 @@ impl DynamoStore {
             sample_fps: fixed.sample_fps,
             uploaded_at: fixed.uploaded_at,
             upload,
+            // never in `record`: callbacks came after that layout
+            callback_url: item
+                .contains_key("callback_url")
+                .then(|| text(item, "callback_url"))
+                .transpose()?,
             analysis,
         })
     }
 
     /// Writes items 25 at a time, retrying what DynamoDB hands back as unprocessed.
-    async fn batch_write(&self, requests: Vec<WriteRequest>) -> StoreResult<()> {
+    pub(crate) async fn batch_write(&self, requests: Vec<WriteRequest>) -> StoreResult<()> {
         for chunk in requests.chunks(25) {
             let mut pending = chunk.to_vec();
             for attempt in 0..8 {
@@ -587,28 +642,8 @@ impl VideoStore for DynamoStore {
         limit: usize,
         cursor: Option<&str>,
     ) -> StoreResult<Page<Video>> {
-        let start = match cursor {
-            None => None,
-            Some(c) => {
-                let raw = URL_SAFE_NO_PAD
-                    .decode(c)
-                    .map_err(|_| StoreError::BadCursor)?;
-                let keys: HashMap<String, String> =
-                    serde_json::from_slice(&raw).map_err(|_| StoreError::BadCursor)?;
-                let expected = ["pk", "sk", "gsi1pk", "gsi1sk"];
-                if keys.len() != 4
-                    || expected.iter().any(|k| !keys.contains_key(*k))
-                    || keys["gsi1pk"] != format!("USER#{user_id}")
-                {
-                    return Err(StoreError::BadCursor);
-                }
-                Some(
-                    keys.into_iter()
-                        .map(|(k, v)| (k, s(v)))
-                        .collect::<HashMap<_, _>>(),
-                )
-            }
-        };
+        let owner = format!("USER#{user_id}");
+        let start = index_start_key(cursor, &owner)?;
         // one extra item tells whether there is a next page
         let out = self
             .client
@@ -616,7 +651,7 @@ impl VideoStore for DynamoStore {
             .table_name(&self.table)
             .index_name("gsi1")
             .key_condition_expression("gsi1pk = :owner")
-            .expression_attribute_values(":owner", s(format!("USER#{user_id}")))
+            .expression_attribute_values(":owner", s(owner))
             .scan_index_forward(false)
             .limit(limit as i32 + 1)
             .set_exclusive_start_key(start)
@@ -630,13 +665,7 @@ impl VideoStore for DynamoStore {
         for item in items.iter().take(limit) {
             videos.push(Self::video_from(item)?);
             if more {
-                let keys: HashMap<String, String> = ["pk", "sk", "gsi1pk", "gsi1sk"]
-                    .iter()
-                    .map(|k| Ok((k.to_string(), text(item, k)?)))
-                    .collect::<StoreResult<_>>()?;
-                next = Some(URL_SAFE_NO_PAD.encode(
-                    serde_json::to_vec(&keys).map_err(|e| StoreError::Backend(e.to_string()))?,
-                ));
+                next = Some(index_cursor(item)?);
             }
         }
         Ok(Page {
@@ -1984,6 +2013,7 @@ mod tests {
             sample_fps: 29.97,
             uploaded_at,
             upload: None,
+            callback_url: None,
             analysis: AnalysisState::pending(),
         }
     }
@@ -2130,6 +2160,7 @@ mod tests {
     fn a_video_item_holds_each_field_once_and_reads_back_equal() {
         let mut v = video("v1", "ann", at(0));
         v.upload = Some(upload());
+        v.callback_url = Some("https://hooks.example.com/done?v=1".into());
         v.analysis = AnalysisState {
             status: VideoStatus::Failed,
             error: Some("x".into()),
@@ -2143,6 +2174,7 @@ mod tests {
             names,
             [
                 "analysis",
+                "callback_url",
                 "content_type",
                 "filename",
                 "gsi1pk",
@@ -2164,10 +2196,15 @@ mod tests {
         let unsized_video = Video {
             size_bytes: None,
             upload: None,
+            callback_url: None,
             ..v
         };
         let item = DynamoStore::video_item(&unsized_video).unwrap();
-        assert!(!item.contains_key("size_bytes") && !item.contains_key("upload"));
+        assert!(
+            !item.contains_key("size_bytes")
+                && !item.contains_key("upload")
+                && !item.contains_key("callback_url")
+        );
         assert_eq!(DynamoStore::video_from(&item).unwrap(), unsized_video);
     }
 
@@ -2197,6 +2234,7 @@ mod tests {
             table: format!("deepemotion-{unique}"),
             bucket: format!("deepemotion-{unique}"),
             queue_url: None,
+            delivery_queue_url: None,
             credentials: Some(aws_sdk_s3::config::Credentials::new(
                 "testing", "testing", None, None, "moto",
             )),
