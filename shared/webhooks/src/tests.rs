@@ -166,7 +166,7 @@ async fn a_delivery_is_signed_so_that_the_reference_implementation_verifies_it()
         .run(&f.deliverer(quick(TargetPolicy::development())), &id)
         .await;
     assert_eq!(outcome, AttemptOutcome::Delivered);
-    let received = received.lock().unwrap();
+    let received = received.lock().unwrap().clone();
     let (headers, body) = &received[0];
     assert_eq!(headers["webhook-id"], id.as_str());
     assert_eq!(headers["content-type"], "application/json");
@@ -199,7 +199,7 @@ async fn failures_are_retried_with_growing_waits_until_one_succeeds() {
         .collect();
     assert!(gaps[1] > gaps[0], "waits must grow: {gaps:?}");
     // one event, the same id and body every time
-    let received = received.lock().unwrap();
+    let received = received.lock().unwrap().clone();
     assert_eq!(received.len(), 3);
     assert!(
         received
@@ -359,7 +359,7 @@ async fn a_callback_is_signed_with_the_owners_secret_made_on_first_use() {
     );
     let sealed = f.store.signing_secret("bob").await.unwrap().unwrap();
     let secret = f.secrets.open(&sealed).unwrap();
-    let received = received.lock().unwrap();
+    let received = received.lock().unwrap().clone();
     standardwebhooks::Webhook::new(&secret)
         .unwrap()
         .verify(received[0].1.as_bytes(), &received[0].0)
