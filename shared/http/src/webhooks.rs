@@ -5,6 +5,8 @@
 //! hold them sealed (see `domain::webhooks::SecretBox`).
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -93,13 +95,36 @@ fn checked_description(description: String) -> Result<String, ApiError> {
     Ok(description)
 }
 
-fn checked_url(state: &AppState, field: &str, url: &str) -> Result<String, ApiError> {
-    state
-        .config
-        .webhook_policy
+/// How long registering a URL waits for its host to resolve.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A webhook URL as the policy allows it. Outside development a host name is also resolved now,
+/// so that one that leads into a private network is refused at once with a clear 422; a name
+/// that does not resolve yet is accepted (its DNS may come later). Either way every delivery
+/// attempt resolves and checks it again: this check is for the user, not the guard.
+async fn checked_url(state: &AppState, field: &str, url: &str) -> Result<String, ApiError> {
+    let policy = state.config.webhook_policy;
+    let checked = policy
         .check_url(url)
-        .map(|checked| checked.url.to_string())
-        .map_err(|message| ApiError::invalid(field, message))
+        .map_err(|message| ApiError::invalid(field, message))?;
+    if !policy.allow_private && checked.host.parse::<IpAddr>().is_err() {
+        let lookup = tokio::net::lookup_host((checked.host.as_str(), checked.port));
+        if let Ok(Ok(addrs)) = tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
+            for addr in addrs {
+                if !policy.address_allowed(addr.ip()) {
+                    return Err(ApiError::invalid(
+                        field,
+                        format!(
+                            "{} resolves to {}, which is not a public address",
+                            checked.host,
+                            addr.ip()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(checked.url.to_string())
 }
 
 /// A `callback_url` given at `upload/initialize`: checked like an endpoint's URL, and the
@@ -110,7 +135,7 @@ pub(crate) async fn checked_callback(
     user_id: &str,
     url: &str,
 ) -> Result<String, ApiError> {
-    let url = checked_url(state, "callback_url", url)?;
+    let url = checked_url(state, "callback_url", url).await?;
     callback_secret(state, user_id).await?;
     Ok(url)
 }
@@ -191,7 +216,8 @@ async fn create_endpoint(
         body.url
             .as_deref()
             .ok_or_else(|| ApiError::invalid("url", "is required"))?,
-    )?;
+    )
+    .await?;
     let events = checked_events(
         body.events
             .ok_or_else(|| ApiError::invalid("events", "is required"))?,
@@ -252,7 +278,7 @@ async fn patch_endpoint(
     let body: EndpointBody = parse_body(&body)?;
     let mut endpoint = owned_endpoint(&state, &user_id, &id).await?;
     if let Some(url) = body.url {
-        endpoint.url = checked_url(&state, "url", &url)?;
+        endpoint.url = checked_url(&state, "url", &url).await?;
     }
     if let Some(events) = body.events {
         endpoint.events = checked_events(events)?;
