@@ -185,7 +185,7 @@ pub(crate) fn time_key(t: &DateTime<Utc>) -> String {
 
 /// The cursor of a page of a `gsi1` listing that ends at `item`: its keys as JSON, in base64url
 /// (the cursor travels in a query string).
-pub(crate) fn index_cursor(item: &HashMap<String, AttributeValue>) -> StoreResult<String> {
+fn index_cursor(item: &HashMap<String, AttributeValue>) -> StoreResult<String> {
     let keys: HashMap<String, String> = ["pk", "sk", "gsi1pk", "gsi1sk"]
         .iter()
         .map(|k| Ok((k.to_string(), text(item, k)?)))
@@ -196,7 +196,7 @@ pub(crate) fn index_cursor(item: &HashMap<String, AttributeValue>) -> StoreResul
 
 /// Where the page after `cursor` of the `gsi1` listing `gsi1pk` starts; `BadCursor` for a
 /// cursor that is not one, or that was made for another listing (another user's).
-pub(crate) fn index_start_key(
+fn index_start_key(
     cursor: Option<&str>,
     gsi1pk: &str,
 ) -> StoreResult<Option<HashMap<String, AttributeValue>>> {
@@ -449,6 +449,43 @@ impl DynamoStore {
         Ok(item)
     }
 
+    /// A page of one gsi1 partition, newest first (`gsi1sk` starts with a time), each item read
+    /// with `read`; the cursor is bound to the partition (see `index_start_key`).
+    pub(crate) async fn newest_first<T>(
+        &self,
+        partition: String,
+        limit: usize,
+        cursor: Option<&str>,
+        read: impl Fn(&HashMap<String, AttributeValue>) -> StoreResult<T>,
+    ) -> StoreResult<Page<T>> {
+        let start = index_start_key(cursor, &partition)?;
+        // one extra item tells whether there is a next page
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name("gsi1")
+            .key_condition_expression("gsi1pk = :partition")
+            .expression_attribute_values(":partition", s(partition))
+            .scan_index_forward(false)
+            .limit(limit as i32 + 1)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(backend)?;
+        let items = out.items.unwrap_or_default();
+        let more = items.len() > limit;
+        let mut page = Vec::with_capacity(limit.min(items.len()));
+        let mut next = None;
+        for item in items.iter().take(limit) {
+            page.push(read(item)?);
+            if more {
+                next = Some(index_cursor(item)?);
+            }
+        }
+        Ok(Page { items: page, next })
+    }
+
     /// The `Video` of an item made by `video_item`, or by an earlier version, which also kept
     /// the whole video as JSON in `record`: only the fields that never change are read from it
     /// (`title`, `status`, `analysis` and `upload` were kept up to date in their own attributes).
@@ -642,36 +679,8 @@ impl VideoStore for DynamoStore {
         limit: usize,
         cursor: Option<&str>,
     ) -> StoreResult<Page<Video>> {
-        let owner = format!("USER#{user_id}");
-        let start = index_start_key(cursor, &owner)?;
-        // one extra item tells whether there is a next page
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name("gsi1")
-            .key_condition_expression("gsi1pk = :owner")
-            .expression_attribute_values(":owner", s(owner))
-            .scan_index_forward(false)
-            .limit(limit as i32 + 1)
-            .set_exclusive_start_key(start)
-            .send()
+        self.newest_first(format!("USER#{user_id}"), limit, cursor, Self::video_from)
             .await
-            .map_err(backend)?;
-        let items = out.items.unwrap_or_default();
-        let more = items.len() > limit;
-        let mut videos = Vec::with_capacity(limit.min(items.len()));
-        let mut next = None;
-        for item in items.iter().take(limit) {
-            videos.push(Self::video_from(item)?);
-            if more {
-                next = Some(index_cursor(item)?);
-            }
-        }
-        Ok(Page {
-            items: videos,
-            next,
-        })
     }
 
     async fn set_title(&self, id: &str, title: &str) -> StoreResult<()> {

@@ -17,8 +17,8 @@ use domain::ports::{Page, StoreError, StoreResult};
 use domain::webhooks::{Delivery, DeliveryQueue, WebhookEndpoint, WebhookStore};
 
 use crate::adapters::{
-    AwsClients, DynamoStore, backend, condition_failed, from_json, index_cursor, index_start_key,
-    json_attr, n, number, s, text, time_key,
+    AwsClients, DynamoStore, backend, condition_failed, from_json, json_attr, n, number, s, text,
+    time_key,
 };
 
 /// SQS delays a message by at most 15 minutes; a delivery due later is sent again with the rest
@@ -322,36 +322,8 @@ impl WebhookStore for DynamoStore {
         limit: usize,
         cursor: Option<&str>,
     ) -> StoreResult<Page<Delivery>> {
-        let partition = delivery_log(user_id, log);
-        let start = index_start_key(cursor, &partition)?;
-        // one extra item tells whether there is a next page
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name("gsi1")
-            .key_condition_expression("gsi1pk = :log")
-            .expression_attribute_values(":log", s(partition))
-            .scan_index_forward(false)
-            .limit(limit as i32 + 1)
-            .set_exclusive_start_key(start)
-            .send()
+        self.newest_first(delivery_log(user_id, log), limit, cursor, delivery_from)
             .await
-            .map_err(backend)?;
-        let items = out.items.unwrap_or_default();
-        let more = items.len() > limit;
-        let mut deliveries = Vec::with_capacity(limit.min(items.len()));
-        let mut next = None;
-        for item in items.iter().take(limit) {
-            deliveries.push(delivery_from(item)?);
-            if more {
-                next = Some(index_cursor(item)?);
-            }
-        }
-        Ok(Page {
-            items: deliveries,
-            next,
-        })
     }
 }
 
