@@ -449,6 +449,36 @@ impl DynamoStore {
         Ok(item)
     }
 
+    /// Every item of partition `pk` whose sort key starts with `prefix`, read consistently,
+    /// page after page.
+    pub(crate) async fn items_with_prefix(
+        &self,
+        pk: String,
+        prefix: &str,
+    ) -> StoreResult<Vec<HashMap<String, AttributeValue>>> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":pk", s(&pk))
+                .expression_attribute_values(":prefix", s(prefix))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(backend)?;
+            items.extend(out.items.unwrap_or_default());
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(items);
+            }
+        }
+    }
+
     /// A page of one gsi1 partition, newest first (`gsi1sk` starts with a time), each item read
     /// with `read`; the cursor is bound to the partition (see `index_start_key`).
     pub(crate) async fn newest_first<T>(
@@ -854,29 +884,11 @@ impl ResultStore for DynamoStore {
     }
 
     async fn tracks(&self, video_id: &str) -> StoreResult<Vec<TrackProfile>> {
-        let mut tracks = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-                .expression_attribute_values(":pk", s(format!("VIDEO#{video_id}")))
-                .expression_attribute_values(":prefix", s("TRACK#"))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(backend)?;
-            for item in out.items.unwrap_or_default() {
-                tracks.push(from_json::<TrackProfile>(&item, "data")?);
-            }
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                return Ok(tracks);
-            }
-        }
+        self.items_with_prefix(format!("VIDEO#{video_id}"), "TRACK#")
+            .await?
+            .iter()
+            .map(|item| from_json::<TrackProfile>(item, "data"))
+            .collect()
     }
 
     async fn delete_frames(&self, video_id: &str) -> StoreResult<()> {
@@ -1186,27 +1198,9 @@ impl DynamoStore {
     /// different revisions (a replacement seen half way).
     async fn read_chunk(&self, video_id: &str, chunk: u64) -> StoreResult<StoredChunk> {
         for attempt in 0..CHUNK_ATTEMPTS {
-            let mut items = Vec::new();
-            let mut start = None;
-            loop {
-                let out = self
-                    .client
-                    .query()
-                    .table_name(&self.table)
-                    .key_condition_expression("pk = :pk AND begins_with(sk, :chunk)")
-                    .expression_attribute_values(":pk", s(format!("VIDEO#{video_id}")))
-                    .expression_attribute_values(":chunk", s(chunk_sk(chunk, 0)))
-                    .consistent_read(true)
-                    .set_exclusive_start_key(start)
-                    .send()
-                    .await
-                    .map_err(backend)?;
-                items.extend(out.items.unwrap_or_default());
-                start = out.last_evaluated_key;
-                if start.is_none() {
-                    break;
-                }
-            }
+            let items = self
+                .items_with_prefix(format!("VIDEO#{video_id}"), &chunk_sk(chunk, 0))
+                .await?;
             let revs: Vec<u64> = items.iter().map(|i| number(i, "rev")).collect();
             if revs.windows(2).any(|w| w[0] != w[1]) {
                 tracing::debug!(
@@ -1564,37 +1558,21 @@ impl AnalysisLedger for DynamoStore {
 
     async fn segments(&self, video_id: &str) -> StoreResult<Vec<SegmentStatus>> {
         let now = now_ms() as u64;
-        let mut segments = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :seg)")
-                .expression_attribute_values(":pk", s(format!("VIDEO#{video_id}")))
-                .expression_attribute_values(":seg", s("SEG#"))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(backend)?;
-            for item in out.items.unwrap_or_default() {
-                let index = text(&item, "sk")?
+        self.items_with_prefix(format!("VIDEO#{video_id}"), "SEG#")
+            .await?
+            .iter()
+            .map(|item| {
+                let index = text(item, "sk")?
                     .trim_start_matches("SEG#")
                     .parse()
                     .map_err(|_| StoreError::Backend("bad segment key".into()))?;
-                segments.push(SegmentStatus {
+                Ok(SegmentStatus {
                     index,
                     done: item.contains_key("done_at"),
-                    leased: number(&item, "lease_until") > now,
-                });
-            }
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                return Ok(segments);
-            }
-        }
+                    leased: number(item, "lease_until") > now,
+                })
+            })
+            .collect()
     }
 
     async fn end_analysis(&self, video_id: &str, state: &AnalysisState) -> StoreResult<bool> {

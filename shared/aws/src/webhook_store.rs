@@ -178,29 +178,12 @@ impl WebhookStore for DynamoStore {
     }
 
     async fn endpoints_of(&self, user_id: &str) -> StoreResult<Vec<WebhookEndpoint>> {
-        let mut endpoints: Vec<WebhookEndpoint> = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-                .expression_attribute_values(":pk", s(format!("USER#{user_id}")))
-                .expression_attribute_values(":prefix", s("WEBHOOK#"))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(backend)?;
-            for item in out.items.unwrap_or_default() {
-                endpoints.push(from_json(&item, "data")?);
-            }
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
-        }
+        let mut endpoints = self
+            .items_with_prefix(format!("USER#{user_id}"), "WEBHOOK#")
+            .await?
+            .iter()
+            .map(|item| from_json::<WebhookEndpoint>(item, "data"))
+            .collect::<StoreResult<Vec<_>>>()?;
         // keys sort by id; a user has a handful of endpoints, sorted here by age
         endpoints.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(endpoints)
