@@ -35,15 +35,23 @@ pub enum WebhookEvent {
     VideoCompleted,
     #[serde(rename = "video.failed")]
     VideoFailed,
+    /// The analysis passed another tenth of the video (10 %, 20 %, ... 90 %).
+    #[serde(rename = "video.progress")]
+    VideoProgress,
 }
 
 impl WebhookEvent {
-    pub const ALL: [WebhookEvent; 2] = [WebhookEvent::VideoCompleted, WebhookEvent::VideoFailed];
+    pub const ALL: [WebhookEvent; 3] = [
+        WebhookEvent::VideoCompleted,
+        WebhookEvent::VideoFailed,
+        WebhookEvent::VideoProgress,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             WebhookEvent::VideoCompleted => "video.completed",
             WebhookEvent::VideoFailed => "video.failed",
+            WebhookEvent::VideoProgress => "video.progress",
         }
     }
 
@@ -281,8 +289,75 @@ impl RetrySchedule {
 /// The id of the delivery of `event` about `video_id` to the target `log`: the same every time
 /// it is computed, so queueing after a crash finds the delivery made before it.
 pub fn delivery_id(video_id: &str, event: WebhookEvent, log: &str) -> String {
-    let digest = Sha256::digest(format!("{video_id}\n{}\n{log}", event.as_str()));
+    message_id(video_id, event.as_str(), log)
+}
+
+fn message_id(video_id: &str, topic: &str, log: &str) -> String {
+    let digest = Sha256::digest(format!("{video_id}\n{topic}\n{log}"));
     format!("msg_{}", &hex(&digest)[..32])
+}
+
+/// The tenth of the video (10, 20, ... 90) that `progress` percent has passed, if any: progress
+/// is announced at these steps only, at most nine deliveries per video and endpoint.
+pub fn progress_step(progress: u8) -> Option<u8> {
+    let step = progress / 10 * 10;
+    (10..100).contains(&step).then_some(step)
+}
+
+/// Makes and queues the `video.progress` deliveries for the step `progress` has reached, one to
+/// each of the owner's endpoints that takes the event (not to the `callback_url`, which hears
+/// of the end only). Each step is delivered once per endpoint, whichever worker or segment
+/// reaches it first. Returns how many deliveries it queued.
+pub async fn queue_video_progress(
+    store: &dyn WebhookStore,
+    queue: &dyn DeliveryQueue,
+    video: &Video,
+    progress: u8,
+) -> StoreResult<usize> {
+    let Some(step) = progress_step(progress) else {
+        return Ok(0);
+    };
+    let event = WebhookEvent::VideoProgress;
+    let now = Utc::now();
+    let payload = json!({"type": event.as_str(), "timestamp": now, "data": {
+        "video_id": video.id,
+        "title": video.title,
+        "filename": video.filename,
+        "status": VideoStatus::Processing.as_str(),
+        "progress": step,
+        "links": {"video": format!("/api/v2/videos/{}", video.id)},
+    }})
+    .to_string();
+    let mut queued = 0;
+    for endpoint in store.endpoints_of(&video.user_id).await? {
+        if !endpoint.events.contains(&event) {
+            continue;
+        }
+        let delivery = Delivery {
+            id: message_id(
+                &video.id,
+                &format!("{}/{step}", event.as_str()),
+                &endpoint.id,
+            ),
+            user_id: video.user_id.clone(),
+            log: endpoint.id,
+            url: None,
+            event,
+            video_id: video.id.clone(),
+            payload: payload.clone(),
+            created_at: now,
+            status: DeliveryStatus::Pending,
+            attempts: Vec::new(),
+            next_attempt_at: Some(now),
+            schedule_start: 0,
+            version: 0,
+        };
+        if store.create_delivery(&delivery).await? {
+            queue.enqueue(&delivery.id, now).await?;
+            queued += 1;
+        }
+    }
+    Ok(queued)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -740,6 +815,20 @@ mod tests {
         let mut d = delivery();
         d.record_attempt(answered(Some(302)), &RetrySchedule::default(), 0.5);
         assert_eq!(d.status, DeliveryStatus::Pending);
+    }
+
+    #[test]
+    fn progress_is_announced_at_each_tenth_only() {
+        assert_eq!(progress_step(0), None);
+        assert_eq!(progress_step(9), None);
+        assert_eq!(progress_step(10), Some(10));
+        assert_eq!(progress_step(57), Some(50));
+        assert_eq!(progress_step(99), Some(90));
+        assert_eq!(progress_step(100), None);
+        assert_eq!(
+            WebhookEvent::parse("video.progress"),
+            Some(WebhookEvent::VideoProgress)
+        );
     }
 
     #[test]

@@ -95,7 +95,7 @@ pub(crate) const ROUTES: &[(&str, &str, &str, bool, u16)] = &[
     (
         "post",
         "/webhooks",
-        "Register a webhook endpoint {url, events: [video.completed, video.failed], description?}; the response shows its signing secret, once",
+        "Register a webhook endpoint {url, events: [video.completed, video.failed, video.progress], description?}; the response shows its signing secret, once",
         true,
         201,
     ),

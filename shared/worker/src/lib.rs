@@ -571,6 +571,22 @@ impl AnalysisWorker {
         Ok(true)
     }
 
+    /// What a run needs to announce progress, if the owner has an endpoint that takes
+    /// `video.progress` (a failure to look only means no progress is announced).
+    async fn progress_webhooks(&self, video: &Video) -> Option<ProgressWebhooks> {
+        let endpoints = self.webhooks.endpoints_of(&video.user_id).await;
+        let wanted = endpoints.ok()?.iter().any(|e| {
+            e.events
+                .contains(&domain::webhooks::WebhookEvent::VideoProgress)
+        });
+        wanted.then(|| ProgressWebhooks {
+            videos: self.videos.clone(),
+            webhooks: self.webhooks.clone(),
+            deliveries: self.deliveries.clone(),
+            announced: None,
+        })
+    }
+
     /// Queues the webhook deliveries announcing how the video ended, from its stored final
     /// state. Safe to repeat: deliveries already made are not made again.
     async fn announce(&self, video_id: &str) -> Result<(), WorkerError> {
@@ -782,6 +798,7 @@ impl AnalysisWorker {
             stopped: None,
             frames_stored: 0,
             whole_video: None,
+            progress_webhooks: self.progress_webhooks(video).await,
         };
         if plan.segments.len() == 1 && checkpoint.is_none() {
             sink.whole_video = PeopleSink::new(
@@ -1071,6 +1088,17 @@ struct StoreSink {
     /// every stored frame back. Dropped (and the summary assembled from the store instead) if
     /// its spool fails.
     whole_video: Option<PeopleSink<RunSummary>>,
+    /// Where `video.progress` goes, when the owner has an endpoint that takes it.
+    progress_webhooks: Option<ProgressWebhooks>,
+}
+
+/// What announcing progress needs: the video's overall progress is read after a checkpoint
+/// (segments add to it in parallel), and each step of ten percent is announced once.
+struct ProgressWebhooks {
+    videos: Arc<dyn VideoStore>,
+    webhooks: Arc<dyn WebhookStore>,
+    deliveries: Arc<dyn DeliveryQueue>,
+    announced: Option<u8>,
 }
 
 impl StoreSink {
@@ -1150,7 +1178,40 @@ impl StoreSink {
         self.covered_ms = self.covered_ms.max(covered_to);
         self.frames_since_checkpoint = 0;
         self.last_checkpoint = Instant::now();
+        self.announce_progress();
         Ok(())
+    }
+
+    /// Queues `video.progress` when the video passed another tenth. Best effort: a failure is
+    /// logged and never stops the analysis.
+    fn announce_progress(&mut self) {
+        let Some(hooks) = &mut self.progress_webhooks else {
+            return;
+        };
+        let announced = self.handle.block_on(async {
+            let Some(video) = hooks.videos.video(&self.video_id).await? else {
+                return Ok(None);
+            };
+            let step = domain::webhooks::progress_step(video.analysis.progress);
+            if step.is_none() || step <= hooks.announced {
+                return Ok(None);
+            }
+            domain::webhooks::queue_video_progress(
+                &*hooks.webhooks,
+                &*hooks.deliveries,
+                &video,
+                video.analysis.progress,
+            )
+            .await?;
+            Ok::<_, domain::ports::StoreError>(step)
+        });
+        match announced {
+            Ok(Some(step)) => hooks.announced = Some(step),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(video_id = %self.video_id, error = %e, "progress not announced")
+            }
+        }
     }
 }
 

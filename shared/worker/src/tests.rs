@@ -1388,7 +1388,7 @@ async fn endpoint_of(rig: &Rig, owner: &str) -> String {
             id: id.clone(),
             user_id: owner.into(),
             url: "https://hooks.example.com/x".into(),
-            events: WebhookEvent::ALL.to_vec(),
+            events: vec![WebhookEvent::VideoCompleted, WebhookEvent::VideoFailed],
             description: String::new(),
             sealed_secret: "v1.sealed".into(),
             created_at: now,
@@ -1461,4 +1461,60 @@ async fn a_rejected_upload_is_announced_as_failed_with_its_reason() {
             .contains("not a video"),
         "{payload}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_is_announced_at_each_tenth_to_endpoints_that_take_it() {
+    use domain::webhooks::{WebhookEndpoint, WebhookEvent, WebhookStore};
+    let rig = Rig::new();
+    let now = chrono::Utc::now() - chrono::Duration::seconds(1);
+    rig.webhooks
+        .create_endpoint(&WebhookEndpoint {
+            id: "wh_progress".into(),
+            user_id: "u-1".into(),
+            url: "https://hooks.example.com/p".into(),
+            events: vec![WebhookEvent::VideoProgress],
+            description: String::new(),
+            sealed_secret: "v1.sealed".into(),
+            created_at: now,
+            updated_at: now,
+        })
+        .await
+        .unwrap();
+    endpoint_of(&rig, "u-1").await;
+    // quick() checkpoints at every write, so progress passes several tenths
+    let worker = rig.worker(quick());
+    let job = rig.upload().await;
+    assert_eq!(
+        worker.handle(&job, None).await.unwrap(),
+        JobOutcome::Completed { frames: ANALYSED }
+    );
+    let progress: Vec<u64> = rig
+        .webhooks
+        .all_deliveries()
+        .iter()
+        .filter(|d| d.event == WebhookEvent::VideoProgress)
+        .map(|d| {
+            assert_eq!(d.log, "wh_progress");
+            let payload: serde_json::Value = serde_json::from_str(&d.payload).unwrap();
+            assert_eq!(payload["type"], "video.progress");
+            payload["data"]["progress"].as_u64().unwrap()
+        })
+        .collect();
+    assert!(!progress.is_empty(), "no progress announced");
+    assert!(progress.windows(2).all(|w| w[0] < w[1]), "{progress:?}");
+    assert!(
+        progress
+            .iter()
+            .all(|p| p % 10 == 0 && (10..100).contains(p)),
+        "{progress:?}"
+    );
+    // the end still goes to the endpoint that takes it, once
+    let ends = rig
+        .webhooks
+        .all_deliveries()
+        .iter()
+        .filter(|d| d.event == WebhookEvent::VideoCompleted)
+        .count();
+    assert_eq!(ends, 1);
 }
