@@ -322,6 +322,22 @@ pub(crate) fn condition_failed<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>
     e.code() == Some("ConditionalCheckFailedException")
 }
 
+/// A conditional write's outcome: true when it was applied, false when its condition did not
+/// hold; any other failure is the store's.
+pub(crate) fn applied<O, E, R>(
+    result: Result<O, aws_sdk_dynamodb::error::SdkError<E, R>>,
+) -> StoreResult<bool>
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if e.as_service_error().is_some_and(condition_failed) => Ok(false),
+        Err(e) => Err(backend(e)),
+    }
+}
+
 /// Users, videos, frame results and webhooks in one DynamoDB table.
 pub struct DynamoStore {
     pub(crate) client: aws_sdk_dynamodb::Client,
@@ -1108,17 +1124,7 @@ impl DynamoStore {
         let result = put.send().await;
         // a write refused by its condition is charged too
         self.meter_frame_item(bytes, false);
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) => {
-                let e = e.into_service_error();
-                if condition_failed(&e) {
-                    Ok(false)
-                } else {
-                    Err(backend(e))
-                }
-            }
-        }
+        applied(result)
     }
 
     /// Replaces a chunk of several parts (or one that had several) in one transaction, if its
@@ -1446,18 +1452,8 @@ impl AnalysisLedger for DynamoStore {
             .expression_attribute_values(":f", n(progress.frames))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) => {
-                // the video was deleted: the run must stop
-                let e = e.into_service_error();
-                if condition_failed(&e) {
-                    Ok(false)
-                } else {
-                    Err(backend(e))
-                }
-            }
-        }
+        // false: the video was deleted, and the run must stop
+        applied(result)
     }
 
     async fn release_segment(&self, video_id: &str, index: u32, owner: &str) -> StoreResult<()> {
@@ -1590,17 +1586,7 @@ impl AnalysisLedger for DynamoStore {
             .expression_attribute_values(":processing", s("PROCESSING"))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) => {
-                let e = e.into_service_error();
-                if condition_failed(&e) {
-                    Ok(false)
-                } else {
-                    Err(backend(e))
-                }
-            }
-        }
+        applied(result)
     }
 }
 

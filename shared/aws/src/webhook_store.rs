@@ -17,8 +17,7 @@ use domain::ports::{Page, StoreError, StoreResult};
 use domain::webhooks::{Delivery, DeliveryQueue, WebhookEndpoint, WebhookStore};
 
 use crate::adapters::{
-    AwsClients, DynamoStore, backend, condition_failed, from_json, json_attr, n, number, s, text,
-    time_key,
+    AwsClients, DynamoStore, applied, backend, from_json, json_attr, n, number, s, text, time_key,
 };
 
 /// SQS delays a message by at most 15 minutes; a delivery due later is sent again with the rest
@@ -108,17 +107,7 @@ impl DynamoStore {
             .set_expression_attribute_values(values)
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) => {
-                let e = e.into_service_error();
-                if condition_failed(&e) {
-                    Ok(false)
-                } else {
-                    Err(backend(e))
-                }
-            }
-        }
+        applied(result)
     }
 
     /// Deletes a log's deliveries, found through the index. The index is eventually
@@ -218,16 +207,7 @@ impl WebhookStore for DynamoStore {
             .condition_expression("attribute_exists(pk)")
             .send()
             .await;
-        let deleted = match result {
-            Ok(_) => true,
-            Err(e) => {
-                let e = e.into_service_error();
-                if !condition_failed(&e) {
-                    return Err(backend(e));
-                }
-                false
-            }
-        };
+        let deleted = applied(result)?;
         self.delete_deliveries(user_id, id).await?;
         Ok(deleted)
     }

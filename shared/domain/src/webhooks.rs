@@ -160,6 +160,33 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// A delivery about `video` to the target `log`, due `now`, not yet attempted.
+    pub fn new(
+        id: String,
+        video: &Video,
+        log: String,
+        url: Option<String>,
+        event: WebhookEvent,
+        payload: String,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id,
+            user_id: video.user_id.clone(),
+            log,
+            url,
+            event,
+            video_id: video.id.clone(),
+            payload,
+            created_at: now,
+            status: DeliveryStatus::Pending,
+            attempts: Vec::new(),
+            next_attempt_at: Some(now),
+            schedule_start: 0,
+            version: 0,
+        }
+    }
+
     /// Attempts made since the schedule (re)started.
     pub fn attempts_in_schedule(&self) -> u32 {
         (self.attempts.len() as u32).saturating_sub(self.schedule_start)
@@ -333,25 +360,12 @@ pub async fn queue_video_progress(
         if !endpoint.events.contains(&event) {
             continue;
         }
-        let delivery = Delivery {
-            id: message_id(
-                &video.id,
-                &format!("{}/{step}", event.as_str()),
-                &endpoint.id,
-            ),
-            user_id: video.user_id.clone(),
-            log: endpoint.id,
-            url: None,
-            event,
-            video_id: video.id.clone(),
-            payload: payload.clone(),
-            created_at: now,
-            status: DeliveryStatus::Pending,
-            attempts: Vec::new(),
-            next_attempt_at: Some(now),
-            schedule_start: 0,
-            version: 0,
-        };
+        let id = message_id(
+            &video.id,
+            &format!("{}/{step}", event.as_str()),
+            &endpoint.id,
+        );
+        let delivery = Delivery::new(id, video, endpoint.id, None, event, payload.clone(), now);
         if store.create_delivery(&delivery).await? {
             queue.enqueue(&delivery.id, now).await?;
             queued += 1;
@@ -450,21 +464,8 @@ pub async fn queue_video_notifications(
     let payload = video_event_payload(event, video, state, ended_at);
     let mut queued = 0;
     for (log, url) in targets {
-        let delivery = Delivery {
-            id: delivery_id(&video.id, event, &log),
-            user_id: video.user_id.clone(),
-            log,
-            url,
-            event,
-            video_id: video.id.clone(),
-            payload: payload.clone(),
-            created_at: now,
-            status: DeliveryStatus::Pending,
-            attempts: Vec::new(),
-            next_attempt_at: Some(now),
-            schedule_start: 0,
-            version: 0,
-        };
+        let id = delivery_id(&video.id, event, &log);
+        let delivery = Delivery::new(id, video, log, url, event, payload.clone(), now);
         let fresh = store.create_delivery(&delivery).await?;
         let never_tried = fresh
             || store
@@ -480,6 +481,23 @@ pub async fn queue_video_notifications(
         tracing::info!(video_id = %video.id, event = event.as_str(), queued, "webhook deliveries queued");
     }
     Ok(queued)
+}
+
+/// The user's callback signing secret in plain form, made on its first use (two first uses at
+/// once agree on one: the store keeps the first).
+pub async fn callback_signing_secret(
+    store: &dyn WebhookStore,
+    key: &SecretBox,
+    user_id: &str,
+) -> StoreResult<String> {
+    let sealed = match store.signing_secret(user_id).await? {
+        Some(sealed) => sealed,
+        None => {
+            let fresh = key.seal(&new_signing_secret());
+            store.put_signing_secret(user_id, &fresh, false).await?
+        }
+    };
+    key.open(&sealed)
 }
 
 /// Endpoints, callback signing secrets and deliveries.

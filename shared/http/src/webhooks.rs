@@ -22,7 +22,8 @@ use super::request::{PageQuery, link_next, page_limit, parse_body};
 use super::{ApiError, AppState, AuthUser};
 use domain::is_control_char;
 use domain::webhooks::{
-    CALLBACK_LOG, Delivery, WebhookEndpoint, WebhookEvent, new_endpoint_id, new_signing_secret,
+    CALLBACK_LOG, Delivery, WebhookEndpoint, WebhookEvent, callback_signing_secret,
+    new_endpoint_id, new_signing_secret,
 };
 
 pub fn routes() -> Router<AppState> {
@@ -319,17 +320,7 @@ async fn rotate_endpoint_secret(
 
 /// The caller's callback signing secret, made on first use.
 async fn callback_secret(state: &AppState, user_id: &str) -> Result<String, ApiError> {
-    let sealed = match state.webhooks.signing_secret(user_id).await? {
-        Some(sealed) => sealed,
-        None => {
-            let fresh = state.webhook_key.seal(&new_signing_secret());
-            state
-                .webhooks
-                .put_signing_secret(user_id, &fresh, false)
-                .await?
-        }
-    };
-    Ok(state.webhook_key.open(&sealed)?)
+    Ok(callback_signing_secret(&*state.webhooks, &state.webhook_key, user_id).await?)
 }
 
 async fn signing_secret(

@@ -10,7 +10,7 @@
 //! differently); redirects are not followed, the whole attempt has a deadline, and at most
 //! [`DeliveryConfig::response_cap`] bytes of the answer are read.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,7 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use domain::ports::StoreResult;
 use domain::webhooks::{
     CALLBACK_LOG, Delivery, DeliveryAttempt, DeliveryQueue, DeliveryStatus, RetrySchedule,
-    SecretBox, TargetPolicy, WebhookStore, new_signing_secret,
+    SecretBox, TargetPolicy, TargetUrl, WebhookStore, callback_signing_secret,
 };
 
 /// How deliveries are made, read once at start-up (the same names on both backends).
@@ -129,7 +129,7 @@ pub struct Deliverer {
 
 /// Where an attempt goes and what it is signed with.
 struct Target {
-    url: String,
+    url: TargetUrl,
     secret: String,
 }
 
@@ -216,20 +216,13 @@ impl Deliverer {
 
     /// The URL and plain secret for the delivery, or why it can never be made.
     async fn target(&self, delivery: &Delivery) -> StoreResult<Result<Target, String>> {
-        let (url, sealed) = if delivery.log == CALLBACK_LOG {
+        let (url, secret) = if delivery.log == CALLBACK_LOG {
             let Some(url) = delivery.url.clone() else {
                 return Ok(Err("the callback delivery has no URL".into()));
             };
-            let sealed = match self.store.signing_secret(&delivery.user_id).await? {
-                Some(sealed) => sealed,
-                None => {
-                    let fresh = self.secrets.seal(&new_signing_secret());
-                    self.store
-                        .put_signing_secret(&delivery.user_id, &fresh, false)
-                        .await?
-                }
-            };
-            (url, sealed)
+            let secret =
+                callback_signing_secret(&*self.store, &self.secrets, &delivery.user_id).await?;
+            (url, secret)
         } else {
             let Some(endpoint) = self
                 .store
@@ -244,13 +237,14 @@ impl Deliverer {
                     delivery.event.as_str()
                 )));
             }
-            (endpoint.url, endpoint.sealed_secret)
+            let secret = self.secrets.open(&endpoint.sealed_secret)?;
+            (endpoint.url, secret)
         };
-        if let Err(reason) = self.config.policy.check_url(&url) {
-            return Ok(Err(format!("the URL is not allowed: {reason}")));
+        // an address written in the URL is judged here; a name, by the resolver at connection
+        match self.config.policy.check_url(&url) {
+            Ok(url) => Ok(Ok(Target { url, secret })),
+            Err(reason) => Ok(Err(format!("the URL is not allowed: {reason}"))),
         }
-        let secret = self.secrets.open(&sealed)?;
-        Ok(Ok(Target { url, secret }))
     }
 
     /// Posts the delivery once and says what came of it; never fails, never waits longer than
@@ -283,21 +277,13 @@ impl Deliverer {
     }
 
     async fn send(&self, target: &Target, delivery: &Delivery) -> Result<u16, String> {
-        let url = self.config.policy.check_url(&target.url)?;
-        // a hostname is checked by the resolver; an address written in the URL is not looked
-        // up, so it is checked here
-        if let Ok(ip) = url.host.parse::<IpAddr>()
-            && !self.config.policy.address_allowed(ip)
-        {
-            return Err(format!("{ip} is not a public address"));
-        }
         let timestamp = Utc::now().timestamp();
         let signature = standardwebhooks::Webhook::new(&target.secret)
             .and_then(|w| w.sign(&delivery.id, timestamp, delivery.payload.as_bytes()))
             .map_err(|_| "the signing secret is malformed".to_string())?;
         let mut response = self
             .client
-            .post(url.url)
+            .post(target.url.url.clone())
             .header("content-type", "application/json")
             .header(standardwebhooks::HEADER_WEBHOOK_ID, &delivery.id)
             .header(

@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use domain::memory::{MemoryDeliveryQueue, MemoryWebhooks};
-use domain::webhooks::{WebhookEndpoint, WebhookEvent, delivery_id};
+use domain::webhooks::{WebhookEndpoint, WebhookEvent, delivery_id, new_signing_secret};
 
 use super::*;
 
