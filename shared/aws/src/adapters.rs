@@ -465,6 +465,26 @@ impl DynamoStore {
         Ok(item)
     }
 
+    /// Deletes the items by their keys (`pk`, `sk`; other attributes are ignored), in batches.
+    pub(crate) async fn delete_items(
+        &self,
+        items: Vec<HashMap<String, AttributeValue>>,
+    ) -> StoreResult<()> {
+        let mut requests = Vec::with_capacity(items.len());
+        for item in items {
+            let key = item
+                .into_iter()
+                .filter(|(k, _)| k == "pk" || k == "sk")
+                .collect();
+            let delete = DeleteRequest::builder()
+                .set_key(Some(key))
+                .build()
+                .map_err(backend)?;
+            requests.push(WriteRequest::builder().delete_request(delete).build());
+        }
+        self.batch_write(requests).await
+    }
+
     /// Every item of partition `pk` whose sort key starts with `prefix`, read consistently,
     /// page after page.
     pub(crate) async fn items_with_prefix(
@@ -599,7 +619,7 @@ impl DynamoStore {
     }
 
     /// Writes items 25 at a time, retrying what DynamoDB hands back as unprocessed.
-    pub(crate) async fn batch_write(&self, requests: Vec<WriteRequest>) -> StoreResult<()> {
+    async fn batch_write(&self, requests: Vec<WriteRequest>) -> StoreResult<()> {
         for chunk in requests.chunks(25) {
             let mut pending = chunk.to_vec();
             for attempt in 0..8 {
@@ -924,15 +944,7 @@ impl ResultStore for DynamoStore {
                 .send()
                 .await
                 .map_err(backend)?;
-            let mut requests = Vec::new();
-            for item in out.items.unwrap_or_default() {
-                let delete = DeleteRequest::builder()
-                    .set_key(Some(item))
-                    .build()
-                    .map_err(backend)?;
-                requests.push(WriteRequest::builder().delete_request(delete).build());
-            }
-            self.batch_write(requests).await?;
+            self.delete_items(out.items.unwrap_or_default()).await?;
             start = out.last_evaluated_key;
             if start.is_none() {
                 return Ok(());

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, WriteRequest};
+use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -127,19 +127,7 @@ impl DynamoStore {
                 .send()
                 .await
                 .map_err(backend)?;
-            let mut requests = Vec::new();
-            for item in out.items.unwrap_or_default() {
-                let key = item
-                    .into_iter()
-                    .filter(|(k, _)| k == "pk" || k == "sk")
-                    .collect();
-                let delete = DeleteRequest::builder()
-                    .set_key(Some(key))
-                    .build()
-                    .map_err(backend)?;
-                requests.push(WriteRequest::builder().delete_request(delete).build());
-            }
-            self.batch_write(requests).await?;
+            self.delete_items(out.items.unwrap_or_default()).await?;
             start = out.last_evaluated_key;
             if start.is_none() {
                 return Ok(());
