@@ -20,8 +20,9 @@ async fn main() -> Result<(), lambda_http::Error> {
     let secret = TokenSecretSource::from_env()?;
     let webhook_key = WebhookKeySource::from_env()?;
     let clients = AwsClients::new(&aws).await;
-    let secret = secret.read(&clients).await?;
-    let webhook_key = webhook_key.read(&clients).await?;
+    // both secrets at once: each read is a round trip to Secrets Manager at cold start
+    let (secret, webhook_key) =
+        tokio::try_join!(secret.read(&clients), webhook_key.read(&clients))?;
     let store = Arc::new(DynamoStore::new(&clients, &aws.table));
     let ports = ApiPorts {
         users: store.clone(),
