@@ -637,17 +637,7 @@ fn a_decompression_bomb_fails_clearly_and_newer_uploads_still_complete() {
     let server = start();
     let ann = server.session("ann");
     // 790 KB of PNG that decodes to 16000x16000 pixels, uploaded as a video
-    let dir = tempfile::tempdir().unwrap();
-    let bomb = dir.path().join("bomb.png");
-    common::ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "color=c=red:size=16000x16000",
-        "-frames:v",
-        "1",
-        bomb.to_str().unwrap(),
-    ]);
+    let bomb = common::bomb_png();
     let init = ann.initialize("bomb.mp4");
     let id = init["video_id"].as_str().unwrap();
     assert_eq!(

@@ -45,6 +45,7 @@ use aws_sdk_dynamodb::types::{
     TransactWriteItem, WriteRequest,
 };
 use aws_sdk_s3::presigning::PresigningConfig;
+use aws_smithy_http_client::tls;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -85,7 +86,14 @@ pub struct AwsClients {
 
 impl AwsClients {
     pub async fn new(config: &AwsConfig) -> Self {
+        // rustls with ring and the system's root certificates, for every client made from `sdk`
+        let https = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(https)
             .region(aws_config::Region::new(config.region.clone()));
         if let Some(url) = &config.endpoint_url {
             loader = loader.endpoint_url(url);
