@@ -870,26 +870,73 @@ pub fn load_image_within(path: &Path, limits: FrameLimits) -> Result<RgbFrame, A
             JpegError::Bad(detail) => bad(detail),
         });
     }
-    let reader = || {
-        ::image::ImageReader::new(std::io::Cursor::new(&bytes[..]))
-            .with_guessed_format()
-            .map_err(|e| bad(e.to_string()))
+    if !bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        return Err(bad("not a JPEG or PNG file".to_string()));
+    }
+    decode_png(&bytes, limits).map_err(|e| match e {
+        PngError::Analysis(e) => e,
+        PngError::Bad(detail) => bad(detail),
+    })
+}
+
+enum PngError {
+    Analysis(AnalysisError),
+    Bad(String),
+}
+
+impl From<png::DecodingError> for PngError {
+    fn from(e: png::DecodingError) -> Self {
+        PngError::Bad(e.to_string())
+    }
+}
+
+/// Decodes a PNG into RGB, as `image`'s `to_rgb8` did (palettes and low bit depths expanded,
+/// alpha dropped, grey replicated, 16-bit samples rounded to 8). The header is read, and the
+/// size checked against `limits`, before any pixel is decoded.
+fn decode_png(bytes: &[u8], limits: FrameLimits) -> Result<RgbFrame, PngError> {
+    let header = png::Decoder::new(std::io::Cursor::new(bytes))
+        .read_header_info()
+        .map(|info| (info.width, info.height));
+    let (w, h) = header?;
+    limits.check(w, h).map_err(PngError::Analysis)?;
+    // Within the limits the decoder may take what the image needs (up to 16-bit RGBA, 8 bytes a
+    // pixel) besides the output buffer
+    let allowed = png::Limits {
+        bytes: usize::try_from(u64::from(w) * u64::from(h) * 8 + (64 << 20)).unwrap_or(usize::MAX),
     };
-    let (w, h) = reader()?
-        .into_dimensions()
-        .map_err(|e| bad(e.to_string()))?;
-    limits.check(w, h)?;
-    let mut reader = reader()?;
-    // Within the limits, the decoder may take what the image needs (up to 16-bit RGBA, 8 bytes
-    // a pixel); `image`'s own default of 512 MiB would refuse a 12000x12000 RGBA PNG.
-    let mut decoder_limits = ::image::Limits::default();
-    decoder_limits.max_image_width = Some(limits.max_side);
-    decoder_limits.max_image_height = Some(limits.max_side);
-    decoder_limits.max_alloc = Some(u64::from(w) * u64::from(h) * 8 + (64 << 20));
-    reader.limits(decoder_limits);
-    let decoded = reader.decode().map_err(|e| bad(e.to_string()))?.to_rgb8();
-    let (w, h) = decoded.dimensions();
-    RgbFrame::try_new(w, h, decoded.into_raw())
+    let mut decoder = png::Decoder::new_with_limits(std::io::Cursor::new(bytes), allowed);
+    decoder.set_transformations(png::Transformations::EXPAND);
+    let mut reader = decoder.read_info()?;
+    let size = reader
+        .output_buffer_size()
+        .ok_or_else(|| PngError::Bad(format!("a {w}x{h} image does not fit in memory")))?;
+    let mut buf = vec![0u8; size];
+    let out = reader.next_frame(&mut buf)?;
+    buf.truncate(out.buffer_size());
+    let channels = out.color_type.samples();
+    let sample = |i: usize| -> u8 {
+        match out.bit_depth {
+            // the nearest 8-bit value, as `image` rounds (v + 128) / 257
+            png::BitDepth::Sixteen => {
+                let v = u32::from(u16::from_be_bytes([buf[2 * i], buf[2 * i + 1]]));
+                ((v + 128) / 257) as u8
+            }
+            _ => buf[i],
+        }
+    };
+    let pixels = (out.width as usize) * (out.height as usize);
+    let mut rgb = Vec::with_capacity(pixels * 3);
+    for p in 0..pixels {
+        let first = p * channels;
+        match out.color_type {
+            png::ColorType::Grayscale | png::ColorType::GrayscaleAlpha => {
+                let v = sample(first);
+                rgb.extend_from_slice(&[v, v, v]);
+            }
+            _ => rgb.extend_from_slice(&[sample(first), sample(first + 1), sample(first + 2)]),
+        }
+    }
+    RgbFrame::try_new(out.width, out.height, rgb).map_err(PngError::Analysis)
 }
 
 enum JpegError {
@@ -973,5 +1020,101 @@ mod tests {
             }
         );
         assert_eq!(EngineConfig::default().frame_limits(), FrameLimits::DEFAULT);
+    }
+
+    /// A 2x1 PNG of `color` at `depth` holding `data`, with `palette` and `trns` chunks if given.
+    fn png_of(
+        color: png::ColorType,
+        depth: png::BitDepth,
+        data: &[u8],
+        palette: Option<&[u8]>,
+        trns: Option<&[u8]>,
+    ) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut encoder = png::Encoder::new(&mut out, 2, 1);
+        encoder.set_color(color);
+        encoder.set_depth(depth);
+        if let Some(p) = palette {
+            encoder.set_palette(p.to_vec());
+        }
+        if let Some(t) = trns {
+            encoder.set_trns(t.to_vec());
+        }
+        let mut writer = encoder.write_header().unwrap();
+        writer.write_image_data(data).unwrap();
+        writer.finish().unwrap();
+        out
+    }
+
+    #[test]
+    fn pngs_of_every_colour_type_decode_to_rgb_as_image_to_rgb8_did() {
+        use png::{BitDepth::*, ColorType::*};
+        let rgb = |bytes: Vec<u8>| -> Vec<u8> {
+            match decode_png(&bytes, FrameLimits::DEFAULT) {
+                Ok(frame) => frame.data,
+                Err(_) => panic!("decoding failed"),
+            }
+        };
+        // RGB as it is; RGBA loses its alpha
+        assert_eq!(
+            rgb(png_of(Rgb, Eight, &[1, 2, 3, 4, 5, 6], None, None)),
+            [1, 2, 3, 4, 5, 6]
+        );
+        assert_eq!(
+            rgb(png_of(Rgba, Eight, &[1, 2, 3, 0, 4, 5, 6, 255], None, None)),
+            [1, 2, 3, 4, 5, 6]
+        );
+        // grey is replicated, with or without alpha; 1-bit grey is expanded to 0 and 255
+        assert_eq!(
+            rgb(png_of(Grayscale, Eight, &[7, 9], None, None)),
+            [7, 7, 7, 9, 9, 9]
+        );
+        assert_eq!(
+            rgb(png_of(GrayscaleAlpha, Eight, &[7, 0, 9, 255], None, None)),
+            [7, 7, 7, 9, 9, 9]
+        );
+        assert_eq!(
+            rgb(png_of(Grayscale, One, &[0b0100_0000], None, None)),
+            [0, 0, 0, 255, 255, 255]
+        );
+        // 16-bit samples round to the nearest 8-bit value: (v + 128) / 257
+        let sixteen = [
+            0x01, 0x00, 0x80, 0x80, 0xff, 0xff, 0x00, 0x80, 0x7f, 0x7f, 0x00, 0x00,
+        ];
+        assert_eq!(
+            rgb(png_of(Rgb, Sixteen, &sixteen, None, None)),
+            [1, 128, 255, 0, 127, 0]
+        );
+        // a palette is looked up, its transparency dropped
+        let palette = [10, 20, 30, 40, 50, 60];
+        assert_eq!(
+            rgb(png_of(
+                Indexed,
+                Eight,
+                &[1, 0],
+                Some(&palette),
+                Some(&[0, 255])
+            )),
+            [40, 50, 60, 10, 20, 30]
+        );
+        // the header is checked against the limits before any pixel is decoded
+        let tiny = FrameLimits {
+            max_pixels: 1,
+            max_side: 1,
+        };
+        let two_pixels = png_of(Grayscale, Eight, &[7, 9], None, None);
+        assert!(matches!(
+            decode_png(&two_pixels, tiny),
+            Err(PngError::Analysis(AnalysisError::FrameTooLarge {
+                width: 2,
+                height: 1,
+                ..
+            }))
+        ));
+        // a cut file is a decoding error, never a panic
+        assert!(matches!(
+            decode_png(&two_pixels[..40], FrameLimits::DEFAULT),
+            Err(PngError::Bad(_))
+        ));
     }
 }
