@@ -894,17 +894,15 @@ impl From<png::DecodingError> for PngError {
 /// alpha dropped, grey replicated, 16-bit samples rounded to 8). The header is read, and the
 /// size checked against `limits`, before any pixel is decoded.
 fn decode_png(bytes: &[u8], limits: FrameLimits) -> Result<RgbFrame, PngError> {
-    let header = png::Decoder::new(std::io::Cursor::new(bytes))
-        .read_header_info()
-        .map(|info| (info.width, info.height));
-    let (w, h) = header?;
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    let info = decoder.read_header_info()?;
+    let (w, h) = (info.width, info.height);
     limits.check(w, h).map_err(PngError::Analysis)?;
     // Within the limits the decoder may take what the image needs (up to 16-bit RGBA, 8 bytes a
     // pixel) besides the output buffer
-    let allowed = png::Limits {
+    decoder.set_limits(png::Limits {
         bytes: usize::try_from(u64::from(w) * u64::from(h) * 8 + (64 << 20)).unwrap_or(usize::MAX),
-    };
-    let mut decoder = png::Decoder::new_with_limits(std::io::Cursor::new(bytes), allowed);
+    });
     decoder.set_transformations(png::Transformations::EXPAND);
     let mut reader = decoder.read_info()?;
     let size = reader
@@ -913,29 +911,21 @@ fn decode_png(bytes: &[u8], limits: FrameLimits) -> Result<RgbFrame, PngError> {
     let mut buf = vec![0u8; size];
     let out = reader.next_frame(&mut buf)?;
     buf.truncate(out.buffer_size());
-    let channels = out.color_type.samples();
-    let sample = |i: usize| -> u8 {
-        match out.bit_depth {
-            // the nearest 8-bit value, as `image` rounds (v + 128) / 257
-            png::BitDepth::Sixteen => {
-                let v = u32::from(u16::from_be_bytes([buf[2 * i], buf[2 * i + 1]]));
-                ((v + 128) / 257) as u8
-            }
-            _ => buf[i],
-        }
-    };
-    let pixels = (out.width as usize) * (out.height as usize);
-    let mut rgb = Vec::with_capacity(pixels * 3);
-    for p in 0..pixels {
-        let first = p * channels;
-        match out.color_type {
-            png::ColorType::Grayscale | png::ColorType::GrayscaleAlpha => {
-                let v = sample(first);
-                rgb.extend_from_slice(&[v, v, v]);
-            }
-            _ => rgb.extend_from_slice(&[sample(first), sample(first + 1), sample(first + 2)]),
-        }
+    if out.bit_depth == png::BitDepth::Sixteen {
+        // the nearest 8-bit value, as `image` rounded: (v + 128) / 257
+        buf = buf
+            .chunks_exact(2)
+            .map(|v| ((u32::from(u16::from_be_bytes([v[0], v[1]])) + 128) / 257) as u8)
+            .collect();
     }
+    // EXPAND leaves grey (1 or 2 samples a pixel, with alpha) or RGB (3 or 4)
+    let rgb = buf
+        .chunks_exact(out.color_type.samples())
+        .flat_map(|p| match p.len() {
+            1 | 2 => [p[0]; 3],
+            _ => [p[0], p[1], p[2]],
+        })
+        .collect();
     RgbFrame::try_new(out.width, out.height, rgb).map_err(PngError::Analysis)
 }
 
