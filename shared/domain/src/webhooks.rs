@@ -331,7 +331,7 @@ pub fn progress_step(progress: u8) -> Option<u8> {
     (10..100).contains(&step).then_some(step)
 }
 
-/// Makes and queues the `video.progress` deliveries for the step `progress` has reached, one to
+/// Makes and queues the `video.progress` deliveries for `step` (a [`progress_step`]), one to
 /// each of the owner's endpoints that takes the event (not to the `callback_url`, which hears
 /// of the end only). Each step is delivered once per endpoint, whichever worker or segment
 /// reaches it first. Returns how many deliveries it queued.
@@ -339,11 +339,8 @@ pub async fn queue_video_progress(
     store: &dyn WebhookStore,
     queue: &dyn DeliveryQueue,
     video: &Video,
-    progress: u8,
+    step: u8,
 ) -> StoreResult<usize> {
-    let Some(step) = progress_step(progress) else {
-        return Ok(0);
-    };
     let event = WebhookEvent::VideoProgress;
     let now = Utc::now();
     let payload = json!({"type": event.as_str(), "timestamp": now, "data": {

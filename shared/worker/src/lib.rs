@@ -1193,17 +1193,17 @@ impl StoreSink {
                 return Ok(None);
             };
             let step = domain::webhooks::progress_step(video.analysis.progress);
-            if step.is_none() || step <= hooks.announced {
+            let Some(step) = step.filter(|&step| Some(step) > hooks.announced) else {
                 return Ok(None);
-            }
+            };
             domain::webhooks::queue_video_progress(
                 &*hooks.webhooks,
                 &*hooks.deliveries,
                 &video,
-                video.analysis.progress,
+                step,
             )
             .await?;
-            Ok::<_, domain::ports::StoreError>(step)
+            Ok::<_, domain::ports::StoreError>(Some(step))
         });
         match announced {
             Ok(Some(step)) => hooks.announced = Some(step),

@@ -1378,9 +1378,13 @@ async fn the_engine_runs_on_a_thread_of_its_own_at_the_configured_niceness() {
     assert_eq!(niceness(), before, "the runtime's threads keep theirs");
 }
 
-/// An endpoint of `owner`'s taking both events, registered now.
-async fn endpoint_of(rig: &Rig, owner: &str) -> String {
-    use domain::webhooks::{WebhookEndpoint, WebhookEvent, WebhookStore};
+/// An endpoint of `owner`'s taking `events`, registered now.
+async fn endpoint_taking(
+    rig: &Rig,
+    owner: &str,
+    events: &[domain::webhooks::WebhookEvent],
+) -> String {
+    use domain::webhooks::{WebhookEndpoint, WebhookStore};
     let now = chrono::Utc::now() - chrono::Duration::seconds(1);
     let id = domain::webhooks::new_endpoint_id();
     rig.webhooks
@@ -1388,7 +1392,7 @@ async fn endpoint_of(rig: &Rig, owner: &str) -> String {
             id: id.clone(),
             user_id: owner.into(),
             url: "https://hooks.example.com/x".into(),
-            events: vec![WebhookEvent::VideoCompleted, WebhookEvent::VideoFailed],
+            events: events.to_vec(),
             description: String::new(),
             sealed_secret: "v1.sealed".into(),
             created_at: now,
@@ -1397,6 +1401,13 @@ async fn endpoint_of(rig: &Rig, owner: &str) -> String {
         .await
         .unwrap();
     id
+}
+
+/// An endpoint of `owner`'s taking both ends of an analysis, registered now.
+async fn endpoint_of(rig: &Rig, owner: &str) -> String {
+    use domain::webhooks::WebhookEvent;
+    let ends = [WebhookEvent::VideoCompleted, WebhookEvent::VideoFailed];
+    endpoint_taking(rig, owner, &ends).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1465,22 +1476,9 @@ async fn a_rejected_upload_is_announced_as_failed_with_its_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_is_announced_at_each_tenth_to_endpoints_that_take_it() {
-    use domain::webhooks::{WebhookEndpoint, WebhookEvent, WebhookStore};
+    use domain::webhooks::WebhookEvent;
     let rig = Rig::new();
-    let now = chrono::Utc::now() - chrono::Duration::seconds(1);
-    rig.webhooks
-        .create_endpoint(&WebhookEndpoint {
-            id: "wh_progress".into(),
-            user_id: "u-1".into(),
-            url: "https://hooks.example.com/p".into(),
-            events: vec![WebhookEvent::VideoProgress],
-            description: String::new(),
-            sealed_secret: "v1.sealed".into(),
-            created_at: now,
-            updated_at: now,
-        })
-        .await
-        .unwrap();
+    let progress_endpoint = endpoint_taking(&rig, "u-1", &[WebhookEvent::VideoProgress]).await;
     endpoint_of(&rig, "u-1").await;
     // quick() checkpoints at every write, so progress passes several tenths
     let worker = rig.worker(quick());
@@ -1495,7 +1493,7 @@ async fn progress_is_announced_at_each_tenth_to_endpoints_that_take_it() {
         .iter()
         .filter(|d| d.event == WebhookEvent::VideoProgress)
         .map(|d| {
-            assert_eq!(d.log, "wh_progress");
+            assert_eq!(d.log, progress_endpoint);
             let payload: serde_json::Value = serde_json::from_str(&d.payload).unwrap();
             assert_eq!(payload["type"], "video.progress");
             payload["data"]["progress"].as_u64().unwrap()
